@@ -1,0 +1,279 @@
+"""Typed configuration: one dataclass section per stage, loaded from YAML plus `section.key=value`
+overrides. Unknown keys and wrongly typed values are errors that name the key and the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from witcurate.errors import ConfigError
+
+
+@dataclass
+class RunSection:
+    out: str = "runs/demo"
+    seed: int = 0
+    # Stages `witcurate run` executes, in order. `scorer` and `train` are the demo's bootstrap
+    # scorer and the final training run; drop them to stop at the shards.
+    stages: list[str] = field(default_factory=lambda: [
+        "queries", "ingest", "match", "balance", "download", "dedupe",
+        "scorer", "score", "cap", "shards", "train"])
+    # Beam pipeline options passed to every stage (e.g. ["--runner=DataflowRunner", ...]).
+    beam_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QueriesSection:
+    dumps: list[str] = field(default_factory=list)          # pages-articles*.xml.bz2 paths/globs
+    pageviews: list[str] = field(default_factory=list)      # pageview file paths/globs
+    import_json: str = ""                                    # MetaCLIP metadata.json instead of building
+    min_unigram_count: int = 100
+    min_bigram_count: int = 30                               # bigrams seen fewer times get no PMI
+    min_pmi: float = 30.0
+    min_title_views: int = 70
+    wordnet: bool = True
+    max_queries: int = 500_000
+    pageview_projects: list[str] = field(default_factory=lambda: ["en", "en.m"])
+
+
+@dataclass
+class IngestSection:
+    sources: list[str] = field(default_factory=list)        # parquet/csv/tsv/jsonl/warc.wat.gz globs
+    url_col: str = "url"
+    caption_col: str = "caption"
+    min_words: int = 2
+    min_chars: int = 5
+    max_chars: int = 1000
+    max_url_length: int = 2048
+    english_only: bool = False
+
+
+@dataclass
+class MatchSection:
+    queries: str = ""            # queries.json or a queries stage dir; default: the run's queries
+
+
+@dataclass
+class BalanceSection:
+    per_query: int = 20_000      # the cap the budget aims at (same as cap.per_query by default)
+    oversample: float = 2.0
+    enabled: bool = True
+
+
+@dataclass
+class DownloadSection:
+    image_size: int = 256
+    resize_mode: str = "keep_ratio"
+    resize_only_if_bigger: bool = True
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+    timeout: int = 10
+    retries: int = 0
+    processes_count: int = 2
+    thread_count: int = 16
+    urls_per_shard: int = 10_000
+    user_agent_token: str = "witcurate"
+    disallowed_header_directives: list[str] = field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
+    min_side: int = 64
+    max_aspect_ratio: float = 3.0
+    max_pixels: int = 89_478_485   # Pillow's own decompression-bomb limit
+    # Hosts/networks allowed even though they are loopback/private (CIDR or host[:port]).
+    allow_private: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DedupeSection:
+    max_hamming: int = 4
+    bands: int = 8
+    eval_images: str = ""        # folder of images: drop pool images that duplicate them
+
+
+@dataclass
+class ScorerSection:
+    """The demo's bootstrap scorer: a small open_clip model trained on a trusted clean set."""
+    trusted: str = ""            # webdataset tar glob of the trusted set
+    model: str = "witcurate-tiny"
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+
+
+@dataclass
+class ScoreSection:
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"   # open_clip tag, or a local checkpoint path
+    threshold: float | None = 0.28
+    top_fraction: float | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    num_workers: int = 2         # image decode processes feeding the model
+
+
+@dataclass
+class CapSection:
+    per_query: int = 20_000
+
+
+@dataclass
+class ShardsSection:
+    samples_per_shard: int = 10_000
+
+
+@dataclass
+class TrainSection:
+    data: str = ""               # webdataset shard glob/brace pattern; default: the run's shards
+    model: str = "witcurate-tiny"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    eval_dir: str = ""           # zero-shot/retrieval eval set
+    device: str = "auto"
+    workers: int = 1
+
+
+@dataclass
+class DemoSection:
+    root: str = "demo_world"
+    host: str = "127.0.0.1"
+    port: int = 18080
+    pool_size: int = 3000
+    trusted_size: int = 3000
+    eval_size: int = 400
+    image_size: int = 96
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    run: RunSection = field(default_factory=RunSection)
+    queries: QueriesSection = field(default_factory=QueriesSection)
+    ingest: IngestSection = field(default_factory=IngestSection)
+    match: MatchSection = field(default_factory=MatchSection)
+    balance: BalanceSection = field(default_factory=BalanceSection)
+    download: DownloadSection = field(default_factory=DownloadSection)
+    dedupe: DedupeSection = field(default_factory=DedupeSection)
+    scorer: ScorerSection = field(default_factory=ScorerSection)
+    score: ScoreSection = field(default_factory=ScoreSection)
+    cap: CapSection = field(default_factory=CapSection)
+    shards: ShardsSection = field(default_factory=ShardsSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    demo: DemoSection = field(default_factory=DemoSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *names: str) -> str:
+        """Hash of the named sections only: changing the trainer must not redo the download."""
+        payload = {n: dataclasses.asdict(getattr(self, n)) for n in names}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [value] if value else []
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}", "write it as [a, b] in YAML")
+        return [_coerce(v, args[0], where) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}", "use true or false")
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}", "use a number")
+        try:
+            out = typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}", "use a number") from None
+        if typ is int and isinstance(value, float) and value != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}", "use a whole number")
+        return out
+    if typ is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}", "use a plain value")
+        return "" if value is None else str(value)
+    return value
+
+
+def _section(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}", "see configs/demo.yaml")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}",
+                              f"known keys: {', '.join(sorted(known))}")
+    obj = cls()
+    for key, value in data.items():
+        setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}"))
+    return obj
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections", "see configs/demo.yaml")
+    hints = typing.get_type_hints(Config)
+    sections = {}
+    for name, value in data.items():
+        if name not in hints:
+            raise ConfigError(f"{where}: unknown section {name!r}",
+                              f"known sections: {', '.join(hints)}")
+        sections[name] = _section(hints[name], value or {}, f"{where}: {name}")
+    return Config(**sections)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"bad override {text!r}", "write overrides as section.key=value")
+    key, raw = text.split("=", 1)
+    section, name = key.split(".", 1)
+    return section, name, yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
+    data: dict[str, Any] = {}
+    where = "config"
+    if path:
+        where = path
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}", "pass --config configs/demo.yaml") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}",
+                              "fix the YAML syntax") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections",
+                              "see configs/demo.yaml")
+    for text in overrides or []:
+        section, name, value = parse_override(text)
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            data[section] = {}
+        data[section][name] = value
+    return from_dict(data, where)

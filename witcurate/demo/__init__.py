@@ -1,0 +1,1 @@
+"""The demo world: a small, honest stand-in for Wikipedia, the web and its images."""

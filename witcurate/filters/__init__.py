@@ -1,0 +1,1 @@
+"""Every keep/drop decision, as pure functions returning keep or (False, reason)."""

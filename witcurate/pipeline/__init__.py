@@ -1,0 +1,1 @@
+"""Beam plumbing (runner, contracts, options) and the moving stages."""

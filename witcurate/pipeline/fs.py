@@ -1,0 +1,85 @@
+"""Every path goes through fsspec, so `gs://bucket/run` behaves like a local directory."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def fs_for(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return url_to_fs(path)
+
+
+def join(base: str, *parts: str) -> str:
+    return posixpath.join(base.rstrip("/") if base != "/" else base, *parts)
+
+
+def _with_protocol(fs: fsspec.AbstractFileSystem, original: str, path: str) -> str:
+    if "://" in original:
+        proto = original.split("://", 1)[0]
+        return path if "://" in path else f"{proto}://{path}"
+    return path
+
+
+def exists(path: str) -> bool:
+    fs, p = fs_for(path)
+    return fs.exists(p)
+
+
+def makedirs(path: str) -> None:
+    fs, p = fs_for(path)
+    fs.makedirs(p, exist_ok=True)
+
+
+def rm(path: str) -> None:
+    fs, p = fs_for(path)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
+
+
+def move(src: str, dst: str) -> None:
+    fs, s = fs_for(src)
+    _, d = fs_for(dst)
+    fs.mv(s, d, recursive=True)
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted matches of a glob, with the protocol kept (gs://...)."""
+    fs, p = fs_for(pattern)
+    return sorted(_with_protocol(fs, pattern, m) for m in fs.glob(p))
+
+
+def expand(patterns: list[str]) -> list[str]:
+    out: list[str] = []
+    for pat in patterns:
+        if any(c in pat for c in "*?["):
+            out.extend(glob(pat))
+        elif exists(pat):
+            out.append(pat)
+    return sorted(dict.fromkeys(out))
+
+
+def open_file(path: str, mode: str = "rb", **kw: Any):
+    return fsspec.open(path, mode, **kw).open()
+
+
+def read_json(path: str) -> Any:
+    with fsspec.open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(path: str, obj: Any) -> None:
+    with fsspec.open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def size_and_mtime(path: str) -> tuple[int, str]:
+    fs, p = fs_for(path)
+    info = fs.info(p)
+    mtime = info.get("mtime") or info.get("updated") or info.get("LastModified") or ""
+    return int(info.get("size") or 0), str(mtime)

@@ -1,0 +1,191 @@
+"""The stage runner: DESIGN.md's contracts in one place.
+
+A stage writes into a fresh temporary directory:
+    TMP/part-*.parquet              kept records
+    TMP/rejects/part-*.parquet      dropped records, with `reason` and `detail`
+    TMP/...                         anything else it produces (images, queries.json, ...)
+The runner then counts both from the files themselves, checks in = kept + rejected, writes
+`_SUCCESS.json` and renames TMP to OUT/STAGE. A killed run leaves only a TMP behind, which the
+next attempt deletes; a stage whose manifest matches its config and inputs is skipped.
+Work that must survive a kill inside a stage (download shards) goes to `ctx.work_dir`, which is
+kept across attempts and removed once the stage has landed.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import pyarrow.parquet as pq
+
+import witcurate
+from witcurate.config import Config
+from witcurate.errors import AccountingError, InputError, UserError
+from witcurate.pipeline import fs
+
+log = logging.getLogger("witcurate")
+
+MANIFEST = "_SUCCESS.json"
+
+
+@dataclass
+class StageContext:
+    name: str
+    config: Config
+    out_root: str                    # the run directory, OUT
+    tmp_dir: str                     # where the stage writes; renamed to OUT/STAGE on success
+    work_dir: str                    # survives a killed attempt; removed after success
+    inputs: dict[str, str]           # named inputs: "in" is the main one
+    beam_args: list[str] = field(default_factory=list)
+    progress: Callable[[str], None] = print
+
+    def input(self, name: str = "in") -> str:
+        try:
+            return self.inputs[name]
+        except KeyError:
+            raise InputError(f"stage {self.name} needs an input named {name!r}",
+                             f"pass --{name.replace('_', '-')} DIR") from None
+
+
+@dataclass
+class StageResult:
+    n_in: int | None = None          # None: the rows of inputs["in"]'s kept parquet
+    extra: dict[str, Any] = field(default_factory=dict)   # merged into the manifest
+    units: str = "records"           # what throughput counts
+
+
+class Stage(Protocol):
+    name: str
+    sections: tuple[str, ...]        # config sections that change this stage's output
+
+    def run(self, ctx: StageContext) -> StageResult: ...
+
+
+def parquet_files(directory: str) -> list[str]:
+    return fs.glob(fs.join(directory, "part-*.parquet"))
+
+
+def count_rows(directory: str) -> int:
+    total = 0
+    for path in parquet_files(directory):
+        with fs.open_file(path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def read_table(directory: str, columns: list[str] | None = None):
+    """All kept rows of a stage directory as one pyarrow table (metadata only: no image bytes)."""
+    import pyarrow as pa
+    tables = []
+    for path in parquet_files(directory):
+        with fs.open_file(path) as f:
+            tables.append(pq.read_table(f, columns=columns))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def reject_counts(directory: str) -> dict[str, int]:
+    counts: collections.Counter[str] = collections.Counter()
+    for path in parquet_files(fs.join(directory, "rejects")):
+        with fs.open_file(path) as f:
+            col = pq.read_table(f, columns=["reason"]).column("reason")
+        counts.update(col.to_pylist())
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def fingerprint_input(path: str) -> str:
+    """A stage directory is identified by its manifest's fingerprint, a file by size and mtime."""
+    manifest = fs.join(path, MANIFEST)
+    if fs.exists(manifest):
+        return "stage:" + fs.read_json(manifest)["fingerprint"]
+    if fs.exists(path):
+        if any(c in path for c in "*?["):
+            return "glob:" + ",".join(f"{p}:{fs.size_and_mtime(p)}" for p in fs.glob(path))
+        size, mtime = fs.size_and_mtime(path)
+        return f"file:{size}:{mtime}"
+    if any(c in path for c in "*?["):
+        return "glob:" + ",".join(f"{p}:{fs.size_and_mtime(p)}" for p in fs.glob(path))
+    return "missing"
+
+
+def stage_fingerprint(stage: Stage, config: Config, inputs: dict[str, str]) -> str:
+    payload = {
+        "stage": stage.name,
+        "config": config.section_hash(*stage.sections) if stage.sections else "",
+        "code": witcurate.__version__,
+        "inputs": {k: fingerprint_input(v) for k, v in sorted(inputs.items())},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def load_manifest(stage_dir: str) -> dict[str, Any] | None:
+    path = fs.join(stage_dir, MANIFEST)
+    return fs.read_json(path) if fs.exists(path) else None
+
+
+def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, str],
+              beam_args: list[str] | None = None, force: bool = False,
+              progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one stage under the contracts into `final_dir` (OUT/STAGE in a full run)."""
+    final_dir = final_dir.rstrip("/")
+    out_root = posixpath.dirname(final_dir) or "."
+    base = posixpath.basename(final_dir)
+    fingerprint = stage_fingerprint(stage, config, inputs)
+    existing = load_manifest(final_dir)
+    if existing and existing.get("fingerprint") == fingerprint and not force:
+        progress(f"[{stage.name}] already done ({existing['counts']['kept']} kept), skipping")
+        existing["skipped"] = True
+        return existing
+
+    tmp_dir = fs.join(out_root, f".tmp-{base}")
+    work_dir = fs.join(out_root, f".work-{base}")
+    fs.rm(tmp_dir)                     # a previous attempt's half-written output
+    try:
+        fs.makedirs(fs.join(tmp_dir, "rejects"))
+        fs.makedirs(work_dir)
+    except OSError as e:
+        raise UserError(f"cannot write to {out_root}: {e.strerror or e}",
+                        "choose an --out directory you can write to, with free space") from None
+    ctx = StageContext(stage.name, config, out_root, tmp_dir, work_dir, dict(inputs),
+                       list(beam_args or []), progress)
+    progress(f"[{stage.name}] running")
+    start = time.time()
+    result = stage.run(ctx) or StageResult()
+    wall = time.time() - start
+
+    kept = count_rows(tmp_dir)
+    reasons = reject_counts(tmp_dir)
+    rejected = sum(reasons.values())
+    n_in = result.n_in if result.n_in is not None else count_rows(ctx.input("in"))
+    if n_in != kept + rejected:
+        raise AccountingError(
+            f"stage {stage.name} does not balance: in={n_in} kept={kept} rejected={rejected}")
+    manifest = {
+        "stage": stage.name,
+        "fingerprint": fingerprint,
+        "code_version": witcurate.__version__,
+        "config_hash": config.section_hash(*stage.sections) if stage.sections else "",
+        "config": {s: config.to_dict()[s] for s in stage.sections},
+        "inputs": {k: {"path": v, "fingerprint": fingerprint_input(v)} for k, v in inputs.items()},
+        "counts": {"in": n_in, "kept": kept, "rejected": rejected, "reasons": reasons},
+        "wall_seconds": round(wall, 3),
+        "throughput": {"units": result.units,
+                       "per_second": round(n_in / wall, 2) if wall > 0 else None},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **result.extra,
+    }
+    fs.write_json(fs.join(tmp_dir, MANIFEST), manifest)
+    fs.rm(final_dir)
+    fs.move(tmp_dir, final_dir)
+    fs.rm(work_dir)
+    progress(f"[{stage.name}] in={n_in} kept={kept} rejected={rejected} "
+             f"({wall:.1f}s, {manifest['throughput']['per_second']} {result.units}/s)"
+             + (f" reasons: {reasons}" if reasons else ""))
+    return manifest

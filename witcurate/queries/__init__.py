@@ -1,0 +1,1 @@
+"""Dataset query list: dump reading, counting, PMI bigrams, titles, WordNet."""

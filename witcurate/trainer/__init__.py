@@ -1,0 +1,1 @@
+"""The bundled CLIP trainer: open_clip models, ClipLoss, webdataset loader, evaluation."""
