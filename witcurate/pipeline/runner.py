@@ -58,6 +58,7 @@ class StageResult:
     n_in: int | None = None          # None: the rows of inputs["in"]'s kept parquet
     extra: dict[str, Any] = field(default_factory=dict)   # merged into the manifest
     units: str = "records"           # what throughput counts
+    kept_glob: str = "part-*.parquet"  # where the kept rows are (shards: one sidecar per tar)
 
 
 class Stage(Protocol):
@@ -67,13 +68,13 @@ class Stage(Protocol):
     def run(self, ctx: StageContext) -> StageResult: ...
 
 
-def parquet_files(directory: str) -> list[str]:
-    return fs.glob(fs.join(directory, "part-*.parquet"))
+def parquet_files(directory: str, pattern: str = "part-*.parquet") -> list[str]:
+    return fs.glob(fs.join(directory, pattern))
 
 
-def count_rows(directory: str) -> int:
+def count_rows(directory: str, pattern: str = "part-*.parquet") -> int:
     total = 0
-    for path in parquet_files(directory):
+    for path in parquet_files(directory, pattern):
         with fs.open_file(path) as f:
             total += pq.ParquetFile(f).metadata.num_rows
     return total
@@ -160,7 +161,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
     result = stage.run(ctx) or StageResult()
     wall = time.time() - start
 
-    kept = count_rows(tmp_dir)
+    kept = count_rows(tmp_dir, result.kept_glob)
     reasons = reject_counts(tmp_dir)
     rejected = sum(reasons.values())
     n_in = result.n_in if result.n_in is not None else count_rows(ctx.input("in"))
