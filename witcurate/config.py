@@ -24,6 +24,8 @@ class RunSection:
     stages: list[str] = field(default_factory=lambda: [
         "queries", "ingest", "match", "balance", "download", "dedupe",
         "scorer", "score", "cap", "shards", "train"])
+    # Generate the demo world if missing and serve its image host during the run.
+    demo: bool = False
     # Beam pipeline options passed to every stage (e.g. ["--runner=DataflowRunner", ...]).
     beam_args: list[str] = field(default_factory=list)
 
@@ -175,7 +177,11 @@ class Config:
 
     def section_hash(self, *names: str) -> str:
         """Hash of the named sections only: changing the trainer must not redo the download."""
-        payload = {n: dataclasses.asdict(getattr(self, n)) for n in names}
+        payload = {}
+        for n in names:  # "section" or "section.key"
+            section, _, key = n.partition(".")
+            value = dataclasses.asdict(getattr(self, section))
+            payload[n] = value[key] if key else value
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -97,3 +97,10 @@ def tagged(items: Iterable[tuple[str, Any]]):
     """Turn (tag, value) pairs from a plain generator into Beam tagged outputs."""
     for tag, value in items:
         yield beam.pvalue.TaggedOutput(tag, value)
+
+
+def counter_value(result, name: str) -> int:
+    """The committed (else attempted) value of a Beam counter after the pipeline ran."""
+    from apache_beam.metrics.metric import MetricsFilter
+    counters = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+    return int(sum(c.committed if c.committed is not None else c.attempted for c in counters))

@@ -28,6 +28,7 @@ import witcurate
 from witcurate.config import Config
 from witcurate.errors import AccountingError, InputError, UserError
 from witcurate.pipeline import fs
+from witcurate.schemas import validate
 
 log = logging.getLogger("witcurate")
 
@@ -101,6 +102,24 @@ def reject_counts(directory: str) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def check_input(stage: Stage, inputs: dict[str, str]) -> None:
+    """The main input must exist and carry the columns the stage needs (stage.input_schema)."""
+    schema = getattr(stage, "input_schema", None)
+    path = inputs.get("in")
+    if schema is None or path is None:
+        return
+    if not fs.exists(path):
+        raise InputError(f"stage {stage.name}: input {path} does not exist",
+                         "run the previous stage first, or point --in at its output directory")
+    files = parquet_files(path)
+    if not files:
+        raise InputError(f"stage {stage.name}: {path} holds no part-*.parquet files",
+                         "point --in at a finished stage directory")
+    with fs.open_file(files[0]) as f:
+        actual = pq.ParquetFile(f).schema_arrow
+    validate(schema, actual, f"stage {stage.name} input {files[0]}")
+
+
 def fingerprint_input(path: str) -> str:
     """A stage directory is identified by its manifest's fingerprint, a file by size and mtime."""
     manifest = fs.join(path, MANIFEST)
@@ -145,6 +164,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
         existing["skipped"] = True
         return existing
 
+    check_input(stage, inputs)
     tmp_dir = fs.join(out_root, f".tmp-{base}")
     work_dir = fs.join(out_root, f".work-{base}")
     fs.rm(tmp_dir)                     # a previous attempt's half-written output
@@ -173,8 +193,9 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
         "fingerprint": fingerprint,
         "code_version": witcurate.__version__,
         "config_hash": config.section_hash(*stage.sections) if stage.sections else "",
-        "config": {s: config.to_dict()[s] for s in stage.sections},
+        "config": {s: config.to_dict()[s.partition(".")[0]] for s in stage.sections},
         "inputs": {k: {"path": v, "fingerprint": fingerprint_input(v)} for k, v in inputs.items()},
+        "kept_glob": result.kept_glob,
         "counts": {"in": n_in, "kept": kept, "rejected": rejected, "reasons": reasons},
         "wall_seconds": round(wall, 3),
         "throughput": {"units": result.units,

@@ -10,6 +10,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import pyarrow as pa
+
 from witcurate.config import Config
 from witcurate.pipeline import fs
 from witcurate.pipeline.runner import StageContext, StageResult
@@ -31,6 +33,8 @@ class BaseStage:
     # Named inputs; "in" is the main one. Each becomes a flag (--in, --queries, --images).
     inputs: ClassVar[tuple[str, ...]] = ("in",)
     options: ClassVar[tuple[Option, ...]] = ()
+    # Columns the main input ("in") must carry; the runner checks before running.
+    input_schema: ClassVar[pa.Schema | None] = None
 
     def default_inputs(self, config: Config, out_root: str) -> dict[str, str]:
         """Where this stage's inputs are inside a full run under `out_root`."""

@@ -120,3 +120,9 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         if table.schema.field(i).type != f.type:
             table = table.set_column(i, f.name, table.column(i).cast(f.type))
     return table
+
+
+def candidate_uid(url: str, caption: str) -> str:
+    """The stable id of a candidate: sha256 of its normalised url and caption, 32 hex chars."""
+    import hashlib
+    return hashlib.sha256(f"{url}\t{caption}".encode("utf-8")).hexdigest()[:32]

@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+if (REPO / ".nltk_data").exists():
+    os.environ.setdefault("NLTK_DATA", str(REPO / ".nltk_data"))
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES

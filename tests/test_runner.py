@@ -1,0 +1,126 @@
+"""The stage runner's contracts: accounting, atomic output, skip-when-done, resume after a kill."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from witcurate.config import Config
+from witcurate.errors import AccountingError, InputError
+from witcurate.pipeline import fs
+from witcurate.pipeline.audit import audit_run
+from witcurate.pipeline.beam_io import reject
+from witcurate.pipeline.runner import StageResult, load_manifest, run_stage
+from witcurate.schemas import REJECTS
+
+
+class EvenStage:
+    """Keeps odd numbers, rejects even ones; `lose` drops a record to break the accounting."""
+    name = "even"
+    sections = ("cap",)
+
+    def __init__(self, n=10, lose=False, crash=False):
+        self.n, self.lose, self.crash, self.calls = n, lose, crash, 0
+
+    def run(self, ctx):
+        self.calls += 1
+        nums = list(range(self.n))
+        kept = [{"n": i} for i in nums if i % 2]
+        rejected = [reject({"uid": str(i)}, "even") for i in nums if not i % 2]
+        if self.lose:
+            rejected = rejected[1:]
+        pq.write_table(pa.Table.from_pylist(kept, pa.schema([("n", pa.int64())])),
+                       fs.join(ctx.tmp_dir, "part-00000.parquet"))
+        if self.crash:
+            raise RuntimeError("killed mid-stage")
+        pq.write_table(pa.Table.from_pylist(rejected, REJECTS), fs.join(ctx.tmp_dir, "rejects", "part-00000.parquet"))
+        return StageResult(n_in=self.n)
+
+
+def test_manifest_counts_and_reasons(tmp_path):
+    m = run_stage(EvenStage(), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert m["counts"] == {"in": 10, "kept": 5, "rejected": 5, "reasons": {"even": 5}}
+    assert (tmp_path / "even" / "_SUCCESS.json").exists()
+    assert not (tmp_path / ".tmp-even").exists()
+    assert audit_run(str(tmp_path))[0].problems == []
+
+
+def test_unbalanced_stage_is_an_error_and_lands_nothing(tmp_path):
+    with pytest.raises(AccountingError, match="does not balance"):
+        run_stage(EvenStage(lose=True), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert not (tmp_path / "even").exists()
+
+
+def test_finished_stage_is_skipped_until_its_config_changes(tmp_path):
+    stage = EvenStage()
+    run_stage(stage, Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    again = run_stage(stage, Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert again["skipped"] and stage.calls == 1
+    changed = Config()
+    changed.cap.per_query = 7
+    run_stage(stage, changed, str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert stage.calls == 2
+    unrelated = Config()
+    unrelated.train.epochs = 99          # not one of the stage's sections: no rerun
+    unrelated.cap.per_query = 7
+    run_stage(stage, unrelated, str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert stage.calls == 2
+
+
+def test_killed_stage_leaves_no_output_and_rerun_finishes(tmp_path):
+    with pytest.raises(RuntimeError):
+        run_stage(EvenStage(crash=True), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert not (tmp_path / "even").exists()          # nothing half-written under the final name
+    m = run_stage(EvenStage(), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert m["counts"]["kept"] == 5
+    assert not (tmp_path / ".tmp-even").exists()
+
+
+def test_upstream_change_reruns_downstream(tmp_path):
+    up = EvenStage()
+    run_stage(up, Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+
+    class Down(EvenStage):
+        name = "down"
+    down = Down()
+    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lambda s: None)
+    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lambda s: None)
+    assert down.calls == 1
+    changed = Config()
+    changed.cap.per_query = 3
+    run_stage(up, changed, str(tmp_path / "even"), {}, progress=lambda s: None)
+    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lambda s: None)
+    assert down.calls == 2
+
+
+def test_audit_finds_tampered_output(tmp_path):
+    run_stage(EvenStage(), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    pq.write_table(pa.table({"n": [1]}), tmp_path / "even" / "part-00000.parquet")
+    problems = audit_run(str(tmp_path))[0].problems
+    assert any("kept" in p for p in problems)
+
+
+def test_missing_or_wrong_input_is_a_clear_error(tmp_path):
+    class NeedsCandidates(EvenStage):
+        name = "needs"
+        from witcurate.schemas import CANDIDATES as input_schema
+    with pytest.raises(InputError, match="does not exist"):
+        run_stage(NeedsCandidates(), Config(), str(tmp_path / "needs"), {"in": str(tmp_path / "nope")},
+                  progress=lambda s: None)
+    run_stage(EvenStage(), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    with pytest.raises(InputError, match="missing column 'uid'"):
+        run_stage(NeedsCandidates(), Config(), str(tmp_path / "needs"), {"in": str(tmp_path / "even")},
+                  progress=lambda s: None)
+
+
+def test_unwritable_output_is_a_user_error(tmp_path):
+    from witcurate.errors import UserError
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot write"):
+        run_stage(EvenStage(), Config(), str(blocker / "sub" / "even"), {}, progress=lambda s: None)
+
+
+def test_manifest_is_loadable(tmp_path):
+    run_stage(EvenStage(), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    m = load_manifest(str(tmp_path / "even"))
+    assert m["config"]["cap"]["per_query"] == 20_000 and m["wall_seconds"] >= 0

@@ -1,0 +1,65 @@
+"""Audit a finished run: recount every stage from its files, check the accounting and the chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from witcurate.pipeline import fs
+from witcurate.pipeline.runner import MANIFEST, count_rows, fingerprint_input, reject_counts
+from witcurate.pipeline.stages import ORDER
+
+
+@dataclass
+class StageAudit:
+    stage: str
+    manifest: dict[str, Any]
+    kept_files: int
+    rejected_files: int
+    problems: list[str] = field(default_factory=list)
+
+
+def audit_stage(stage_dir: str) -> StageAudit:
+    manifest = fs.read_json(fs.join(stage_dir, MANIFEST))
+    name = manifest.get("stage", fs.join(stage_dir).rsplit("/", 1)[-1])
+    counts = manifest.get("counts", {})
+    kept = count_rows(stage_dir, manifest.get("kept_glob", "part-*.parquet"))
+    reasons = reject_counts(stage_dir)
+    rejected = sum(reasons.values())
+    audit = StageAudit(name, manifest, kept, rejected)
+    if kept != counts.get("kept"):
+        audit.problems.append(f"manifest says kept={counts.get('kept')}, files hold {kept}")
+    if rejected != counts.get("rejected"):
+        audit.problems.append(f"manifest says rejected={counts.get('rejected')}, files hold {rejected}")
+    if reasons != counts.get("reasons", {}):
+        audit.problems.append("reject reasons differ from the manifest")
+    if counts.get("in") != kept + rejected:
+        audit.problems.append(f"does not balance: in={counts.get('in')} != kept+rejected={kept + rejected}")
+    for key, entry in manifest.get("inputs", {}).items():
+        path = entry.get("path", "")
+        if entry.get("fingerprint", "").startswith("stage:") and fs.exists(path):
+            now = fingerprint_input(path)
+            if now != entry["fingerprint"]:
+                audit.problems.append(f"input {key} ({path}) changed since this stage ran: rerun it")
+    return audit
+
+
+def audit_run(out_root: str) -> list[StageAudit]:
+    """Every finished stage directory under `out_root`, in pipeline order."""
+    names = [m.rstrip("/").rsplit("/", 2)[-2] for m in fs.glob(fs.join(out_root, "*", MANIFEST))]
+    order = {n: i for i, n in enumerate(ORDER)}
+    names.sort(key=lambda n: (order.get(n, len(order)), n))
+    return [audit_stage(fs.join(out_root, n)) for n in names]
+
+
+def format_table(audits: list[StageAudit]) -> str:
+    header = f"{'stage':<9} {'in':>8} {'kept':>8} {'rejected':>8} {'seconds':>8} {'rate/s':>9}  status / top reject reasons"
+    lines = [header, "-" * len(header)]
+    for a in audits:
+        c = a.manifest.get("counts", {})
+        rate = a.manifest.get("throughput", {}).get("per_second")
+        reasons = ", ".join(f"{k} {v}" for k, v in list(c.get("reasons", {}).items())[:4])
+        status = "PROBLEM: " + "; ".join(a.problems) if a.problems else ("ok" + (f"  {reasons}" if reasons else ""))
+        lines.append(f"{a.stage:<9} {c.get('in', 0):>8} {c.get('kept', 0):>8} {c.get('rejected', 0):>8} "
+                     f"{a.manifest.get('wall_seconds', 0):>8.1f} {rate if rate is not None else '-':>9}  {status}")
+    return "\n".join(lines)
