@@ -1,0 +1,136 @@
+"""Matching (MetaCLIP's rule as the floor), balancing and the strict per-query cap."""
+
+import json
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from witcurate import schemas
+from witcurate.config import Config
+from witcurate.filters.balance import keep_probability, uniform_from_uid
+from witcurate.filters.cap import assign_query, cap_group
+from witcurate.pipeline.balance import BalanceStage
+from witcurate.pipeline.cap import CapStage
+from witcurate.pipeline.match import MatchStage
+from witcurate.pipeline.matcher import QueryMatcher, metaclip_reference_match
+from witcurate.pipeline.runner import read_table, run_stage
+
+quiet = dict(progress=lambda s: None)
+ENTRIES = ["red", "red circle", "circle", "New York", "U.S.", "dog", "hot dog", "blue", "star",
+           "Star", "a", "night sky", "C++", "rock 'n' roll"]
+WORDS = ["red", "circle", "New", "York", "U.S.", "dog", "hot", "blue", "star", "Star", "a", "night",
+         "sky", ",", ".", "!", "(dog)", "C++", "rock", "'n'", "roll", "the", "\t", "  "]
+
+
+def test_matcher_finds_every_metaclip_match():
+    rng = random.Random(0)
+    matcher = QueryMatcher(ENTRIES)
+    for _ in range(2000):
+        caption = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9)))
+        ours = set(matcher.match(caption))
+        assert set(metaclip_reference_match(caption, ENTRIES)) <= ours, caption
+
+
+def test_matcher_fixes_metaclip_blind_spots():
+    matcher = QueryMatcher(ENTRIES)
+    q = lambda c: {ENTRIES[i] for i in matcher.match(c)}
+    assert "U.S." in q("made in the U.S. in 1990")           # entry with punctuation
+    assert "dog" in q("a photo (dog) on grass")               # brackets glue words
+    assert "New York" in q("New   York at night")             # runs of spaces
+    assert "circle" not in q("two red circles")               # whole tokens only
+    assert "Star" not in q("a star") and "star" in q("a star")  # case-sensitive
+    assert ENTRIES.index("U.S.") not in metaclip_reference_match("made in the U.S. in 1990", ENTRIES)
+
+
+def _stage_dir(path, rows, schema):
+    path.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema), path / "part-00000.parquet")
+    (path / "rejects").mkdir()
+    return str(path)
+
+
+def _candidates(captions):
+    return [{"uid": f"u{i:04d}", "url": f"http://h/{i}.jpg", "caption": c, "source": "s"}
+            for i, c in enumerate(captions)]
+
+
+def test_match_stage(tmp_path):
+    queries = sorted(["red", "circle", "blue star"])
+    (tmp_path / "queries.json").write_text(json.dumps(queries))
+    inp = _stage_dir(tmp_path / "ingest", _candidates(
+        ["a red circle", "blue star at night", "nothing here", "a blue  star!"]), schemas.CANDIDATES)
+    m = run_stage(MatchStage(), Config(), str(tmp_path / "match"),
+                  {"in": inp, "queries": str(tmp_path / "queries.json")}, **quiet)
+    assert m["counts"] == {"in": 4, "kept": 3, "rejected": 1, "reasons": {"no_query_match": 1}}
+    got = {r["caption"]: [queries[i] for i in r["query_ids"]] for r in read_table(str(tmp_path / "match")).to_pylist()}
+    assert got == {"a red circle": ["circle", "red"], "blue star at night": ["blue star"], "a blue  star!": ["blue star"]}
+
+
+def test_keep_probability_formula():
+    counts = {0: 100, 1: 10, 2: 400}
+    assert keep_probability([1], counts, t=20) == 1.0
+    assert keep_probability([0], counts, t=20) == pytest.approx(0.2)
+    assert keep_probability([0, 2], counts, t=20) == pytest.approx(1 - 0.8 * 0.95)
+
+
+def _matched(n_common=2000, n_rare=30):
+    rows = []
+    for i in range(n_common):
+        rows.append({"uid": f"c{i:05d}", "url": f"http://h/c{i}.jpg", "caption": "red", "source": "s", "query_ids": [0]})
+    for i in range(n_rare):
+        rows.append({"uid": f"r{i:05d}", "url": f"http://h/r{i}.jpg", "caption": "red circle", "source": "s", "query_ids": [0, 1]})
+    return rows
+
+
+def test_balance_stage_is_deterministic_and_bounds_frequent_queries(tmp_path):
+    inp = _stage_dir(tmp_path / "match", _matched(), schemas.MATCHED)
+    cfg = Config()
+    cfg.balance.per_query, cfg.balance.oversample = 100, 2.0
+    m = run_stage(BalanceStage(), cfg, str(tmp_path / "balance"), {"in": inp}, **quiet)
+    kept = read_table(str(tmp_path / "balance")).to_pylist()
+    assert m["counts"]["in"] == 2030 == m["counts"]["kept"] + m["counts"]["rejected"]
+    assert set(m["counts"]["reasons"]) == {"balanced_out"}
+    assert sum(r["uid"].startswith("r") for r in kept) == 30        # rare query: everything kept
+    common = sum(r["uid"].startswith("c") for r in kept)
+    assert 150 <= common <= 260                                      # ~ t = 200 of 2030
+    run_stage(BalanceStage(), cfg, str(tmp_path / "balance2"), {"in": inp}, force=True, **quiet)
+    assert sorted(r["uid"] for r in read_table(str(tmp_path / "balance2")).to_pylist()) == sorted(r["uid"] for r in kept)
+    assert 0 <= uniform_from_uid("x", 0) < 1 and uniform_from_uid("x", 0) != uniform_from_uid("x", 1)
+
+
+def test_cap_assigns_rarest_query_and_keeps_best_scores():
+    assert assign_query([0, 1, 2], {0: 50, 1: 3, 2: 3}) == 1
+    rows = [{"uid": f"u{i}", "clip_score": s} for i, s in enumerate([0.3, 0.9, 0.5, 0.9])]
+    kept, over = cap_group(rows, 2)
+    assert [r["clip_score"] for r in kept] == [0.9, 0.9] and len(over) == 2
+    assert cap_group(list(reversed(rows)), 2)[0] == kept             # order of arrival does not matter
+
+
+def test_cap_stage(tmp_path):
+    queries = ["circle", "red"]
+    (tmp_path / "queries.json").write_text(json.dumps(queries))
+    pool = _stage_dir(tmp_path / "match", [
+        {"uid": f"p{i}", "url": "u", "caption": "c", "source": "s", "query_ids": [1] if i < 50 else [0, 1]}
+        for i in range(60)], schemas.MATCHED)
+    scored = []
+    for i in range(30):
+        ids = [1] if i < 20 else [0, 1]
+        scored.append({"uid": f"s{i:03d}", "url": "u", "caption": "c", "source": "s", "query_ids": ids,
+                       "keep_probability": 1.0, "shard": "images/00000.tar", "key": str(i), "width": 64,
+                       "height": 64, "original_width": 64, "original_height": 64, "sha256": "x", "phash": i,
+                       "clip_score": i / 100, "clip_model": "m"})
+    inp = _stage_dir(tmp_path / "score", scored, schemas.SCORED)
+    cfg = Config()
+    cfg.cap.per_query = 5
+    m = run_stage(CapStage(), cfg, str(tmp_path / "cap"),
+                  {"in": inp, "pool": pool, "queries": str(tmp_path / "queries.json")}, **quiet)
+    kept = read_table(str(tmp_path / "cap")).to_pylist()
+    assert m["counts"] == {"in": 30, "kept": 10, "rejected": 20, "reasons": {"query_cap": 20}}
+    by_query = {}
+    for r in kept:
+        by_query.setdefault(r["query"], []).append(r["clip_score"])
+    assert {q: len(v) for q, v in by_query.items()} == {"circle": 5, "red": 5}
+    assert sorted(by_query["circle"]) == pytest.approx([0.25, 0.26, 0.27, 0.28, 0.29])
+    assert sorted(by_query["red"]) == pytest.approx([0.15, 0.16, 0.17, 0.18, 0.19])

@@ -1,0 +1,77 @@
+"""Caption normalisation and alt-text rules: each rule returns True or (False, reason)."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from typing import Union
+
+import ftfy
+
+Decision = Union[bool, tuple[bool, str]]
+
+_SPACE_RE = re.compile(r"\s+")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# "IMG_1234.jpg", "DSC00042", "photo-2.png", "Screenshot 2020-01-01 at 10.00.00.png"
+_FILENAME_RE = re.compile(
+    r"^\s*[\w\-. ()]*\.(jpe?g|png|gif|webp|bmp|tiff?|svg|heic|avif)\s*$|"
+    r"^\s*(img|dsc|dscn|dcim|pxl|screenshot|image|photo|pic|file)[\s_\-]*\d+[\w\-]*\s*$",
+    re.IGNORECASE)
+# Alt text that says nothing about the image (compared lower-cased, edge punctuation stripped).
+_BOILERPLATE = frozenset("""
+image images img photo photos picture pictures pic thumbnail thumb logo icon banner placeholder
+untitled alt null none undefined nan spacer blank avatar advertisement loading spinner
+""".split()) | frozenset({
+    "click here", "click to enlarge", "read more", "learn more", "see more", "view larger",
+    "view image", "open image", "no alt text", "image not found", "default avatar",
+    "profile picture", "untitled image", "image placeholder", "featured image", "n/a",
+})
+
+
+def normalize_caption(text: str) -> str:
+    """Fix mojibake, unescape HTML entities, drop control characters, collapse whitespace."""
+    text = ftfy.fix_text(text, normalization="NFC")
+    text = html.unescape(text)
+    text = _CONTROL_RE.sub("", text)
+    text = unicodedata.normalize("NFC", text)
+    return _SPACE_RE.sub(" ", text).strip()
+
+
+def caption_length(text: str, min_words: int, min_chars: int, max_chars: int) -> Decision:
+    if len(text) < min_chars or len(text.split()) < min_words:
+        return False, "caption_too_short"
+    if len(text) > max_chars:
+        return False, "caption_too_long"
+    return True
+
+
+def not_filename(text: str) -> Decision:
+    return (False, "caption_filename") if _FILENAME_RE.match(text) else True
+
+
+def not_boilerplate(text: str) -> Decision:
+    low = text.lower().strip(" .!:-")
+    if low in _BOILERPLATE:
+        return False, "caption_boilerplate"
+    return True
+
+
+def has_letters(text: str) -> Decision:
+    letters = sum(ch.isalpha() for ch in text)
+    return True if letters >= max(2, len(text) // 4) else (False, "caption_no_letters")
+
+
+def caption_rules(text: str, min_words: int, min_chars: int, max_chars: int) -> Decision:
+    """All caption rules in order; the first failing one names the reason.
+
+    Filename and boilerplate rules come first so "IMG_1234.jpg" is reported as a filename,
+    not as too short.
+    """
+    if not text:
+        return False, "caption_empty"
+    for decision in (not_filename(text), not_boilerplate(text), has_letters(text),
+                     caption_length(text, min_words, min_chars, max_chars)):
+        if decision is not True:
+            return decision
+    return True
