@@ -1,0 +1,1 @@
+"""Benchmarks: each module's `run()` returns rows {name, ours, baseline, unit, ratio, target}."""
