@@ -1,0 +1,180 @@
+"""`witcurate`: one command, a subcommand per stage, `run` for all of them, `demo`, `audit`.
+
+Each stage subcommand is built from the stage's own declarations (named inputs, options).
+Arguments the CLI does not know are handed to Beam (`--runner DataflowRunner --project ...`)
+after checking that Beam knows them. User errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from witcurate.config import Config, load_config
+from witcurate.errors import UserError
+from witcurate.pipeline import fs
+
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help=f"YAML config (default: {DEFAULT_CONFIG} if it exists)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value; repeatable")
+    parser.add_argument("--force", action="store_true", help="rerun even if a matching manifest exists")
+
+
+def _load(args: argparse.Namespace, extra: list[str] | None = None) -> Config:
+    path = args.config
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        path = DEFAULT_CONFIG
+    return load_config(path, list(args.overrides) + list(extra or []))
+
+
+def check_beam_args(args: list[str]) -> list[str]:
+    """Refuse arguments neither we nor Beam know, instead of silently ignoring a typo."""
+    if not args:
+        return args
+    from apache_beam.options.pipeline_options import PipelineOptions
+    known = set(PipelineOptions(args).get_all_options(retain_unknown_options=False))
+    for arg in args:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0].replace("-", "_")
+            if name not in known:
+                raise UserError(f"unknown option {arg.split('=', 1)[0]}",
+                                "see `witcurate <command> --help`; Beam options are passed through")
+    return args
+
+
+def _add_stage_parsers(sub) -> None:
+    from witcurate.pipeline.stages import ORDER, get_stage
+    for name in ORDER:
+        stage = get_stage(name)
+        p = sub.add_parser(name, help=stage.help, description=stage.help)
+        for inp in stage.inputs:
+            flag = "--in" if inp == "in" else f"--{inp.replace('_', '-')}"
+            p.add_argument(flag, dest=f"input_{inp}", default=None, metavar="PATH",
+                           help=f"input {inp!r} (default: its place in the run directory)")
+        p.add_argument("--out", required=True, metavar="DIR",
+                       help=f"this stage's output directory (in a full run: OUT/{name})")
+        for opt in stage.options:
+            p.add_argument(opt.flag, dest=f"opt_{opt.key}", type=opt.type, default=None, help=opt.help)
+        _common(p)
+        p.set_defaults(handler=_run_one_stage, stage_name=name)
+
+
+def _run_one_stage(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from witcurate.pipeline.runner import run_stage
+    from witcurate.pipeline.stages import get_stage
+    stage = get_stage(args.stage_name)
+    overrides = [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("opt_") and v is not None]
+    config = _load(args, overrides)
+    out_dir = args.out.rstrip("/")
+    out_root = out_dir.rsplit("/", 1)[0] if "/" in out_dir else "."
+    try:
+        inputs = stage.default_inputs(config, out_root)
+    except NotImplementedError:
+        inputs = {}
+    given = {inp: getattr(args, f"input_{inp}") for inp in stage.inputs if getattr(args, f"input_{inp}")}
+    if "in" in given:  # an explicit --in replaces config-derived raw inputs (e.g. ingest sources)
+        inputs = {k: v for k, v in inputs.items() if k in stage.inputs}
+    inputs.update(given)
+    with _maybe_host(config, args.stage_name):
+        manifest = run_stage(stage, config, out_dir, inputs, beam_args + config.run.beam_args, force=args.force)
+    c = manifest["counts"]
+    print(f"{args.stage_name}: in={c['in']} kept={c['kept']} rejected={c['rejected']} -> {out_dir}")
+    return 0
+
+
+def _maybe_host(config: Config, stage_name: str):
+    from witcurate.pipeline.run import demo_world
+    return demo_world(config, config.run.demo and stage_name == "download", print)
+
+
+def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from witcurate.pipeline.run import run_all
+    config = _load(args)
+    out = args.out or config.run.out
+    stages = args.stages.split(",") if args.stages else None
+    run_all(config, out, beam_args, stages=stages, force=args.force)
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from witcurate.pipeline.audit import audit_run, format_table
+    if not fs.exists(args.run_dir):
+        raise UserError(f"run directory not found: {args.run_dir}", "pass the --out of a finished run")
+    audits = audit_run(args.run_dir)
+    if not audits:
+        raise UserError(f"no finished stages under {args.run_dir}", "run `witcurate run` first")
+    print(format_table(audits))
+    bad = [a for a in audits if a.problems]
+    print(f"\n{len(audits)} stages audited, {len(bad)} with problems")
+    return 1 if bad else 0
+
+
+def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
+    config = _load(args)
+    root = args.root or config.demo.root
+    if args.action == "generate":
+        from witcurate.demo.world import generate_world
+        world = generate_world(config.demo, root)
+        print(f"demo world in {root} (base url {world.get('base_url')})")
+    else:
+        from witcurate.demo.host import serve_forever
+        serve_forever(root, config.demo.host, config.demo.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="witcurate", description="Curate WIT-style image-text datasets with Apache Beam, and train CLIP on them.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every stage in order from a config",
+                       description="Run every stage in run.stages under one run directory.")
+    p.add_argument("--out", default=None, help="run directory (default: run.out from the config)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
+    _common(p)
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("demo", help="generate the demo world or serve its image host")
+    p.add_argument("action", choices=["generate", "serve"])
+    p.add_argument("--root", default=None, help="demo world directory (default: demo.root)")
+    _common(p)
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("audit", help="verify a finished run's manifests and accounting")
+    p.add_argument("run_dir", metavar="OUT")
+    p.set_defaults(handler=_cmd_audit)
+
+    _add_stage_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args, check_beam_args(beam_args))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
