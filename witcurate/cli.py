@@ -28,11 +28,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rerun even if a matching manifest exists")
 
 
-def _load(args: argparse.Namespace, extra: list[str] | None = None) -> Config:
+def _load(args: argparse.Namespace, values: dict | None = None) -> Config:
     path = args.config
     if path is None and os.path.exists(DEFAULT_CONFIG):
         path = DEFAULT_CONFIG
-    return load_config(path, list(args.overrides) + list(extra or []))
+    return load_config(path, list(args.overrides), values)
 
 
 def check_beam_args(args: list[str]) -> list[str]:
@@ -71,8 +71,8 @@ def _run_one_stage(args: argparse.Namespace, beam_args: list[str]) -> int:
     from witcurate.pipeline.runner import run_stage
     from witcurate.pipeline.stages import get_stage
     stage = get_stage(args.stage_name)
-    overrides = [f"{k[4:]}={v}" for k, v in vars(args).items() if k.startswith("opt_") and v is not None]
-    config = _load(args, overrides)
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    config = _load(args, values)
     out_dir = args.out.rstrip("/")
     out_root = out_dir.rsplit("/", 1)[0] if "/" in out_dir else "."
     try:

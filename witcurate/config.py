@@ -42,6 +42,9 @@ class QueriesSection:
     wordnet: bool = True
     max_queries: int = 500_000
     pageview_projects: list[str] = field(default_factory=lambda: ["en", "en.m"])
+    wordnet_dir: str = ""                                    # NLTK data dir holding corpora/wordnet
+    split_mb: int = 64                                       # compressed MB of a multistream dump per worker split
+    skip_bad_inputs: bool = False                            # corrupt dump splits / pageview files: fail, or skip and report
 
 
 @dataclass
@@ -93,7 +96,9 @@ class DownloadSection:
 @dataclass
 class DedupeSection:
     max_hamming: int = 4
-    bands: int = 8
+    # LSH bands over the 64 hash bits: bands >= max_hamming + 1 finds every pair (pigeonhole);
+    # more bands than that only make buckets bigger and slower (8 bands = 8-bit buckets).
+    bands: int = 5
     eval_images: str = ""        # folder of images: drop pool images that duplicate them
 
 
@@ -110,12 +115,22 @@ class ScorerSection:
 @dataclass
 class ScoreSection:
     model: str = "ViT-B-32"
-    pretrained: str = "openai"   # open_clip tag, or a local checkpoint path
-    threshold: float | None = 0.28
+    # open_clip tag, a local checkpoint path, or "run:scorer" (the run's scorer stage checkpoint)
+    pretrained: str = "openai"
+    # Exactly one keep rule: a cosine threshold (LAION: 0.28 for ViT-B/32; it depends on the
+    # model, so none is assumed) or the top fraction by score (DataComp: 0.3).
+    threshold: float | None = None
     top_fraction: float | None = None
-    batch_size: int = 64
+    batch_size: int = 64         # the largest inference batch
+    min_batch_size: int | None = None   # None: batches of batch_size; lower lets Beam adapt
     device: str = "auto"
-    num_workers: int = 2         # image decode processes feeding the model
+    precision: str = "fp16"      # autocast dtype on CUDA: fp16, bf16 or fp32 (CPU runs fp32)
+    share_model: bool = False    # one model copy per machine, shared by its worker processes
+    num_workers: int = 2         # image decode threads per worker, running ahead of the model
+    cpu_threads: int | None = None   # torch threads per worker process on CPU (None: torch's
+                                     # default, all cores; 1 suits one SDK process per vCPU)
+    accelerator: str = ""        # Dataflow: a GPU for the inference step only (Beam resource hint),
+                                 # e.g. "type:nvidia-l4;count:1;install-nvidia-driver"
 
 
 @dataclass
@@ -260,7 +275,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, yaml.safe_load(raw) if raw != "" else ""
 
 
-def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> Config:
+    """YAML file, then `section.key=value` overrides (YAML-parsed), then `values`: already typed
+    values keyed "section.key" (from command-line flags: a glob like '*.gz' stays a string)."""
     data: dict[str, Any] = {}
     where = "config"
     if path:
@@ -276,8 +294,9 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections",
                               "see configs/demo.yaml")
-    for text in overrides or []:
-        section, name, value = parse_override(text)
+    pairs = [parse_override(text) for text in overrides or []]
+    pairs += [(*key.split(".", 1), value) for key, value in (values or {}).items()]
+    for section, name, value in pairs:
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
             data[section] = {}
