@@ -1,0 +1,105 @@
+"""Image checks: sizes, content types, safe decoding of bombs and broken files, the hashes, and
+img2dataset's error messages as reason codes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import resource
+import struct
+import zlib
+
+import imagehash
+import pytest
+from PIL import Image, ImageDraw
+
+from witcurate.filters import images
+
+
+def jpeg_bytes(w=120, h=90) -> bytes:
+    img = Image.new("RGB", (w, h), (30, 90, 160))
+    ImageDraw.Draw(img).ellipse([10, 10, w // 2, h // 2], fill=(240, 200, 20))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def bomb_png(w=20000, h=20000) -> bytes:
+    """A valid, complete 1-bit PNG of w x h black pixels: about 50 kB on the wire, 400 MB once
+    decoded by Pillow (1.2 GB as the RGB array a resizer would make)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    row = b"\x00" * (1 + (w + 7) // 8)
+    body = zlib.compress(row * h, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_size_checks_on_the_original_size():
+    assert images.size_ok(640, 480, 64, 3.0, 10**8) is True
+    assert images.size_ok(63, 480, 64, 10.0, 10**8) == (False, "image_too_small")
+    assert images.size_ok(1000, 300, 64, 3.0, 10**8) == (False, "aspect_ratio")
+    assert images.size_ok(300, 900, 64, 3.0, 10**8) is True                # exactly 3:1
+    assert images.size_ok(20000, 20000, 64, 3.0, 89_478_485) == (False, "too_many_pixels")
+    assert images.size_ok(None, 10, 64, 3.0, 10**8) == (False, "decode_error")
+
+
+def test_content_types():
+    assert images.content_type_ok("image/jpeg") is True
+    assert images.content_type_ok("application/octet-stream") is True      # left to the decoder
+    assert images.content_type_ok("") is True
+    assert images.content_type_ok("text/html; charset=utf-8") == (False, "not_an_image")
+    assert images.content_type_ok("application/json") == (False, "not_an_image")
+
+
+def test_inspect_image_hashes_what_imagehash_and_hashlib_would():
+    data = jpeg_bytes()
+    facts = images.inspect_image(data, 10**8)
+    assert (facts.width, facts.height) == (120, 90)
+    assert facts.sha256 == hashlib.sha256(data).hexdigest()
+    assert f"{facts.phash:016x}" == str(imagehash.phash(Image.open(io.BytesIO(data))))
+    assert 0 <= facts.phash < 2**64
+
+
+def test_decompression_bomb_is_refused_from_its_header_without_decoding():
+    data = bomb_png()
+    assert len(data) < 2_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert images.inspect_image(data, 89_478_485) == (False, "too_many_pixels")
+    assert images.inspect_image(bomb_png(12000, 12000), 50_000_000) == (False, "too_many_pixels")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB"
+    assert images.header_size(data) in ((20000, 20000), (False, "too_many_pixels"))
+
+
+@pytest.mark.parametrize("data", [b"", b"<html>hello</html>", b"\xff\xd8\xff\xe0garbage", jpeg_bytes()[:400]])
+def test_broken_data_is_a_decode_error(data):
+    assert images.inspect_image(data, 10**8) == (False, "decode_error")
+
+
+@pytest.mark.parametrize("status,message,reason", [
+    ("failed_to_download", "HTTP Error 404: Not Found", "http_404"),
+    ("failed_to_download", "HTTP Error 503: Service Unavailable", "http_503"),
+    ("failed_to_download", "<urlopen error timed out>", "timeout"),
+    ("failed_to_download", "The read operation timed out", "timeout"),
+    ("failed_to_download", "[Errno 104] Connection reset by peer", "connection_error"),
+    ("failed_to_download", "<urlopen error [Errno 111] Connection refused>", "connection_error"),
+    ("failed_to_download", "Remote end closed connection without response", "connection_error"),
+    ("failed_to_download", "IncompleteRead(1178 bytes read, 2358 more expected)", "truncated"),
+    ("failed_to_download", "<urlopen error [Errno -2] Name or service not known>", "dns_error"),
+    ("failed_to_download", "Use of image disallowed by X-Robots-Tag directive", "opt_out_header"),
+    ("failed_to_download", "<urlopen error not an image: Content-Type 'text/html'>", "not_an_image"),
+    ("failed_to_download", "<urlopen error redirect to http://10.0.0.1/ refused: refused address 10.0.0.1 (private)>",
+     "private_address"),
+    ("failed_to_download", "<urlopen error [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed>", "ssl_error"),
+    ("failed_to_resize", "Image decoding error", "decode_error"),
+    ("failed_to_resize", "image too small", "image_too_small"),
+    ("failed_to_resize", "aspect ratio too large", "aspect_ratio"),
+    ("failed_to_resize", "image area too large", "too_many_pixels"),
+    ("failed_to_resize", "OpenCV(4.14.0) ... error: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS",
+     "too_many_pixels"),
+    ("failed_to_resize", "something nobody has seen", "resize_error"),
+    ("failed_to_download", "something nobody has seen", "download_error"),
+])
+def test_img2dataset_errors_become_reason_codes(status, message, reason):
+    assert images.classify_error(status, message) == reason

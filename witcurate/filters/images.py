@@ -1,0 +1,210 @@
+"""Image checks with reasons, the image hashes, and img2dataset's errors as reason codes.
+
+Every check is a pure function returning True or (False, reason). Sizes are judged on the
+ORIGINAL image (what the web served), not on the stored, resized copy. The pixel limit is the
+guard against decompression bombs: a 40 kB PNG can claim 20000x20000 pixels and need 1.2 GB once
+decoded, so the claimed size is read from the header (Pillow reads headers without decoding)
+and checked before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Union
+
+from PIL import Image
+
+Decision = Union[bool, tuple[bool, str]]
+
+# Reason codes (stable strings, counted in every manifest).
+DECODE_ERROR = "decode_error"
+NOT_AN_IMAGE = "not_an_image"
+IMAGE_TOO_SMALL = "image_too_small"
+ASPECT_RATIO = "aspect_ratio"
+TOO_MANY_PIXELS = "too_many_pixels"
+OPT_OUT_HEADER = "opt_out_header"
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+DNS_ERROR = "dns_error"
+TRUNCATED = "truncated"
+SSL_ERROR = "ssl_error"
+REDIRECT_ERROR = "redirect_error"
+HASH_MISMATCH = "hash_mismatch"
+DOWNLOAD_ERROR = "download_error"
+RESIZE_ERROR = "resize_error"
+
+# ---------------------------------------------------------------- size checks ----------------
+
+
+def min_side_ok(width: int, height: int, min_side: int) -> Decision:
+    if min(width, height) < min_side:
+        return False, IMAGE_TOO_SMALL
+    return True
+
+
+def aspect_ratio_ok(width: int, height: int, max_aspect_ratio: float) -> Decision:
+    if min(width, height) <= 0:
+        return False, IMAGE_TOO_SMALL
+    if max(width, height) / min(width, height) > max_aspect_ratio:
+        return False, ASPECT_RATIO
+    return True
+
+
+def pixels_ok(width: int, height: int, max_pixels: int) -> Decision:
+    if width * height > max_pixels:
+        return False, TOO_MANY_PIXELS
+    return True
+
+
+def size_ok(width: int | None, height: int | None, min_side: int, max_aspect_ratio: float,
+            max_pixels: int) -> Decision:
+    """All size checks on an original size, the pixel limit first (it is the safety one)."""
+    if not width or not height:
+        return False, DECODE_ERROR
+    for decision in (pixels_ok(width, height, max_pixels), min_side_ok(width, height, min_side),
+                     aspect_ratio_ok(width, height, max_aspect_ratio)):
+        if decision is not True:
+            return decision
+    return True
+
+
+# Content types that are never an image, whatever the bytes say (an HTML page served with 200).
+# Anything else, including a missing or generic type (application/octet-stream), is left to the
+# decoder: plenty of image hosts label images wrongly.
+_NON_IMAGE_TYPES = {"application/json", "application/xml", "application/xhtml+xml",
+                    "application/javascript", "application/x-javascript", "application/ld+json",
+                    "application/rss+xml", "application/atom+xml"}
+
+
+def content_type_ok(content_type: str) -> Decision:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media.startswith("text/") or media in _NON_IMAGE_TYPES:
+        return False, NOT_AN_IMAGE
+    return True
+
+
+# ---------------------------------------------------------------- hashes ---------------------
+
+
+def phash64(image: Image.Image) -> int:
+    """imagehash.phash (8x8 DCT bits of a 32x32 greyscale thumbnail) as an unsigned 64-bit int,
+    first bit most significant, so `f"{h:016x}"` equals `str(imagehash.phash(image))`."""
+    import imagehash
+    import numpy as np
+    bits = np.asarray(imagehash.phash(image).hash, dtype=bool).reshape(-1)
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    width: int
+    height: int
+    sha256: str
+    phash: int
+
+
+def header_size(data: bytes) -> tuple[int, int] | tuple[bool, str]:
+    """(width, height) from the image header without decoding pixels, or (False, reason)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError:
+        return False, TOO_MANY_PIXELS
+    except Exception:  # noqa: BLE001 - any unreadable header is a decode error
+        return False, DECODE_ERROR
+
+
+def inspect_image(data: bytes, max_pixels: int) -> ImageFacts | tuple[bool, str]:
+    """Decode `data` safely and hash it: ImageFacts, or (False, reason).
+
+    The header's claimed size is checked against `max_pixels` before decoding, so a bomb costs
+    a header read, never its decoded size in memory.
+    """
+    size = header_size(data)
+    if size[0] is False:
+        return size  # type: ignore[return-value]
+    width, height = size  # type: ignore[misc]
+    if not width or not height:
+        return False, DECODE_ERROR
+    if pixels_ok(width, height, max_pixels) is not True:
+        return False, TOO_MANY_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                value = phash64(img)
+    except Image.DecompressionBombError:
+        return False, TOO_MANY_PIXELS
+    except Exception:  # noqa: BLE001 - truncated/corrupt data
+        return False, DECODE_ERROR
+    return ImageFacts(width, height, sha256_hex(data), value)
+
+
+# ------------------------------------------------- img2dataset errors as reason codes ---------
+
+_HTTP_STATUS = re.compile(r"HTTP Error (\d{3})")
+
+# Ordered: the first pattern found in the (lower-cased) message wins.
+_ERROR_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("refused address", "private_address"),
+    ("refused scheme", "unsupported_scheme"),
+    ("not an image", NOT_AN_IMAGE),
+    ("x-robots-tag", OPT_OUT_HEADER),
+    ("cv_io_max_image_pixels", TOO_MANY_PIXELS),
+    ("image area too large", TOO_MANY_PIXELS),
+    ("decompression bomb", TOO_MANY_PIXELS),
+    ("image too small", IMAGE_TOO_SMALL),
+    ("aspect ratio too large", ASPECT_RATIO),
+    ("image decoding error", DECODE_ERROR),
+    ("hash mismatch", HASH_MISMATCH),
+    ("incompleteread", TRUNCATED),
+    ("incomplete read", TRUNCATED),
+    ("timed out", TIMEOUT),
+    ("timeout", TIMEOUT),
+    ("name or service not known", DNS_ERROR),
+    ("nodename nor servname", DNS_ERROR),
+    ("temporary failure in name resolution", DNS_ERROR),
+    ("no address associated", DNS_ERROR),
+    ("getaddrinfo failed", DNS_ERROR),
+    ("certificate", SSL_ERROR),
+    ("ssl", SSL_ERROR),
+    ("redirect", REDIRECT_ERROR),
+    ("connection reset", CONNECTION_ERROR),
+    ("connection refused", CONNECTION_ERROR),
+    ("connection aborted", CONNECTION_ERROR),
+    ("remote end closed connection", CONNECTION_ERROR),
+    ("broken pipe", CONNECTION_ERROR),
+    ("network is unreachable", CONNECTION_ERROR),
+    ("no route to host", CONNECTION_ERROR),
+    ("badstatusline", CONNECTION_ERROR),
+    ("remotedisconnected", CONNECTION_ERROR),
+    ("unknown url type", "invalid_url"),
+    ("no host given", "invalid_url"),
+)
+
+
+def classify_error(status: str | None, message: str | None) -> str:
+    """A stable reason code for one img2dataset per-sample result (its `status` and
+    `error_message`): http_404, timeout, decode_error, opt_out_header, ..."""
+    text = message or ""
+    match = _HTTP_STATUS.search(text)
+    if match:
+        return f"http_{match.group(1)}"
+    low = text.lower()
+    for needle, reason in _ERROR_PATTERNS:
+        if needle in low:
+            return reason
+    if status == "failed_to_resize":
+        return RESIZE_ERROR
+    return DOWNLOAD_ERROR

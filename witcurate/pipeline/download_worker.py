@@ -1,0 +1,259 @@
+"""What runs inside img2dataset's download worker processes, and the process pool they live in.
+
+img2dataset fetches with urllib in worker processes it starts itself, so the URL-safety policy
+must be installed in THOSE processes, not only checked up front: a redirect is only seen by the
+worker that follows it. img2dataset's `multiprocessing` distributor is replaced (for the calls
+this module wraps, see `guarded_download`; plain img2dataset calls in the same process are left
+as they were) by `guarded_distributor`, which
+  * runs every shard task through `ShardTask`, which installs the guarded urllib opener in the
+    worker (idempotent) before img2dataset's Downloader touches the network, and afterwards reads
+    the shard it wrote back to hash and check every stored image there, in parallel across
+    workers (`NNNNN.checks.parquet` beside img2dataset's `NNNNN.parquet`);
+  * starts workers with OPENCV_IO_MAX_IMAGE_PIXELS set, so OpenCV refuses to decode an image
+    whose header claims more pixels than `download.max_pixels` instead of allocating it
+    (a decompression bomb becomes img2dataset's per-sample error, then a `too_many_pixels`);
+  * keeps one spawned pool alive across shards (img2dataset's own starts a pool per call, and
+    each spawned worker spends seconds importing OpenCV), recycling workers like img2dataset.
+
+This module imports neither Beam nor img2dataset at import time: spawned workers import it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import os
+import signal
+import tarfile
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from witcurate.filters import images, urls
+
+MAX_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
+
+# img2dataset imports albumentations, which otherwise asks the network for a newer version of
+# itself in every process that imports it (set here, so spawned workers inherit it too).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+CHECKS_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("sha256", pa.string()),       # of the stored (resized, re-encoded) bytes
+    ("phash", pa.uint64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("reason", pa.string()),       # "" when the stored image decodes and hashes
+])
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    policy: urls.AddressPolicy
+    max_pixels: int
+    encode_format: str = "jpg"
+
+
+_installed: WorkerSettings | None = None
+
+
+def install(settings: WorkerSettings) -> None:
+    """Install the guarded urllib opener in this process (once per settings)."""
+    global _installed
+    if _installed != settings:
+        urls.install(settings.policy, images.content_type_ok)
+        _installed = settings
+
+
+def shard_name(shard_id: int, oom_shard_count: int) -> str:
+    """img2dataset's file stem for a shard: the id zero-padded to oom_shard_count digits."""
+    return f"{shard_id:0{oom_shard_count}d}"
+
+
+def inspect_shard(output_folder: str, name: str, encode_format: str, max_pixels: int) -> int:
+    """Hash and check every image img2dataset stored in shard `name`; write name.checks.parquet.
+    Returns the number of images inspected."""
+    rows: dict[str, list[Any]] = {f.name: [] for f in CHECKS_SCHEMA}
+    suffix = "." + encode_format
+    with fsspec.open(f"{output_folder}/{name}.tar", "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        for member in tar:
+            if not member.isfile() or not member.name.endswith(suffix):
+                continue
+            data = tar.extractfile(member).read()
+            facts = images.inspect_image(data, max_pixels)
+            rows["key"].append(member.name[: -len(suffix)])
+            if isinstance(facts, images.ImageFacts):
+                rows["sha256"].append(facts.sha256)
+                rows["phash"].append(facts.phash)
+                rows["width"].append(facts.width)
+                rows["height"].append(facts.height)
+                rows["reason"].append("")
+            else:
+                rows["sha256"].append(images.sha256_hex(data))
+                rows["phash"].append(None)
+                rows["width"].append(None)
+                rows["height"].append(None)
+                rows["reason"].append(facts[1])
+    table = pa.Table.from_pydict(rows, CHECKS_SCHEMA)
+    with fsspec.open(f"{output_folder}/{name}.checks.parquet", "wb") as f:
+        pq.write_table(table, f)
+    return table.num_rows
+
+
+class ShardTask:
+    """The callable the pool runs for each img2dataset shard: guard, download, inspect."""
+
+    def __init__(self, downloader: Any, settings: WorkerSettings):
+        self.downloader = downloader
+        self.settings = settings
+
+    def __call__(self, row):
+        install(self.settings)
+        ok, row = self.downloader(row)
+        if not ok:
+            return ok, row
+        try:
+            inspect_shard(self.downloader.output_folder,
+                          shard_name(row[0], self.downloader.oom_shard_count),
+                          self.settings.encode_format, self.settings.max_pixels)
+        except Exception as err:  # noqa: BLE001 - a shard we cannot read back is retried
+            traceback.print_exc()
+            print(f"shard {row[0]}: inspecting the written images failed: {err}")
+            return False, row
+        return True, row
+
+
+def _init_worker(settings: WorkerSettings) -> None:
+    os.environ[MAX_PIXELS_ENV] = str(settings.max_pixels)
+    install(settings)
+
+
+# ------------------------------------------------------------------ the pool --------------------
+
+_pools: dict[tuple[int, WorkerSettings], Any] = {}
+_pools_lock = threading.Lock()
+_current = threading.local()
+
+
+def _pool(processes: int, settings: WorkerSettings):
+    key = (processes, settings)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            # Spawned children copy this environment when they start (also when the pool
+            # replaces a recycled worker), and OpenCV reads the limit once, at import.
+            os.environ[MAX_PIXELS_ENV] = str(settings.max_pixels)
+            ctx = multiprocessing.get_context("spawn")
+            pool = ctx.Pool(processes, initializer=_init_worker, initargs=(settings,),
+                            maxtasksperchild=5)
+            _pools[key] = pool
+        return pool
+
+
+def close_pools() -> None:
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.terminate()
+        pool.join()
+
+
+atexit.register(close_pools)
+
+
+def guarded_distributor(processes_count, downloader, reader, _subjob_size, max_shard_retry):
+    """img2dataset's multiprocessing distributor, with the guard, the checks and a kept pool."""
+    from img2dataset.distributor import multiprocessing_distributor, retrier
+
+    settings: WorkerSettings | None = getattr(_current, "settings", None)
+    if settings is None:            # a plain img2dataset.download() call in this process
+        return multiprocessing_distributor(processes_count, downloader, reader, _subjob_size,
+                                           max_shard_retry)
+    pool = _pool(processes_count, settings)
+    task = ShardTask(downloader, settings)
+
+    def run(shards) -> list:
+        failed = []
+        for ok, row in pool.imap_unordered(task, shards):
+            if ok is False:
+                failed.append(row)
+        return failed
+
+    retrier(run, run(reader), max_shard_retry)
+
+
+class _GuardedSignal:
+    """Stands in for the `signal` module inside img2dataset.main. Its download() installs a
+    SIGINT handler that deletes its temp folder and exits with status 0, which would make a
+    killed run look successful (and fails outright off the main thread, as in Beam workers):
+    during a guarded download that call does nothing; plain calls keep the real behaviour."""
+    SIGINT = signal.SIGINT
+
+    @staticmethod
+    def signal(signum, handler):
+        if getattr(_current, "settings", None) is not None:
+            return None
+        return signal.signal(signum, handler)
+
+
+class _QuietLogger:
+    """Stands in for img2dataset's LoggerProcess during a guarded download: that process is
+    spawned anew by every download() call and spends seconds importing OpenCV before it can
+    even be told to stop, once per shard; the stage keeps its own per-shard statistics."""
+
+    def __init__(self, *_args, **_kw):
+        self.done_shards: set = set()
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout=None) -> None:
+        pass
+
+    def terminate(self) -> None:
+        pass
+
+
+def _logger_process(*args, **kw):
+    if getattr(_current, "settings", None) is not None:
+        return _QuietLogger(*args, **kw)
+    from img2dataset.logger import LoggerProcess
+    return LoggerProcess(*args, **kw)
+
+
+_patch_lock = threading.Lock()
+
+
+def _patch_img2dataset():
+    import importlib
+    main = importlib.import_module("img2dataset.main")
+    with _patch_lock:
+        if main.multiprocessing_distributor is not guarded_distributor:
+            main.multiprocessing_distributor = guarded_distributor
+            main.signal = _GuardedSignal
+            main.LoggerProcess = _logger_process
+    return main
+
+
+@contextlib.contextmanager
+def settings_for_this_thread(settings: WorkerSettings) -> Iterator[None]:
+    _current.settings = settings
+    try:
+        yield
+    finally:
+        _current.settings = None
+
+
+def guarded_download(settings: WorkerSettings, **kwargs: Any) -> None:
+    """img2dataset.download(**kwargs) with the multiprocessing distributor guarded as above."""
+    main = _patch_img2dataset()
+    kwargs["distributor"] = "multiprocessing"
+    with settings_for_this_thread(settings):
+        main.download(**kwargs)
