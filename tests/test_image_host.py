@@ -1,0 +1,194 @@
+"""The demo image host answers every URL of the pool the way host.json and the truth say.
+
+Loopback only: the host binds 127.0.0.1, and the redirect fault is checked without following it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pyarrow.parquet as pq
+import pytest
+
+from witcurate.config import DemoSection
+from witcurate.demo.host import ImageHost
+from witcurate.demo.world import REDIRECT_LOCATION, generate_world
+from witcurate.errors import UserError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("host") / "world"
+    port = _free_port()
+    cfg = DemoSection(root=str(root), host="127.0.0.1", port=port, pool_size=400, trusted_size=8,
+                      eval_size=8, image_size=96, seed=3)
+    generate_world(cfg, progress=lambda m: None)
+    rows = pq.read_table(root / "truth" / "truth.parquet").to_pylist()
+    with ImageHost(str(root), "127.0.0.1", port) as host:
+        assert host.base_url == f"http://127.0.0.1:{port}/"
+        yield root, host, rows
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _get(url: str, timeout: float = 3.0):
+    """(status, headers, body) without following redirects; HTTP errors are answers too."""
+    try:
+        with _OPENER.open(url, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def _first(rows, kind):
+    return next(r for r in rows if r["kind"] == kind)
+
+
+def _file_bytes(root, url):
+    with open(os.path.join(root, "images", url.rsplit("/", 1)[1]), "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("kind", ["clean", "mismatched", "junk", "exact_dup", "near_dup",
+                                  "oversized", "tiny"])
+def test_images_are_served_as_stored(served, kind):
+    root, _, rows = served
+    r = _first(rows, kind)
+    status, headers, body = _get(r["url"])
+    assert status == 200
+    assert body == _file_bytes(root, r["url"])
+    magic = "image/png" if body.startswith(b"\x89PNG") else "image/jpeg" if body[:2] == b"\xff\xd8" else "?"
+    assert headers["Content-Type"] == magic
+    assert int(headers["Content-Length"]) == len(body)
+    assert headers.get("X-Robots-Tag") is None
+
+
+def test_http_errors(served):
+    _, host, rows = served
+    assert _get(_first(rows, "http_404")["url"])[0] == 404
+    assert _get(_first(rows, "http_500")["url"])[0] == 500
+    assert _get(host.base_url + "i/no-such-image.jpg")[0] == 404
+    assert _get(host.base_url + "host.json")[0] == 404
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=3)
+    conn.request("GET", "/i/../host.json")
+    assert conn.getresponse().status == 404
+    conn.close()
+
+
+def test_redirect_points_at_a_loopback_address_that_is_not_the_host(served):
+    _, host, rows = served
+    status, headers, _ = _get(_first(rows, "redirect_private")["url"])
+    assert status == 302
+    assert headers["Location"] == REDIRECT_LOCATION
+    assert headers["Location"].startswith("http://127.") and f":{host.port}/" not in headers["Location"]
+
+
+def test_html_instead_of_an_image(served):
+    _, _, rows = served
+    status, headers, body = _get(_first(rows, "html")["url"])
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert body.lstrip().lower().startswith(b"<!doctype html")
+
+
+def test_noai_header(served):
+    root, _, rows = served
+    r = _first(rows, "noai")
+    status, headers, body = _get(r["url"])
+    assert status == 200 and headers["X-Robots-Tag"] == "noai"
+    assert body == _file_bytes(root, r["url"])
+
+
+def test_bomb_is_served_as_a_small_png(served):
+    _, _, rows = served
+    status, headers, body = _get(_first(rows, "bomb")["url"])
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert body[:8] == b"\x89PNG\r\n\x1a\n" and len(body) < 200_000
+
+
+def test_truncated_body_is_shorter_than_its_content_length(served):
+    _, _, rows = served
+    with pytest.raises(http.client.IncompleteRead) as e:
+        with _OPENER.open(_first(rows, "truncated")["url"], timeout=3) as r:
+            assert int(r.headers["Content-Length"]) > 0
+            r.read()
+    assert e.value.expected > 0 and len(e.value.partial) > 0
+
+
+def test_reset_closes_without_a_response(served):
+    _, _, rows = served
+    with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected, urllib.error.URLError)):
+        _get(_first(rows, "reset")["url"])
+
+
+def test_slow_answers_after_the_download_timeout(served):
+    root, _, rows = served
+    r = _first(rows, "slow")
+    start = time.monotonic()
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        _get(r["url"], timeout=1.0)
+    assert time.monotonic() - start < 3
+    start = time.monotonic()
+    status, _, body = _get(r["url"], timeout=10)
+    assert status == 200 and body == _file_bytes(root, r["url"])
+    assert time.monotonic() - start >= 3.5            # sleeps 4 s: longer than the 2 s timeout
+
+
+def test_many_concurrent_clients_and_no_request_log(served, capfd):
+    root, _, rows = served
+    urls = [r["url"] for r in rows if r["kind"] in ("clean", "mismatched", "junk")][:200]
+    faults = [_first(rows, k)["url"] for k in ("http_404", "reset", "html")]
+
+    def fetch(url):
+        try:
+            return _get(url, timeout=5)[0]
+        except OSError:
+            return "error"
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(fetch, urls + faults * 5))
+    elapsed = time.monotonic() - start
+    assert statuses[:len(urls)] == [200] * len(urls)
+    assert elapsed < 10
+    out, err = capfd.readouterr()
+    assert "GET" not in err and "GET" not in out and "Traceback" not in err
+
+
+def test_stop_frees_the_port_and_port_zero_picks_one(served):
+    root, _, rows = served
+    host = ImageHost(str(root), "127.0.0.1", 0).start()
+    try:
+        assert host.port > 0
+        name = _first(rows, "clean")["url"].rsplit("/", 1)[1]
+        assert _get(f"{host.base_url}i/{name}")[0] == 200
+    finally:
+        host.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", host.port), timeout=1).close()
+    # A second host on a port already in use says so.
+    _, busy, _ = served
+    with pytest.raises(UserError):
+        ImageHost(str(root), "127.0.0.1", busy.port).start()
+
+
+def test_missing_world_is_a_user_error(tmp_path):
+    with pytest.raises(UserError):
+        ImageHost(str(tmp_path / "nothing"), "127.0.0.1", 0)
