@@ -1,0 +1,96 @@
+"""CLIP-score keep rules on plain values: threshold, top fraction with ties, rule validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from witcurate.errors import UserError
+from witcurate.filters import clip_score as rules
+
+
+def test_exactly_one_rule_must_be_set():
+    assert rules.keep_rule(0.28, None) == rules.KeepRule("threshold", 0.28)
+    assert rules.keep_rule(None, 0.3) == rules.KeepRule("top_fraction", 0.3)
+    for threshold, fraction in [(None, None), (0.28, 0.3)]:
+        with pytest.raises(UserError, match="exactly one"):
+            rules.keep_rule(threshold, fraction)
+    with pytest.raises(UserError, match="not x100"):
+        rules.keep_rule(28.0, None)               # LAION's logit-scale number, not a cosine
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(UserError, match="top_fraction"):
+            rules.keep_rule(None, bad)
+
+
+def test_threshold_keeps_scores_at_or_above_it():
+    assert rules.keep_by_threshold(0.30, 0.28) is True
+    assert rules.keep_by_threshold(0.28, 0.28) is True
+    assert rules.keep_by_threshold(0.2799, 0.28) == (False, "clip_score_below")
+    assert rules.keep_by_threshold(-0.5, -1.0) is True
+
+
+def test_threshold_is_applied_to_the_stored_float32_score():
+    # 0.28 rounds up in float32; a stored clip_score of 0.28 must pass a 0.28 threshold.
+    assert float(np.float32(0.28)) > 0.28
+    assert rules.keep_by_threshold(float(np.float32(0.28)), 0.28) is True
+
+
+def test_top_count_rounds_to_the_nearest_pair():
+    assert rules.top_count(10, 0.3) == 3           # 0.3 * 10 = 3.0000000000000004 in floats
+    assert rules.top_count(5, 0.3) == 2            # 1.5 rounds half up
+    assert rules.top_count(7, 0.3) == 2            # 2.1
+    assert rules.top_count(3, 0.1) == 0            # 0.3: keeps nothing
+    assert rules.top_count(4, 1.0) == 4
+    assert rules.top_count(0, 0.5) == 0
+
+
+def _kept(scores, uids, fraction):
+    ties = [rules.tie_hash(u) for u in uids]
+    cutoff = rules.top_fraction_cutoff(scores, ties, fraction)
+    return [u for s, t, u in zip(scores, ties, uids) if rules.keep_by_cutoff(s, t, cutoff) is True], cutoff
+
+
+def test_top_fraction_keeps_exactly_the_best_scores():
+    scores = [0.10, 0.50, 0.30, 0.90, 0.70, 0.20, 0.60, 0.40, 0.80, 0.00]
+    uids = [f"u{i}" for i in range(10)]
+    kept, cutoff = _kept(scores, uids, 0.3)
+    assert sorted(kept) == ["u3", "u4", "u8"]      # 0.9, 0.8, 0.7
+    assert cutoff.score == pytest.approx(0.7) and cutoff.kept == 3 and cutoff.total == 10
+    assert rules.keep_by_cutoff(0.6, rules.tie_hash("u6"), cutoff) == (False, "clip_score_below")
+
+
+def test_top_fraction_breaks_ties_by_a_stable_hash_of_uid():
+    uids = [f"pair-{i}" for i in range(8)]
+    scores = [0.5] * 8
+    kept, _ = _kept(scores, uids, 0.5)
+    assert len(kept) == 4
+    assert sorted(kept) == sorted(sorted(uids, key=rules.tie_hash)[:4])
+    # The same pairs in another order: the same survivors.
+    kept_again, _ = _kept(scores[::-1], uids[::-1], 0.5)
+    assert sorted(kept_again) == sorted(kept)
+    assert rules.tie_hash("pair-0") == rules.tie_hash("pair-0") != rules.tie_hash("pair-1")
+
+
+def test_top_fraction_with_a_tie_at_the_cutoff_keeps_exactly_k():
+    scores = [0.9, 0.5, 0.5, 0.5, 0.1]
+    uids = ["a", "b", "c", "d", "e"]
+    kept, cutoff = _kept(scores, uids, 0.4)           # k = 2: "a" and one of the 0.5s
+    assert len(kept) == 2 and "a" in kept
+    assert kept[1] == min(["b", "c", "d"], key=rules.tie_hash)
+    assert cutoff.score == pytest.approx(0.5)
+
+
+def test_top_fraction_that_keeps_nothing_rejects_everything():
+    assert rules.top_fraction_cutoff([], [], 0.3) is None
+    cutoff = rules.top_fraction_cutoff([0.9, 0.8], [1, 2], 0.1)
+    assert cutoff is None
+    assert rules.keep_by_cutoff(0.9, 1, None) == (False, "clip_score_below")
+
+
+def test_reject_details_name_the_score_and_the_threshold_used():
+    rule = rules.KeepRule("threshold", 0.28)
+    assert rules.below_detail(0.1234, rule, 0.28) == "clip_score 0.1234 < threshold 0.2800"
+    top = rules.KeepRule("top_fraction", 0.3)
+    assert rules.below_detail(0.1, top, 0.25) == "clip_score 0.1000 < threshold 0.2500 (the cutoff of top_fraction 0.3)"
+    assert "tie-break" in rules.below_detail(0.25, top, float(np.float32(0.25)))
+    assert "keeps no pair" in rules.below_detail(0.5, top, None)

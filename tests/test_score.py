@@ -1,0 +1,344 @@
+"""The score stage end to end on tiny data: scores equal a plain open_clip computation, rejects
+carry reasons, both keep rules, the standalone img2dataset mode, and clear user errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from witcurate import schemas
+from witcurate.config import Config
+from witcurate.errors import InputError, UserError
+from witcurate.pipeline import image_source
+from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.score import EMBEDDINGS, ScoreStage, prepare_image, runs_locally
+from witcurate.trainer.model import create_model
+
+MODEL = "witcurate-tiny"
+COLOURS = ["red", "blue", "green", "yellow"]
+SHAPES = ["circles", "squares"]
+
+
+def draw(i: int) -> tuple[bytes, str]:
+    """A small JPEG of coloured shapes and a caption that may or may not describe it."""
+    rnd = random.Random(i)
+    w, h = rnd.choice([(64, 64), (96, 72), (72, 90)])
+    img = Image.new("RGB", (w, h), tuple(rnd.randint(0, 255) for _ in range(3)))
+    d = ImageDraw.Draw(img)
+    colour = rnd.randrange(len(COLOURS))
+    fill = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (230, 220, 30)][colour]
+    for _ in range(rnd.randint(1, 3)):
+        x, y = rnd.randint(0, w - 24), rnd.randint(0, h - 24)
+        (d.ellipse if i % 2 else d.rectangle)([x, y, x + 20, y + 20], fill=fill)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    caption = f"{rnd.choice(['one', 'two', 'three'])} {COLOURS[colour if i % 3 else (colour + 1) % 4]} {SHAPES[i % 2]}"
+    return buf.getvalue(), caption
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def reference_scores(checkpoint: str, images: dict[str, bytes], captions: dict[str, str]) -> dict[str, float]:
+    """The plain computation: open_clip model, its preprocess_val on the PIL image, its tokenizer,
+    L2-normalise, dot."""
+    model, _, preprocess, tokenizer = create_model(MODEL, checkpoint)
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for uid, data in images.items():
+            image = preprocess(Image.open(io.BytesIO(data))).unsqueeze(0)
+            i = model.encode_image(image)
+            t = model.encode_text(tokenizer([captions[uid]]))
+            i = i / i.norm(dim=-1, keepdim=True)
+            t = t / t.norm(dim=-1, keepdim=True)
+            out[uid] = float((i @ t.T).item())
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A dedupe stage dir + download dir with two image shards, one corrupt image, one row whose
+    image is missing from its shard; a random-init tiny checkpoint; reference scores."""
+    root = tmp_path_factory.mktemp("score")
+    model, *_ = create_model(MODEL, "")
+    checkpoint = str(root / "scorer.pt")
+    torch.save(model.state_dict(), checkpoint)
+
+    (root / "dedupe").mkdir()
+    (root / "download" / "images").mkdir(parents=True)
+    rows, images, captions = [], {}, {}
+    for s in range(2):
+        with tarfile.open(root / "download" / "images" / f"{s:05d}.tar", "w") as tar:
+            for j in range(7):
+                i = s * 7 + j
+                uid, key = f"uid{i:03d}", f"{s:05d}{j:04d}"
+                data, caption = draw(i)
+                if i == 3:
+                    data = b"\xff\xd8\xff\xe0 this is not really a jpeg"
+                if i != 10:                      # uid010: listed in the rows, absent from the tar
+                    add_member(tar, f"{key}.jpg", data)
+                    add_member(tar, f"{key}.txt", caption.encode())
+                if i not in (3, 10):
+                    images[uid], captions[uid] = data, caption
+                rows.append(dict(uid=uid, url=f"http://img.test/{i}.jpg", caption=caption, source="t",
+                                 query_ids=[i % 4], keep_probability=1.0, shard=f"images/{s:05d}.tar",
+                                 key=key, width=64, height=64, original_width=64, original_height=64,
+                                 sha256=hashlib.sha256(data).hexdigest(), phash=i))
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.DEDUPED), root / "dedupe" / "part-00000.parquet")
+    return {"root": root, "checkpoint": checkpoint, "rows": rows,
+            "reference": reference_scores(checkpoint, images, captions)}
+
+
+def config(checkpoint: str, threshold=None, top_fraction=None) -> Config:
+    c = Config()
+    c.score.model = MODEL
+    c.score.pretrained = checkpoint
+    c.score.threshold = threshold
+    c.score.top_fraction = top_fraction
+    c.score.batch_size = 4
+    c.score.device = "cpu"
+    return c
+
+
+def run(world, name, **rule):
+    root = world["root"]
+    manifest = run_stage(ScoreStage(), config(world["checkpoint"], **rule), str(root / name),
+                         {"in": str(root / "dedupe"), "images": str(root / "download")},
+                         progress=lambda m: None)
+    kept = read_table(str(root / name))
+    rejects = read_table(str(root / name / "rejects"))
+    return manifest, kept, rejects
+
+
+def test_scores_equal_plain_open_clip_and_unreadable_images_are_rejects(world):
+    manifest, kept, rejects = run(world, "keep_all", threshold=-1.0)
+    ref = world["reference"]
+    got = dict(zip(kept.column("uid").to_pylist(), kept.column("clip_score").to_pylist()))
+    assert set(got) == set(ref)
+    assert max(abs(got[u] - ref[u]) for u in ref) < 1e-4
+    assert kept.schema.field("clip_score").type == pa.float32()
+    assert set(kept.column("clip_model").to_pylist()) == {f"{MODEL}:{world['checkpoint']}"}
+    schemas.validate(schemas.SCORED, kept.schema, "kept")
+
+    reasons = dict(zip(rejects.column("uid").to_pylist(), rejects.column("reason").to_pylist()))
+    assert reasons == {"uid003": "image_unreadable", "uid010": "image_unreadable"}
+    details = dict(zip(rejects.column("uid").to_pylist(), rejects.column("detail").to_pylist()))
+    assert "missing_in_shard" in details["uid010"]
+    assert json.loads(rejects.column("record").to_pylist()[0])["uid"] in reasons
+
+    counts = manifest["counts"]
+    assert counts["in"] == len(world["rows"]) == counts["kept"] + counts["rejected"]
+    assert manifest["model"] == f"{MODEL}:{world['checkpoint']}"
+    assert manifest["threshold_used"] == -1.0
+    assert manifest["images_per_second"] > 0
+
+    # Embeddings: float16, one row per scored uid, L2-normalised, and their dot is the score.
+    emb = pq.read_table(str(world["root"] / "keep_all" / "embeddings"))
+    assert emb.schema.equals(EMBEDDINGS)
+    assert sorted(emb.column("uid").to_pylist()) == sorted(ref)
+    image = np.array(emb.column("image_embedding").to_pylist(), dtype=np.float32)
+    text = np.array(emb.column("text_embedding").to_pylist(), dtype=np.float32)
+    assert image.shape == text.shape == (len(ref), 128)
+    assert np.allclose(np.linalg.norm(image, axis=1), 1.0, atol=2e-3)
+    dots = (image * text).sum(axis=1)
+    assert np.allclose(dots, [ref[u] for u in emb.column("uid").to_pylist()], atol=3e-3)
+
+
+def test_threshold_keeps_exactly_the_pairs_at_or_above_it(world):
+    ref = world["reference"]
+    threshold = float(np.median(list(ref.values())))
+    manifest, kept, rejects = run(world, "threshold", threshold=threshold)
+    expected = {u for u, s in ref.items() if np.float32(s) >= threshold}
+    assert set(kept.column("uid").to_pylist()) == expected
+    assert all(s >= threshold for s in kept.column("clip_score").to_pylist())
+    below = [d for r, d in zip(rejects.column("reason").to_pylist(), rejects.column("detail").to_pylist())
+             if r == "clip_score_below"]
+    assert len(below) == len(ref) - len(expected)
+    assert all(f"threshold {threshold:.4f}" in d for d in below)
+    assert manifest["threshold_used"] == threshold
+
+
+def test_top_fraction_keeps_the_best_scored_fraction(world):
+    ref = world["reference"]
+    manifest, kept, rejects = run(world, "top", top_fraction=0.5)
+    ranked = sorted(ref, key=lambda u: -ref[u])
+    k = round(0.5 * len(ref))
+    assert set(kept.column("uid").to_pylist()) == set(ranked[:k])
+    assert manifest["threshold_used"] == pytest.approx(min(ref[u] for u in ranked[:k]), abs=1e-4)
+    assert manifest["counts"]["reasons"] == {"clip_score_below": len(ref) - k, "image_unreadable": 2}
+    detail = [d for r, d in zip(rejects.column("reason").to_pylist(), rejects.column("detail").to_pylist())
+              if r == "clip_score_below"][0]
+    assert "top_fraction 0.5" in detail
+
+
+def test_standalone_img2dataset_folder(world, tmp_path):
+    """A plain img2dataset output folder: shard 00000 in webdataset form (00000.tar with
+    KEY.jpg/txt/json beside 00000.parquet), shard 00001 in parquet form (image bytes in a jpg
+    column). Only status == success rows are samples; uids are made from url and caption."""
+    folder = tmp_path / "i2d"
+    folder.mkdir()
+    images, captions = {}, {}
+    for shard in range(2):
+        meta = []
+        for j in range(4):
+            data, caption = draw(100 + 10 * shard + j)
+            key, url = f"{shard:05d}{j:04d}", f"http://example.test/{shard}/{j}.jpg"
+            ok = j != 3
+            meta.append({"url": url, "caption": caption, "key": key,
+                         "status": "success" if ok else "failed_to_download",
+                         "error_message": None if ok else "404", "width": 64, "height": 64})
+            if shard == 1:
+                meta[-1]["jpg"] = data if ok else None
+            if ok:
+                uid = image_source.standalone_uid(url, caption)
+                images[uid], captions[uid] = data, caption
+        if shard == 0:
+            with tarfile.open(folder / "00000.tar", "w") as tar:
+                for m in meta[:3]:
+                    add_member(tar, f"{m['key']}.jpg", images[image_source.standalone_uid(m["url"], m["caption"])])
+                    add_member(tar, f"{m['key']}.txt", m["caption"].encode())
+                    add_member(tar, f"{m['key']}.json", json.dumps(m).encode())
+        pq.write_table(pa.Table.from_pylist(meta), folder / f"{shard:05d}.parquet")
+    (folder / "00000_stats.json").write_text("{}")
+
+    manifest = run_stage(ScoreStage(), config(world["checkpoint"], threshold=-1.0), str(tmp_path / "out"),
+                         {"in": str(folder)}, progress=lambda m: None)
+    kept = read_table(str(tmp_path / "out"))
+    ref = reference_scores(world["checkpoint"], images, captions)
+    got = dict(zip(kept.column("uid").to_pylist(), kept.column("clip_score").to_pylist()))
+    assert set(got) == set(ref) and len(ref) == 6
+    assert max(abs(got[u] - ref[u]) for u in ref) < 1e-4
+    assert sorted(set(kept.column("shard").to_pylist())) == ["00000.tar", "00001.parquet"]
+    assert manifest["counts"] == {"in": 6, "kept": 6, "rejected": 0, "reasons": {}}
+    assert manifest["input_mode"] == "img2dataset"
+
+
+def test_empty_input_is_fine(world, tmp_path):
+    empty = tmp_path / "dedupe"
+    empty.mkdir()
+    pq.write_table(schemas.DEDUPED.empty_table(), empty / "part-00000.parquet")
+    manifest = run_stage(ScoreStage(), config(world["checkpoint"], top_fraction=0.3), str(tmp_path / "out"),
+                         {"in": str(empty), "images": str(world["root"] / "download")}, progress=lambda m: None)
+    assert manifest["counts"]["in"] == manifest["counts"]["kept"] == manifest["counts"]["rejected"] == 0
+    assert manifest["threshold_used"] is None
+
+
+def _run_expecting(tmp_path, inputs, cfg):
+    with pytest.raises(UserError) as err:
+        run_stage(ScoreStage(), cfg, str(tmp_path / "out"), inputs, progress=lambda m: None)
+    assert "\n" not in str(err.value)
+    return err.value
+
+
+def test_bad_model_checkpoint_and_input_are_one_line_user_errors(world, tmp_path):
+    root = world["root"]
+    inputs = {"in": str(root / "dedupe"), "images": str(root / "download")}
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"definitely not a torch checkpoint")
+    assert "cannot load checkpoint" in str(_run_expecting(tmp_path, inputs, config(str(corrupt), threshold=0.2)))
+
+    cfg = config(world["checkpoint"], threshold=0.2)
+    cfg.score.model = "no-such-model"
+    assert "unknown open_clip model" in str(_run_expecting(tmp_path, inputs, cfg))
+
+    assert "exactly one" in str(_run_expecting(tmp_path, inputs, config(world["checkpoint"])))
+    assert "exactly one" in str(_run_expecting(tmp_path, inputs, config(world["checkpoint"], 0.2, 0.3)))
+
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hello")
+    err = _run_expecting(tmp_path, {"in": str(tmp_path / "junk")}, config(world["checkpoint"], threshold=0.2))
+    assert isinstance(err, InputError) and "img2dataset" in str(err)
+
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    pq.write_table(pa.table({"uid": ["a"], "caption": ["b"]}), wrong / "part-00000.parquet")
+    err = _run_expecting(tmp_path, {"in": str(wrong), "images": str(root / "download")},
+                         config(world["checkpoint"], threshold=0.2))
+    assert isinstance(err, InputError) and "missing column 'shard'" in str(err)
+
+    cfg = config("run:scorer", threshold=0.2)
+    assert "checkpoint" in str(_run_expecting(tmp_path, inputs, cfg))
+
+    if not torch.cuda.is_available():
+        cfg = config(world["checkpoint"], threshold=0.2)
+        cfg.score.device = "cuda"
+        assert "no CUDA device" in str(_run_expecting(tmp_path, inputs, cfg))
+
+
+def test_default_inputs_use_the_runs_scorer_checkpoint_only_when_asked():
+    stage = ScoreStage()
+    c = Config()
+    c.score.pretrained = "run:scorer"
+    assert stage.default_inputs(c, "runs/demo") == {
+        "in": "runs/demo/dedupe", "images": "runs/demo/download",
+        "checkpoint": "runs/demo/scorer/checkpoint.pt"}
+    c.score.pretrained = "openai"
+    assert "checkpoint" not in stage.default_inputs(c, "runs/demo")
+
+
+def test_the_device_is_checked_only_where_this_machine_runs_the_workers():
+    assert runs_locally([]) and runs_locally(["--runner", "DirectRunner"])
+    assert runs_locally(["--direct_num_workers=2", "--runner=PrismRunner"])
+    assert not runs_locally(["--runner=DataflowRunner", "--project=p"])
+
+
+def test_large_jpegs_are_decoded_at_reduced_size():
+    seen = []
+
+    def preprocess(img):
+        seen.append(img.size)
+        return torch.zeros(3, 64, 64)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1024, 768), (200, 10, 10)).save(buf, "JPEG")
+    prepare_image(buf.getvalue(), preprocess, 64)
+    small = io.BytesIO()
+    Image.new("RGB", (200, 150), (200, 10, 10)).save(small, "JPEG")
+    prepare_image(small.getvalue(), preprocess, 64)
+    # 1024x768 is >= 4x the 64px input: decoded at 1/4 (still >= 2x the input); 200x150 in full.
+    assert seen == [(256, 192), (200, 150)]
+
+
+def test_image_source_reads_each_shard_once_and_returns_every_row(tmp_path):
+    """read_shard/iter_images (shared with the shards stage): found images come back with their
+    bytes and extension, everything else with an error, each row exactly once."""
+    payloads = {f"k{i}": draw(i)[0] for i in range(6)}
+    with tarfile.open(tmp_path / "a.tar", "w") as tar:
+        add_member(tar, "k0.txt", b"caption only first")
+        for key in ("k0", "k1", "k2"):
+            add_member(tar, f"{key}.jpg", payloads[key])
+    with tarfile.open(tmp_path / "b.tar", "w") as tar:
+        for key in ("k3", "k4", "k5"):
+            add_member(tar, f"{key}.png", payloads[key])
+    whole = (tmp_path / "b.tar").read_bytes()
+    (tmp_path / "b_cut.tar").write_bytes(whole[:512 + 512 * ((len(payloads["k3"]) + 511) // 512) + 700])
+
+    rows = ([{"shard": "a.tar", "key": k} for k in ("k2", "k0", "k9")]
+            + [{"shard": "b_cut.tar", "key": k} for k in ("k3", "k4", "k5")]
+            + [{"shard": "gone.tar", "key": "k1"}])
+    reads = list(image_source.iter_images(str(tmp_path), rows))
+    assert sorted((r.row["shard"], r.row["key"]) for r in reads) == sorted((r["shard"], r["key"]) for r in rows)
+    by = {(r.row["shard"], r.row["key"]): r for r in reads}
+    assert by["a.tar", "k0"].data == payloads["k0"] and by["a.tar", "k0"].ext == "jpg"
+    assert by["a.tar", "k2"].data == payloads["k2"]
+    assert by["a.tar", "k9"].data is None and by["a.tar", "k9"].error.startswith("missing_in_shard")
+    assert by["b_cut.tar", "k3"].data == payloads["k3"] and by["b_cut.tar", "k3"].ext == "png"
+    for key in ("k4", "k5"):        # k4 is cut in the middle: an error, never partial bytes
+        assert by["b_cut.tar", key].data is None and by["b_cut.tar", key].error.startswith("shard_unreadable")
+    assert by["gone.tar", "k1"].data is None and "does not exist" in by["gone.tar", "k1"].error
+    # A shard's found images come out in the shard's own order, not the rows' order.
+    assert [r.row["key"] for r in reads if r.row["shard"] == "a.tar" and r.data] == ["k0", "k2"]

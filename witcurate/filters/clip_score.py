@@ -1,0 +1,120 @@
+"""CLIP-score keep rules, on plain values.
+
+Two rules, exactly one of which a run uses:
+- threshold (LAION): keep a pair when its score >= the threshold (e.g. 0.28 for ViT-B/32).
+- top_fraction (DataComp): keep the best `fraction` of all scored pairs. This needs every score
+  first: the cutoff is the k-th best pair, k = round(fraction * n), ranking by score, highest
+  first, and among equal scores by a stable hash of the uid, so that exactly k pairs survive
+  and the same ones on every run.
+
+Scores are compared as the float32 values that are stored in `clip_score`, so a kept row's
+stored score always satisfies the rule it was kept by.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from witcurate.errors import ConfigError
+
+REASON_BELOW = "clip_score_below"
+REASON_UNREADABLE = "image_unreadable"
+
+
+@dataclass(frozen=True)
+class KeepRule:
+    kind: str            # "threshold" or "top_fraction"
+    value: float
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.value:g}"
+
+
+def keep_rule(threshold: float | None, top_fraction: float | None) -> KeepRule:
+    """The one keep rule a config asks for; a ConfigError unless exactly one is set and valid."""
+    if (threshold is None) == (top_fraction is None):
+        which = "both are set" if threshold is not None else "neither is set"
+        raise ConfigError(f"score: set exactly one of threshold and top_fraction ({which})",
+                          "e.g. --threshold 0.28 (LAION, ViT-B/32) or --top-fraction 0.3 (DataComp)")
+    if threshold is not None:
+        if not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
+            raise ConfigError(f"score.threshold must be a cosine similarity in [-1, 1], got {threshold}",
+                              "scores are not x100: LAION's 28 is 0.28 here")
+        return KeepRule("threshold", float(threshold))
+    assert top_fraction is not None
+    if not math.isfinite(top_fraction) or not 0.0 < top_fraction <= 1.0:
+        raise ConfigError(f"score.top_fraction must be in (0, 1], got {top_fraction}",
+                          "e.g. 0.3 keeps the best 30%")
+    return KeepRule("top_fraction", float(top_fraction))
+
+
+def as_stored(score: float) -> float:
+    """The score as `clip_score` stores it (float32), back as a Python float."""
+    return float(np.float32(score))
+
+
+def keep_by_threshold(score: float, threshold: float) -> bool | tuple[bool, str]:
+    """True, or (False, "clip_score_below")."""
+    return True if as_stored(score) >= threshold else (False, REASON_BELOW)
+
+
+def tie_hash(uid: str) -> int:
+    """A stable 64-bit hash of a uid: the tie-break among equal scores."""
+    return int.from_bytes(hashlib.sha1(uid.encode("utf-8")).digest()[:8], "big")
+
+
+def top_count(n: int, fraction: float) -> int:
+    """How many of n scored pairs the top `fraction` keeps: round(fraction * n), halves up.
+    (The small epsilon absorbs float noise such as 0.3 * 10 = 3.0000000000000004.)"""
+    return max(0, min(n, int(math.floor(fraction * n + 0.5 + 1e-9))))
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """The last pair a top_fraction keeps: its score and tie hash. Pairs ranking at or above
+    it (higher score, or the same score and a tie hash no greater) are kept."""
+    score: float
+    tie: int
+    kept: int            # how many pairs rank at or above it
+    total: int
+
+
+def top_fraction_cutoff(scores: Sequence[float], ties: Sequence[int], fraction: float) -> Cutoff | None:
+    """The cutoff for keeping the top `fraction` of the given (score, tie hash) pairs; None when
+    it keeps nothing (no pairs, or a fraction too small to keep one)."""
+    s = np.asarray(scores, dtype=np.float32).astype(np.float64)
+    t = np.asarray(ties, dtype=np.uint64)
+    n = int(s.shape[0])
+    k = top_count(n, fraction)
+    if k == 0:
+        return None
+    order = np.lexsort((t, -s))          # last key is primary: score descending, then tie ascending
+    last = order[k - 1]
+    return Cutoff(score=float(s[last]), tie=int(t[last]), kept=k, total=n)
+
+
+def keep_by_cutoff(score: float, tie: int, cutoff: Cutoff | None) -> bool | tuple[bool, str]:
+    """True when a pair ranks at or above the cutoff, else (False, "clip_score_below")."""
+    if cutoff is None:
+        return (False, REASON_BELOW)
+    s = as_stored(score)
+    if s > cutoff.score or (s == cutoff.score and tie <= cutoff.tie):
+        return True
+    return (False, REASON_BELOW)
+
+
+def below_detail(score: float, rule: KeepRule, threshold_used: float | None) -> str:
+    """The rejects' `detail`: the pair's score and the threshold it missed."""
+    s = as_stored(score)
+    if rule.kind == "threshold":
+        return f"clip_score {s:.4f} < threshold {rule.value:.4f}"
+    if threshold_used is None:
+        return f"clip_score {s:.4f}; top_fraction {rule.value:g} keeps no pair"
+    relation = "<" if s < threshold_used else "= (lost the tie-break at)"
+    return (f"clip_score {s:.4f} {relation} threshold {threshold_used:.4f} "
+            f"(the cutoff of top_fraction {rule.value:g})")
