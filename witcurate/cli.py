@@ -7,15 +7,20 @@ after checking that Beam knows them. User errors print one line and exit 2.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import sys
+
+# Before anything imports torch: OpenMP threads that spin-wait collapse on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
 from typing import Sequence
 
-from witcurate.config import Config, load_config
-from witcurate.errors import UserError
-from witcurate.pipeline import fs
+from witcurate.config import Config, load_config  # noqa: E402
+from witcurate.errors import UserError  # noqa: E402
+from witcurate.pipeline import fs  # noqa: E402
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 

@@ -51,8 +51,24 @@ def run_all(config: Config, out_root: str, beam_args: list[str], stages: list[st
                                        progress=progress))
     progress(f"\nrun finished in {time.time() - start:.1f}s: {out_root}\n")
     progress(format_table(audit_run(out_root)))
+    if config.run.demo:
+        progress("\n" + demo_truth_report(config, out_root))
     progress(summary(out_root))
     return manifests
+
+
+def demo_truth_report(config: Config, out_root: str) -> str:
+    """Judge the run against the demo world's ground truth; saved beside the run and in the card."""
+    from witcurate.demo.truth_report import evaluate_run, format_report
+    report = evaluate_run(out_root, config.demo.root)
+    fs.write_json(fs.join(out_root, "demo_truth.json"), report)
+    text = format_report(report)
+    shards = fs.join(out_root, "shards")
+    if fs.exists(fs.join(shards, "README.md")):
+        from witcurate.pipeline.card import add_card_section
+        add_card_section(shards, "demo-truth", "Filter quality against the demo's ground truth",
+                         "```\n" + text + "\n```")
+    return text
 
 
 def summary(out_root: str) -> str:

@@ -3,6 +3,7 @@ open_clip pretrained tag or from a local checkpoint, always with `weights_only=T
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,13 @@ def register_configs() -> None:
     if not _registered:
         open_clip.add_model_config(CONFIG_DIR)
         _registered = True
+
+
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns "initialized randomly" before we load a local checkpoint into the model."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,6 +69,9 @@ def create_model(model_name: str, pretrained: str = "", device: str = "cpu"):
                         "see open_clip.list_models() or witcurate/trainer/model_configs/")
     is_path = bool(pretrained) and (os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")))
     tag = None if (not pretrained or is_path) else pretrained
+    quiet = _DropRandomInitWarning() if is_path else None  # weights come right after
+    if quiet:
+        logging.getLogger().addFilter(quiet)
     try:
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
             model_name, pretrained=tag, device="cpu", weights_only=True)

@@ -1,0 +1,111 @@
+"""Score a finished demo run against the world's ground truth (which the pipeline never reads).
+
+Every pool URL is traced to its fate: the stage and reason that dropped it, or the final shards.
+The CLIP filter is judged on what reached it: a pair whose caption does not describe its image
+(`mismatched`, or `junk` alt text that got that far) should be rejected, everything else kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from witcurate.pipeline import fs
+from witcurate.pipeline.runner import parquet_files, read_table
+from witcurate.pipeline.stages import ORDER
+
+BAD_FOR_CLIP = frozenset({"mismatched", "junk"})
+
+
+def _reject_rows(stage_dir: str):
+    for path in parquet_files(fs.join(stage_dir, "rejects")):
+        with fs.open_file(path) as f:
+            table = pq.read_table(f, columns=["reason", "record"])
+        for reason, record in zip(table.column("reason").to_pylist(), table.column("record").to_pylist()):
+            yield reason, json.loads(record)
+
+
+def trace_fates(out_root: str) -> dict[str, str]:
+    """url -> "stage:reason" where it was dropped, or "shards" if it shipped."""
+    fates: dict[str, str] = {}
+    for stage in ORDER:
+        stage_dir = fs.join(out_root, stage)
+        if not fs.exists(fs.join(stage_dir, "_SUCCESS.json")):
+            continue
+        for reason, record in _reject_rows(stage_dir):
+            url = record.get("url")
+            if url and url not in fates:
+                fates[url] = f"{stage}:{reason}"
+    for path in parquet_files(fs.join(out_root, "shards"), "[0-9]*.parquet"):
+        with fs.open_file(path) as f:
+            for url in pq.read_table(f, columns=["url"]).column("url").to_pylist():
+                fates.setdefault(url, "shards")
+    return fates
+
+
+def clip_filter_quality(out_root: str, kinds: dict[str, str]) -> dict[str, Any] | None:
+    """Precision/recall of the CLIP-score filter against captions that do not fit their image."""
+    score_dir = fs.join(out_root, "score")
+    if not fs.exists(fs.join(score_dir, "_SUCCESS.json")):
+        return None
+    scores, bad, rejected = [], [], []
+    kept = read_table(score_dir, columns=["url", "clip_score"])
+    if kept is not None:
+        for url, s in zip(kept.column("url").to_pylist(), kept.column("clip_score").to_pylist()):
+            scores.append(s), bad.append(kinds.get(url) in BAD_FOR_CLIP), rejected.append(False)
+    for reason, record in _reject_rows(score_dir):
+        if reason == "clip_score_below" and record.get("clip_score") is not None:
+            scores.append(record["clip_score"]), bad.append(kinds.get(record.get("url")) in BAD_FOR_CLIP)
+            rejected.append(True)
+    if not scores:
+        return None
+    scores_a, bad_a, rej_a = np.array(scores, float), np.array(bad), np.array(rejected)
+    threshold = fs.read_json(fs.join(score_dir, "_SUCCESS.json")).get("threshold_used")
+    curve = []
+    for t in np.quantile(scores_a, np.linspace(0.02, 0.98, 25)):
+        drop = scores_a < t
+        curve.append({"threshold": float(t), **_pr(drop, bad_a)})
+    return {"pairs_scored": len(scores), "bad_pairs": int(bad_a.sum()), "threshold": threshold,
+            **_pr(rej_a, bad_a), "curve": curve}
+
+
+def _pr(dropped: np.ndarray, bad: np.ndarray) -> dict[str, float]:
+    tp = int((dropped & bad).sum())
+    precision = tp / int(dropped.sum()) if dropped.any() else 1.0
+    recall = tp / int(bad.sum()) if bad.any() else 1.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4)}
+
+
+def evaluate_run(out_root: str, demo_root: str) -> dict[str, Any]:
+    truth = pq.read_table(fs.join(demo_root, "truth", "truth.parquet"), columns=["url", "kind"]).to_pylist()
+    kinds = {r["url"]: r["kind"] for r in truth}
+    fates = trace_fates(out_root)
+    table: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for url, kind in kinds.items():
+        table[kind][fates.get(url, "unaccounted")] += 1
+    shipped = [kinds[u] for u, f in fates.items() if f == "shards" and u in kinds]
+    return {
+        "fates": {k: dict(v.most_common()) for k, v in sorted(table.items())},
+        "unaccounted": sum(v["unaccounted"] for v in table.values()),
+        "shipped": len(shipped),
+        "shipped_bad_captions": sum(k in BAD_FOR_CLIP for k in shipped),
+        "clip_filter": clip_filter_quality(out_root, kinds),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = ["demo ground truth: where each injected kind ended"]
+    for kind, fates in report["fates"].items():
+        lines.append(f"  {kind:<17} " + ", ".join(f"{f} {n}" for f, n in fates.items()))
+    clip = report.get("clip_filter")
+    if clip:
+        lines.append(f"CLIP filter at threshold {clip['threshold']}: precision {clip['precision']:.3f}, "
+                     f"recall {clip['recall']:.3f} against mismatched/junk captions "
+                     f"({clip['bad_pairs']} of {clip['pairs_scored']} scored pairs)")
+    lines.append(f"shipped {report['shipped']} pairs, {report['shipped_bad_captions']} with a caption "
+                 f"that does not fit the image; {report['unaccounted']} pool URLs unaccounted for")
+    return "\n".join(lines)
