@@ -75,14 +75,19 @@ def summary(out_root: str) -> str:
     lines = []
     shards = fs.join(out_root, "shards")
     if fs.exists(fs.join(shards, "manifest.json")):
-        m = fs.read_json(fs.join(shards, "manifest.json"))
-        lines.append(f"\nshards:       {shards}/ ({len(m.get('shards', []))} tars, "
-                     f"{m.get('total_samples', m.get('totals', {}))} samples)")
+        totals = fs.read_json(fs.join(shards, "manifest.json")).get("totals", {})
+        lines.append(f"\nshards:       {shards}/ ({totals.get('shards', '?')} tars, "
+                     f"{totals.get('samples', '?')} samples, {totals.get('queries', '?')} queries)")
         lines.append(f"dataset card: {shards}/README.md")
     train = fs.join(out_root, "train", "_SUCCESS.json")
     if fs.exists(train):
         evals = fs.read_json(train).get("eval", {})
-        if evals:
-            lines.append("trained model eval: " + ", ".join(
-                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in evals.items()))
+        zs, ret = evals.get("zeroshot", {}), evals.get("retrieval", {})
+        if zs:
+            lines.append(f"trained CLIP:  zero-shot top-1 {zs.get('top1', 0):.3f}, top-5 {zs.get('top5', 0):.3f} "
+                         f"({zs.get('classes')} classes, {zs.get('n')} images)")
+        if ret:
+            lines.append("               retrieval " + ", ".join(
+                f"{k} {v:.3f}" for k, v in ret.items() if "@" in k) + f" ({ret.get('n')} pairs)")
+        lines.append(f"               model: {fs.join(out_root, 'train', 'model.pt')}")
     return "\n".join(lines)
