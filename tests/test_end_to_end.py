@@ -33,6 +33,8 @@ def tiny_run(tmp_path_factory):
         f"download.allow_private=['127.0.0.1:{port}']", "download.urls_per_shard=100",
         f"scorer.trusted={world}/trusted/trusted-*.tar", "scorer.epochs=2",
         f"train.eval_dir={world}/eval", "train.epochs=1", "shards.samples_per_shard=50",
+        # a scorer trained for seconds has no calibrated threshold: keep the top 70%
+        "score.threshold=null", "score.top_fraction=0.7",
     ])
     log = []
     run_all(cfg, str(out), [], progress=log.append)

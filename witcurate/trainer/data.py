@@ -56,8 +56,12 @@ def expand_shards(spec: str | list[str]) -> list[str]:
                 if not matches:
                     raise InputError(f"no shards match {path}", "check the --data pattern")
                 out.extend(matches)
-            elif fs.exists(path) and not path.endswith(".tar") and fs.glob(fs.join(path, "*.tar")):
-                out.extend(fs.glob(fs.join(path, "*.tar")))
+            elif fs.exists(path) and not path.endswith(".tar"):
+                tars = fs.glob(fs.join(path, "*.tar"))
+                if not tars:
+                    raise InputError(f"no .tar shards in {path}: nothing to train on",
+                                     "check that the shards stage kept samples (see its _SUCCESS.json and rejects/)")
+                out.extend(tars)
             elif fs.exists(path):
                 out.append(path)
             else:
