@@ -9,6 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from witcurate.errors import UserError
 from witcurate.pipeline import fs
 from witcurate.pipeline.runner import parquet_files
 from witcurate.schemas import REJECTS
@@ -50,11 +51,30 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def beam_path(path: str) -> str:
+    """`path`, once Beam's own file IO is known to handle its scheme; a clear error otherwise.
+
+    The stages' parquet reads and writes go through Beam's FileSystems (local paths, gs:// with
+    apache-beam[gcp], s3:// with apache-beam[aws], hdfs://), not fsspec: an fsspec-only URL
+    such as memory:// would otherwise fail deep inside a running pipeline.
+    """
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        FileSystems.get_filesystem(path)
+    except ValueError:
+        scheme = path.split("://", 1)[0] if "://" in path else "local"
+        raise UserError(f"Beam's file IO cannot use {scheme}:// paths: {path}",
+                        "use a local directory, gs://BUCKET/... (pip install 'apache-beam[gcp]' "
+                        "gcsfs) or s3://... (apache-beam[aws] s3fs)") from None
+    return path
+
+
 def read_stage(p: beam.Pipeline, directory: str, label: str) -> beam.PCollection:
     """The kept rows of a stage directory as dicts (an empty PCollection if it kept nothing)."""
     files = parquet_files(directory)
     if not files:
         return p | f"{label}/Empty" >> beam.Create([])
+    beam_path(files[0])
     return (p | f"{label}/Files" >> beam.Create(files)
               | f"{label}/Read" >> beam.io.ReadAllFromParquet())
 
@@ -68,7 +88,7 @@ class WriteStageOutputs(beam.PTransform):
 
     def __init__(self, tmp_dir: str, kept_schema: pa.Schema, num_shards: int = 0):
         super().__init__()
-        self.tmp_dir = tmp_dir
+        self.tmp_dir = beam_path(tmp_dir)
         self.kept_schema = kept_schema
         self.num_shards = num_shards
 
@@ -91,6 +111,62 @@ def stage_outputs(outputs) -> dict[str, beam.PCollection]:
 def run_pipeline(p: beam.Pipeline) -> None:
     result = p.run()
     result.wait_until_finish()
+
+
+def check_graph(p: beam.Pipeline):
+    """Do offline what Dataflow does to a pipeline before any worker starts; submit nothing.
+
+    A broken graph on Dataflow otherwise shows up minutes into a paid job. This applies the
+    runner's own graph rewrites (side inputs, combiners; GroupByKey inputs must be key-value
+    pairs with deterministic key coders unless --allow_non_deterministic_key_coders), translates
+    the pipeline to the portable proto that is sent to the service (every DoFn, CombineFn and
+    coder is pickled there), loads each pickled function back the way a worker does, and
+    checks that a --setup_file exists under the name Beam's stager accepts. It needs no Google
+    Cloud libraries or credentials; the pipeline is changed by the rewrites, so it is not run
+    afterwards. Returns the pipeline proto; raises on the first problem.
+    """
+    import os
+
+    from apache_beam.internal import pickler
+    from apache_beam.options.pipeline_options import SetupOptions, TypeOptions
+    from apache_beam.portability import common_urns, python_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+    from apache_beam.runners.pipeline_utils import group_by_key_input_visitor
+    from apache_beam.utils import proto_utils
+
+    options = p.options
+    setup_file = options.view_as(SetupOptions).setup_file
+    if setup_file is not None:
+        if not os.path.isfile(setup_file):
+            raise RuntimeError(f"--setup_file {setup_file} does not exist")
+        if os.path.basename(setup_file) not in ("setup.py", "pyproject.toml"):
+            raise RuntimeError(f"--setup_file must name setup.py or pyproject.toml, not {setup_file}")
+    deterministic = not options.view_as(TypeOptions).allow_non_deterministic_key_coders
+    p.visit(DataflowRunner.combinefn_visitor())
+    p.visit(DataflowRunner.side_input_visitor(deterministic_key_coders=deterministic))
+    p.replace_all(DataflowRunner._PTRANSFORM_OVERRIDES)
+    p.visit(group_by_key_input_visitor(deterministic))
+    proto = p.to_runner_api()
+    combines = {common_urns.composites.COMBINE_PER_KEY.urn, common_urns.composites.COMBINE_GLOBALLY.urn,
+                common_urns.combine_components.COMBINE_PER_KEY_PRECOMBINE.urn,
+                common_urns.combine_components.COMBINE_PER_KEY_MERGE_ACCUMULATORS.urn,
+                common_urns.combine_components.COMBINE_PER_KEY_EXTRACT_OUTPUTS.urn}
+    for name, transform in proto.components.transforms.items():
+        spec = transform.spec
+        if spec.urn == common_urns.primitives.PAR_DO.urn:
+            fn = proto_utils.parse_Bytes(spec.payload, beam_runner_api_pb2.ParDoPayload).do_fn
+        elif spec.urn in combines:
+            fn = proto_utils.parse_Bytes(spec.payload, beam_runner_api_pb2.CombinePayload).combine_fn
+        else:
+            continue
+        if fn.urn in (python_urns.PICKLED_DOFN_INFO, python_urns.PICKLED_COMBINE_FN):
+            try:
+                pickler.loads(fn.payload)
+            except Exception as e:
+                raise RuntimeError(f"step {transform.unique_name!r}: its function does not "
+                                   f"unpickle on a worker: {type(e).__name__}: {e}") from e
+    return proto
 
 
 def tagged(items: Iterable[tuple[str, Any]]):

@@ -10,6 +10,15 @@ import fsspec
 from fsspec.core import url_to_fs
 
 
+def normalize(path: str) -> str:
+    """`file:///x/y` -> `/x/y`; any other path unchanged.
+
+    fsspec accepts both spellings of a local path, Beam's FileSystems (which the stages' parquet
+    IO uses) only the plain one, so run directories are normalised before stages see them.
+    """
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
 def fs_for(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return url_to_fs(path)
 

@@ -154,7 +154,8 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
               beam_args: list[str] | None = None, force: bool = False,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one stage under the contracts into `final_dir` (OUT/STAGE in a full run)."""
-    final_dir = final_dir.rstrip("/")
+    final_dir = fs.normalize(final_dir).rstrip("/")
+    inputs = {k: fs.normalize(v) for k, v in inputs.items()}
     out_root = posixpath.dirname(final_dir) or "."
     base = posixpath.basename(final_dir)
     fingerprint = stage_fingerprint(stage, config, inputs)
