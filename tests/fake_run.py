@@ -110,8 +110,8 @@ def make_run(out: Path, png: bool = False, upstream: bool = True) -> dict:
                       "record": json.dumps({"uid": uid_of(200 + j), "clip_score": 0.05 + j / 100})} for j in range(2)]
     _write_stage(out, "score", scored, score_rejects,
                  dict(_manifest("score", n + 3, n + 1, {"clip_score_below": 2}), threshold_used=0.2))
-    cap_rejects = [{"uid": uid_of(300), "reason": "query_cap", "detail": "",
+    cap_rejects = [{"uid": uid_of(300), "reason": "over_query_cap", "detail": "",
                     "record": json.dumps({"uid": uid_of(300), "query_id": 0})}]
-    _write_stage(out, "cap", capped, cap_rejects, _manifest("cap", n + 1, n, {"query_cap": 1}))
+    _write_stage(out, "cap", capped, cap_rejects, _manifest("cap", n + 1, n, {"over_query_cap": 1}))
     return {"rows": capped, "expect": expect, "n_good": len(rows),
             "rejects": {"image_missing": 2, "duplicate_uid": 1, "image_mismatch": 1, "invalid_uid": 1}}

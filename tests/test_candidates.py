@@ -106,3 +106,32 @@ def test_ingest_without_files_is_a_clear_error(tmp_path):
                    tmp_path / "empty.parquet")
     with pytest.raises(InputError, match="hold no rows"):
         run_stage(IngestStage(), Config(), str(tmp_path / "ingest"), {"in": str(tmp_path / "empty.parquet")}, **quiet)
+
+
+def test_english_only_rule():
+    from witcurate.filters.text import is_english
+    assert is_english("a photo of three blue stars in the night sky") is True
+    assert is_english("zwei rote Kreise auf dem grünen Gras") == (False, "caption_not_english")
+    assert is_english("12 34") is True                       # nothing to judge: other rules decide
+
+
+def test_wat_image_without_alt_text_is_a_reject(tmp_path):
+    _wat(tmp_path / "x.warc.wat.gz")
+    meta = {"Envelope": {"WARC-Header-Metadata": {"WARC-Target-URI": "http://s.org/"},
+            "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Links": [
+                {"path": "IMG@/src", "url": "/noalt.jpg"}]}}}}}
+    body = json.dumps(meta).encode()
+    with gzip.open(tmp_path / "y.warc.wat.gz", "wb") as f:
+        f.write(b"WARC/1.0\r\nWARC-Type: metadata\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    m = run_stage(IngestStage(), Config(), str(tmp_path / "ingest"), {"in": str(tmp_path / "*.wat.gz")}, **quiet)
+    assert m["counts"]["in"] == 3 and m["counts"]["reasons"] == {"caption_empty": 1}
+
+
+def test_invalid_utf8_and_null_caption_land_in_rejects(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(
+        b'{"url": "http://a.com/1.jpg", "caption": null}\n'
+        b'{"url": "http://a.com/2.jpg", "caption": "caf\xe9 au lait \xff on a table"}\n')
+    m = run_stage(IngestStage(), Config(), str(tmp_path / "ingest"), {"in": str(tmp_path / "a.jsonl")}, **quiet)
+    assert m["counts"]["in"] == 2 and m["counts"]["reasons"] == {"missing_caption": 1}
+    (row,) = read_table(str(tmp_path / "ingest")).to_pylist()
+    assert row["caption"].startswith("caf") and "\ufffd" in row["caption"]   # replaced, never a crash

@@ -127,10 +127,50 @@ def test_cap_stage(tmp_path):
     m = run_stage(CapStage(), cfg, str(tmp_path / "cap"),
                   {"in": inp, "pool": pool, "queries": str(tmp_path / "queries.json")}, **quiet)
     kept = read_table(str(tmp_path / "cap")).to_pylist()
-    assert m["counts"] == {"in": 30, "kept": 10, "rejected": 20, "reasons": {"query_cap": 20}}
+    assert m["counts"] == {"in": 30, "kept": 10, "rejected": 20, "reasons": {"over_query_cap": 20}}
     by_query = {}
     for r in kept:
         by_query.setdefault(r["query"], []).append(r["clip_score"])
     assert {q: len(v) for q, v in by_query.items()} == {"circle": 5, "red": 5}
     assert sorted(by_query["circle"]) == pytest.approx([0.25, 0.26, 0.27, 0.28, 0.29])
     assert sorted(by_query["red"]) == pytest.approx([0.15, 0.16, 0.17, 0.18, 0.19])
+
+
+@pytest.mark.parametrize("entries,caption,expected", [
+    (["Ünïcode café"], "the Ünïcode café!", ["Ünïcode café"]),
+    (["start", "end"], "start middle end", ["end", "start"]),
+    (["new", "new york", "york city", "new york city"], "new york city", ["new", "new york", "new york city", "york city"]),
+    (["Apple"], "apple pie", []),
+    (["x-ray"], "an x-ray image", ["x-ray"]),
+    (["ray"], "an x-ray image", []),
+])
+def test_matching_edge_cases(entries, caption, expected):
+    assert [entries[i] for i in QueryMatcher(entries).match(caption)] == sorted(expected, key=entries.index)
+
+
+def test_balance_is_identical_across_shardings(tmp_path):
+    rows = _matched(600, 20)
+    whole = _stage_dir(tmp_path / "one" / "match", rows, schemas.MATCHED)
+    split = tmp_path / "three" / "match"
+    split.mkdir(parents=True)
+    (split / "rejects").mkdir()
+    for i in range(3):   # other files, other order
+        pq.write_table(pa.Table.from_pylist(rows[i::3][::-1], schemas.MATCHED), split / f"part-0000{i}.parquet")
+    cfg = Config()
+    cfg.balance.per_query = 50
+    run_stage(BalanceStage(), cfg, str(tmp_path / "one" / "balance"), {"in": whole}, **quiet)
+    run_stage(BalanceStage(), cfg, str(tmp_path / "three" / "balance"), {"in": str(split)},
+              beam_args=["--direct_num_workers=2"], **quiet)
+    a = sorted(r["uid"] for r in read_table(str(tmp_path / "one" / "balance")).to_pylist())
+    b = sorted(r["uid"] for r in read_table(str(tmp_path / "three" / "balance")).to_pylist())
+    assert a == b and 0 < len(a) < len(rows)
+
+
+def test_cap_is_exact_for_a_query_with_three_times_the_cap():
+    rows = [{"uid": f"u{i:03d}", "clip_score": round(0.5 + (i % 7) / 100, 2)} for i in range(30)]
+    kept, over = cap_group(rows, 10)
+    assert len(kept) == 10 and len(over) == 20
+    assert min(r["clip_score"] for r in kept) >= max(r["clip_score"] for r in over)
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    assert [r["uid"] for r in cap_group(shuffled, 10)[0]] == [r["uid"] for r in kept]

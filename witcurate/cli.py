@@ -67,7 +67,11 @@ def _add_stage_parsers(sub) -> None:
         p.add_argument("--out", required=True, metavar="DIR",
                        help=f"this stage's output directory (in a full run: OUT/{name})")
         for opt in stage.options:
-            p.add_argument(opt.flag, dest=f"opt_{opt.key}", type=opt.type, default=None, help=opt.help)
+            if opt.type is bool:   # a switch: present means true
+                p.add_argument(opt.flag, dest=f"opt_{opt.key}", action="store_const", const=True,
+                               default=None, help=opt.help)
+            else:
+                p.add_argument(opt.flag, dest=f"opt_{opt.key}", type=opt.type, default=None, help=opt.help)
         _common(p)
         p.set_defaults(handler=_run_one_stage, stage_name=name)
 
@@ -122,6 +126,16 @@ def _cmd_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 1 if bad else 0
 
 
+def _cmd_experiment(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from witcurate.trainer.experiment import run_experiment
+    results = run_experiment(args.run_dir, seeds=args.seeds, steps=args.steps, eval_dir=args.eval,
+                             batch_size=args.batch_size, device=args.device)
+    print(f"\ncurated vs raw, {results['steps']} steps x batch {results['batch_size']}, "
+          f"{len(results['seeds'])} seed(s) each (mean ± std):\n{results['table']}")
+    print(f"results: {results['results_path']}; table added to {fs.join(args.run_dir, 'shards', 'README.md')}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     config = _load(args)
     root = args.root or config.demo.root
@@ -157,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="verify a finished run's manifests and accounting")
     p.add_argument("run_dir", metavar="OUT")
     p.set_defaults(handler=_cmd_audit)
+
+    from witcurate.trainer.experiment import DEFAULT_SEEDS, DEFAULT_STEPS
+    p = sub.add_parser("experiment", help="train on curated vs raw shards at equal compute and compare",
+                       description="Train the same model for the same steps on OUT/shards and on the raw "
+                                   "downloaded pool, several seeds each; results go into the dataset card.")
+    p.add_argument("--run", dest="run_dir", required=True, metavar="OUT", help="a finished run directory")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="runs per arm")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run (both arms)")
+    p.add_argument("--eval", default=None, metavar="DIR", help="eval set (default: train.eval_dir of the run)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size of the run")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: train.device of the run)")
+    p.set_defaults(handler=_cmd_experiment)
 
     _add_stage_parsers(sub)
     return parser

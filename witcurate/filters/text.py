@@ -75,3 +75,23 @@ def caption_rules(text: str, min_words: int, min_chars: int, max_chars: int) -> 
         if decision is not True:
             return decision
     return True
+
+
+_LANG_READY = False
+
+
+def is_english(text: str, min_probability: float = 0.5) -> Decision:
+    """Offline language identification (langdetect's bundled profiles), seeded so it is
+    deterministic. Texts without letters are left to the other rules."""
+    global _LANG_READY
+    from langdetect import DetectorFactory, detect_langs
+    from langdetect.lang_detect_exception import LangDetectException
+    if not _LANG_READY:
+        DetectorFactory.seed = 0
+        _LANG_READY = True
+    try:
+        langs = detect_langs(text)
+    except LangDetectException:
+        return True
+    english = sum(l.prob for l in langs if l.lang == "en")
+    return True if english >= min_probability else (False, "caption_not_english")

@@ -38,7 +38,7 @@ class CapQuery(beam.DoFn):
             yield beam.pvalue.TaggedOutput(KEPT, {**row, "query_id": qid, "query": self.queries[qid]})
         for rank, row in enumerate(over, start=self.per_query + 1):
             yield beam.pvalue.TaggedOutput(REJECTED, reject(
-                {**row, "query_id": qid, "query": self.queries[qid]}, "query_cap",
+                {**row, "query_id": qid, "query": self.queries[qid]}, "over_query_cap",
                 f"query {self.queries[qid]!r} already has {self.per_query}; rank {rank}"))
 
 

@@ -8,7 +8,7 @@ from apache_beam.metrics import Metrics
 from witcurate import schemas
 from witcurate.config import Config, IngestSection
 from witcurate.errors import InputError
-from witcurate.filters.text import caption_rules, normalize_caption
+from witcurate.filters.text import caption_rules, is_english, normalize_caption
 from witcurate.filters.url_format import normalize_url, url_rules
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, counter_value,
@@ -58,6 +58,8 @@ def check_candidate(row: dict, cfg: IngestSection):
         return REJECTED, reject(row, "url_unparseable", str(e)[:200])
     caption = normalize_caption(caption)
     decision = caption_rules(caption, cfg.min_words, cfg.min_chars, cfg.max_chars)
+    if decision is True and cfg.english_only:
+        decision = is_english(caption)
     if decision is not True:
         return REJECTED, reject({**row, "caption": caption[:2000]}, decision[1], caption[:200])
     uid = schemas.candidate_uid(url, caption)
@@ -91,6 +93,7 @@ class IngestStage(BaseStage):
         Option("--url-col", "ingest.url_col", "column holding the image URL"),
         Option("--caption-col", "ingest.caption_col", "column holding the alt text"),
         Option("--min-words", "ingest.min_words", "captions with fewer words are rejected", int),
+        Option("--english-only", "ingest.english_only", "reject captions not identified as English", bool),
     )
 
     def default_inputs(self, config: Config, out_root: str) -> dict[str, str]:
