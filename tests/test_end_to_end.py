@@ -76,3 +76,15 @@ def test_training_reports_eval(tiny_run):
     _, out, _ = tiny_run
     evals = json.loads((out / "train" / "_SUCCESS.json").read_text())["eval"]
     assert evals  # zero-shot and retrieval numbers exist
+
+
+def test_every_pool_url_is_accounted_for_against_the_ground_truth(tiny_run):
+    _, out, _ = tiny_run
+    report = json.loads((out / "demo_truth.json").read_text())
+    assert report["unaccounted"] == 0
+    fates = report["fates"]
+    assert set(fates["http_404"]) == {"download:http_404"}
+    assert set(fates["redirect_private"]) == {"download:private_address"}
+    assert all(f.startswith("ingest:") for f in fates["junk"])
+    assert report["clip_filter"]["pairs_scored"] > 0
+    assert (out / "shards" / "card" / "clip_pr_curve.png").exists()

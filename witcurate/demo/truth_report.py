@@ -66,7 +66,7 @@ def clip_filter_quality(out_root: str, kinds: dict[str, str]) -> dict[str, Any] 
     scores_a, bad_a, rej_a = np.array(scores, float), np.array(bad), np.array(rejected)
     threshold = fs.read_json(fs.join(score_dir, "_SUCCESS.json")).get("threshold_used")
     curve = []
-    for t in np.quantile(scores_a, np.linspace(0.02, 0.98, 25)):
+    for t in np.linspace(scores_a.min(), scores_a.max(), 61):
         drop = scores_a < t
         curve.append({"threshold": float(t), **_pr(drop, bad_a)})
     return {"pairs_scored": len(scores), "bad_pairs": int(bad_a.sum()), "threshold": threshold,
@@ -109,3 +109,22 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"shipped {report['shipped']} pairs, {report['shipped_bad_captions']} with a caption "
                  f"that does not fit the image; {report['unaccounted']} pool URLs unaccounted for")
     return "\n".join(lines)
+
+
+def plot_pr_curve(clip: dict[str, Any], path: str) -> None:
+    """Precision and recall of the CLIP filter over thresholds, the chosen one marked."""
+    from witcurate.pipeline.card import _pyplot, _save
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ts = [c["threshold"] for c in clip["curve"]]
+    ax.plot(ts, [c["precision"] for c in clip["curve"]], label="precision", color="tab:blue")
+    ax.plot(ts, [c["recall"] for c in clip["curve"]], label="recall", color="tab:orange")
+    if clip.get("threshold") is not None:
+        ax.axvline(clip["threshold"], color="black", linestyle="--", linewidth=1,
+                   label=f"threshold {clip['threshold']:.2f}")
+    ax.set_xlabel("CLIP-score threshold (reject below)")
+    ax.set_ylabel("against mismatched / junk captions")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("CLIP filter quality on the demo's ground truth")
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path)

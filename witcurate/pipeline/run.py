@@ -65,9 +65,13 @@ def demo_truth_report(config: Config, out_root: str) -> str:
     text = format_report(report)
     shards = fs.join(out_root, "shards")
     if fs.exists(fs.join(shards, "README.md")):
+        from witcurate.demo.truth_report import plot_pr_curve
         from witcurate.pipeline.card import add_card_section
-        add_card_section(shards, "demo-truth", "Filter quality against the demo's ground truth",
-                         "```\n" + text + "\n```")
+        markdown = "```\n" + text + "\n```"
+        if report.get("clip_filter"):
+            plot_pr_curve(report["clip_filter"], fs.join(shards, "card", "clip_pr_curve.png"))
+            markdown += "\n\n![CLIP filter precision and recall](card/clip_pr_curve.png)"
+        add_card_section(shards, "demo-truth", "Filter quality against the demo's ground truth", markdown)
     return text
 
 
