@@ -38,6 +38,10 @@ test: $(STAMP) $(WORDNET)
 bench: $(STAMP) $(WORDNET)
 	$(BIN)/python -m benchmarks
 
+# Curated vs raw shards at equal compute, 3 seeds each; builds the demo run first if needed.
+experiment: $(STAMP) $(WORDNET) dataset
+	$(BIN)/witcurate experiment --run runs/demo
+
 audit: $(STAMP)
 	$(BIN)/witcurate audit runs/demo
 

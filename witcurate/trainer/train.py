@@ -53,6 +53,7 @@ class TrainArgs:
     log_every: int = 10              # steps between metrics.jsonl lines
     print_every: float = 10.0        # seconds between progress lines
     stop_at_step: int = 0            # stop (with a checkpoint) after this step; the schedule still spans all epochs
+    max_steps: int = 0               # the run's length in steps, whatever the data size; 0 = epochs x steps per epoch
     eval_dir: str = ""               # zero-shot folder and retrieval tars, evaluated at the end
 
     @classmethod
@@ -168,7 +169,9 @@ def train(args: TrainArgs, data: str | list[str], out_dir: str,
             f"x {info.world_size} rank(s); using batches of {batch_size}")
     global_batch = batch_size * info.world_size
     steps_per_epoch = total_samples // global_batch
-    total_steps = args.epochs * steps_per_epoch
+    # A fixed step count gives runs on differently sized data the same compute and schedule.
+    total_steps = args.max_steps if args.max_steps > 0 else args.epochs * steps_per_epoch
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
 
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
     autocast, use_scaler = _autocast(device, args.precision)
@@ -209,7 +212,7 @@ def train(args: TrainArgs, data: str | list[str], out_dir: str,
                       world_size=info.world_size, workers=args.workers,
                       shuffle_buffer=args.shuffle_buffer)
     say(f"[train] {args.model}: {total_samples} samples in {len(urls)} shard(s), "
-        f"{args.epochs} epoch(s) x {steps_per_epoch} steps, global batch {global_batch}, "
+        f"{n_epochs} epoch(s) x {steps_per_epoch} steps, global batch {global_batch}, "
         f"{info.world_size} rank(s) on {device.type}")
 
     def save(step_now: int, epoch_now: int) -> None:
@@ -272,7 +275,7 @@ def train(args: TrainArgs, data: str | list[str], out_dir: str,
                 })
             if now - last_print >= args.print_every or step == total_steps or step == stop_at:
                 rate = window_steps * global_batch / max(1e-9, now - window_start)
-                say(f"[train] epoch {epoch + 1}/{args.epochs} step {step}/{total_steps} "
+                say(f"[train] epoch {epoch + 1}/{n_epochs} step {step}/{total_steps} "
                     f"loss {last_loss:.4f} lr {lr:.2e} scale {model.logit_scale.exp().item():.1f} "
                     f"{rate:.0f} samples/s")
                 last_print = now
@@ -292,7 +295,7 @@ def train(args: TrainArgs, data: str | list[str], out_dir: str,
         "steps": step,
         "total_steps": total_steps,
         "steps_per_epoch": steps_per_epoch,
-        "epochs": args.epochs,
+        "epochs": n_epochs,
         "num_samples": total_samples,
         "num_shards": len(urls),
         "global_batch_size": global_batch,
