@@ -189,11 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    verbose = any(a in ("-v", "--verbose") for a in (sys.argv[1:] if argv is None else argv))
+    # Libraries log import-time chatter to the root logger (Beam's missing GCP clients, open_clip's
+    # "initialized randomly" before a checkpoint is loaded): shown with -v, otherwise errors only.
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(message)s")
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    if not args.verbose:
-        logging.getLogger("apache_beam").setLevel(logging.ERROR)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
