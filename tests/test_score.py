@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import json
 import random
 import tarfile
@@ -131,7 +132,9 @@ def test_scores_equal_plain_open_clip_and_unreadable_images_are_rejects(world):
     assert set(got) == set(ref)
     assert max(abs(got[u] - ref[u]) for u in ref) < 1e-4
     assert kept.schema.field("clip_score").type == pa.float32()
-    assert set(kept.column("clip_model").to_pylist()) == {f"{MODEL}:{world['checkpoint']}"}
+    (label,) = set(kept.column("clip_model").to_pylist())
+    digest = hashlib.sha256(open(world["checkpoint"], "rb").read()).hexdigest()[:12]
+    assert label == f"{MODEL}:{os.path.basename(world['checkpoint'])}@sha256:{digest}"
     schemas.validate(schemas.SCORED, kept.schema, "kept")
 
     reasons = dict(zip(rejects.column("uid").to_pylist(), rejects.column("reason").to_pylist()))
@@ -142,7 +145,7 @@ def test_scores_equal_plain_open_clip_and_unreadable_images_are_rejects(world):
 
     counts = manifest["counts"]
     assert counts["in"] == len(world["rows"]) == counts["kept"] + counts["rejected"]
-    assert manifest["model"] == f"{MODEL}:{world['checkpoint']}"
+    assert manifest["model"] == label
     assert manifest["threshold_used"] == -1.0
     assert manifest["images_per_second"] > 0
 

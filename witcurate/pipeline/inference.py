@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import posixpath
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Sequence
@@ -30,6 +31,7 @@ import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from witcurate.errors import ConfigError
+from witcurate.pipeline import fs
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
@@ -72,8 +74,15 @@ def local_weights(weights: str) -> str:
 
 
 def model_label(model_name: str, weights: str) -> str:
-    """What `clip_model` records: "ViT-B-32:openai", "witcurate-tiny:/run/scorer/checkpoint.pt",
-    or "ViT-B-32:random" for an untrained model."""
+    """What `clip_model` records: "ViT-B-32:openai", "witcurate-tiny:checkpoint.pt@sha256:<12 hex>"
+    for a local checkpoint (its content, not where it lay, so the same data built elsewhere is
+    byte-identical), or "ViT-B-32:random" for an untrained model."""
+    if weights and fs.exists(weights):
+        digest = hashlib.sha256()
+        with fs.open_file(weights) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return f"{model_name}:{posixpath.basename(weights)}@sha256:{digest.hexdigest()[:12]}"
     return f"{model_name}:{weights or 'random'}"
 
 
