@@ -205,6 +205,9 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
         **result.extra,
     }
     fs.write_json(fs.join(tmp_dir, MANIFEST), manifest)
+    # Replacing an older output: its manifest goes first, so a kill in the middle of the delete
+    # leaves a directory the next run redoes, never a half-deleted one that looks finished.
+    fs.rm(fs.join(final_dir, MANIFEST))
     fs.rm(final_dir)
     fs.move(tmp_dir, final_dir)
     fs.rm(work_dir)
