@@ -256,3 +256,19 @@ def test_bad_settings_fail_fast_with_a_hint(tmp_path):
         run_stage(stage, cfg, str(tmp_path / "shards"), stage.default_inputs(cfg, str(tmp_path)),
                   progress=lambda m: None)
     assert not (tmp_path / "shards").exists()
+
+
+def test_hugging_face_datasets_reads_the_shards(run, tmp_path, monkeypatch):
+    """The shards load unchanged with `datasets`' webdataset builder (offline)."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    shards_dir = run[0] / "shards"
+    ds = datasets.load_dataset("webdataset", data_files={"train": str(shards_dir / "*.tar")},
+                               split="train", cache_dir=str(tmp_path / "hf-cache"))
+    sidecars = pq.read_table(sorted(shards_dir.glob("[0-9]*.parquet"))).to_pylist()
+    assert len(ds) == len(sidecars)
+    by_uid = {r["uid"]: r["caption"] for r in sidecars}
+    for row in ds:
+        assert row["txt"] == by_uid[row["__key__"]] == row["json"]["caption"]
