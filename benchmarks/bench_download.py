@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 N = int(os.environ.get("BENCH_DOWNLOAD_N", "2000"))

@@ -1,7 +1,6 @@
 """The whole chain on a tiny demo world: dump -> queries -> ... -> shards -> train, offline."""
 
 import json
-import socket
 
 import pytest
 import webdataset as wds
@@ -11,19 +10,15 @@ from witcurate.pipeline.audit import audit_run
 from witcurate.pipeline.matcher import QueryMatcher
 from witcurate.pipeline.run import run_all
 from witcurate.pipeline.stages import ORDER
+from ports import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     world, out = root / "world", root / "run"
-    port = _free_port()
+    port = free_port()
     cfg = load_config("configs/demo.yaml", [
         f"demo.root={world}", f"demo.port={port}", "demo.pool_size=240", "demo.trusted_size=400",
         "demo.eval_size=40",

@@ -20,18 +20,14 @@ from witcurate.config import DemoSection
 from witcurate.demo.host import ImageHost
 from witcurate.demo.world import REDIRECT_LOCATION, generate_world
 from witcurate.errors import UserError
+from ports import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("host") / "world"
-    port = _free_port()
+    port = free_port()
     cfg = DemoSection(root=str(root), host="127.0.0.1", port=port, pool_size=400, trusted_size=8,
                       eval_size=8, image_size=96, seed=3)
     generate_world(cfg, progress=lambda m: None)

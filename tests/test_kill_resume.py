@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = "queries,ingest,match,balance,download,dedupe,scorer,score,cap,shards"
 RUN_TIMEOUT = 120
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _overrides(world: Path, port: int) -> list[str]:
@@ -144,7 +139,7 @@ def _done_shards(out: Path) -> dict[str, dict]:
 def test_killed_run_resumes_to_identical_shards(tmp_path):
     world, logs, out = tmp_path / "world", tmp_path / "logs", tmp_path / "run"
     logs.mkdir()
-    run = Run(out, _overrides(world, _free_port()), logs)
+    run = Run(out, _overrides(world, free_port()), logs)
 
     # The reference: one uninterrupted run. Samples record the scorer checkpoint's path
     # (clip_model "witcurate-tiny:OUT/scorer/checkpoint.pt"), so the killed run uses the same

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import sys
 
 import pytest
@@ -22,6 +21,7 @@ from witcurate.trainer.evaluate import evaluate, retrieval_metrics, topk_accurac
 from witcurate.trainer.loss import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE, clamp_logit_scale, make_loss  # noqa: E402
 from witcurate.trainer.model import create_model  # noqa: E402
 from witcurate.trainer.train import TrainArgs, train  # noqa: E402
+from ports import free_port
 
 MODEL = "witcurate-tiny"
 
@@ -217,11 +217,6 @@ def test_cli_parses_typed_flags_and_reports_bad_data(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- DDP over gloo
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
@@ -254,7 +249,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(shards, tmp_path):
     import torch.multiprocessing as mp
     data = str(shards / "{00000..00001}.tar")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), data, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), data, str(tmp_path)), nprocs=2, join=True)
 
     torch.manual_seed(0)
     model, _, _, tok = create_model(MODEL)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import logging
 import math
 import time
