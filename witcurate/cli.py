@@ -208,5 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script. Exits without running C++ static destructors: one of the native
+    libraries loaded alongside Beam and torch sometimes aborts at interpreter teardown
+    ("terminate called without an active exception", exit -6) after a command has finished."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
