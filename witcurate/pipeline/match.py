@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.utils.shared import Shared
 
 from witcurate import schemas
 from witcurate.config import Config
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline,
-                                        read_stage, reject, run_pipeline, stage_outputs)
+from witcurate.pipeline.beam_io import beam_path, make_pipeline, reject, run_pipeline
 from witcurate.pipeline.matcher import QueryMatcher, load_queries
-from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.runner import StageContext, StageResult, parquet_files
+from witcurate.schemas import REJECTS
 from witcurate.pipeline.stages import BaseStage
 
 
@@ -22,12 +25,20 @@ class _MatcherHandle:
         self.matcher = matcher
 
 
-class MatchCaptions(beam.DoFn):
-    """The automaton is built once per worker process and shared by its threads (Beam Shared)."""
+class MatchFile(beam.DoFn):
+    """One input parquet file -> its kept and rejected parts, written directly in batches.
 
-    def __init__(self, queries_path: str, shared: Shared):
+    Matching is cheap next to Beam's per-element costs, so records move as Arrow batches, not
+    as one element each: a part file per (input file, batch), named by their indexes so a retried
+    bundle rewrites the same files. The automaton is built once per worker process and shared
+    by its threads (Beam Shared).
+    """
+
+    def __init__(self, queries_path: str, tmp_dir: str, shared: Shared, batch_rows: int = 20_000):
         self.queries_path = queries_path
+        self.tmp_dir = tmp_dir
         self.shared = shared
+        self.batch_rows = batch_rows
         self.matcher: QueryMatcher | None = None
 
     def setup(self):
@@ -35,12 +46,24 @@ class MatchCaptions(beam.DoFn):
         handle = self.shared.acquire(lambda: _MatcherHandle(QueryMatcher(load_queries(path))), tag=path)
         self.matcher = handle.matcher
 
-    def process(self, row):
-        ids = self.matcher.match(row["caption"])
-        if ids:
-            yield beam.pvalue.TaggedOutput(KEPT, {**row, "query_ids": ids})
-        else:
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(row, "no_query_match"))
+    def process(self, indexed_path):
+        index, path = indexed_path
+        with fs.open_file(path) as f:
+            batches = list(pq.ParquetFile(f).iter_batches(batch_size=self.batch_rows,
+                                                         columns=schemas.CANDIDATES.names))
+        for b, batch in enumerate(batches or [pa.RecordBatch.from_pylist([], schemas.CANDIDATES)]):
+            ids = [self.matcher.match(c) for c in batch.column("caption").to_pylist()]
+            matched = pa.array([bool(x) for x in ids])
+            kept = pa.Table.from_batches([batch]).filter(matched).append_column(
+                "query_ids", pa.array([x for x in ids if x], pa.list_(pa.int32())))
+            unmatched = pa.Table.from_batches([batch]).filter(pc.invert(matched)).to_pylist()
+            rejects = pa.Table.from_pylist([reject(r, "no_query_match") for r in unmatched], REJECTS)
+            name = f"part-{index:05d}-{b:05d}.parquet"
+            with fs.open_file(fs.join(self.tmp_dir, name), "wb") as out:
+                pq.write_table(schemas.conform(kept, schemas.MATCHED).select(schemas.MATCHED.names), out)
+            with fs.open_file(fs.join(self.tmp_dir, "rejects", name), "wb") as out:
+                pq.write_table(rejects, out)
+            yield kept.num_rows, rejects.num_rows
 
 
 class MatchStage(BaseStage):
@@ -56,10 +79,10 @@ class MatchStage(BaseStage):
 
     def run(self, ctx: StageContext) -> StageResult:
         load_queries(ctx.input("queries"))  # fail fast, in the driver, on a bad list
+        files = parquet_files(ctx.input("in"))
         p = make_pipeline(ctx.beam_args)
-        rows = read_stage(p, ctx.input("in"), "ReadCandidates")
-        outs = rows | "Match" >> beam.ParDo(
-            MatchCaptions(ctx.input("queries"), Shared())).with_outputs(KEPT, REJECTED)
-        stage_outputs(outs) | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.MATCHED)
+        (p | "CandidateFiles" >> beam.Create(list(enumerate(files)))
+           | "Reshuffle" >> beam.Reshuffle()
+           | "WriteMatchedParts" >> beam.ParDo(MatchFile(ctx.input("queries"), beam_path(ctx.tmp_dir), Shared())))
         run_pipeline(p)
         return StageResult(units="captions")
