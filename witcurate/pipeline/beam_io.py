@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -168,11 +168,6 @@ def check_graph(p: beam.Pipeline):
                                    f"unpickle on a worker: {type(e).__name__}: {e}") from e
     return proto
 
-
-def tagged(items: Iterable[tuple[str, Any]]):
-    """Turn (tag, value) pairs from a plain generator into Beam tagged outputs."""
-    for tag, value in items:
-        yield beam.pvalue.TaggedOutput(tag, value)
 
 
 def counter_value(result, name: str) -> int:

@@ -376,6 +376,8 @@ class DownloadStage(BaseStage):
             "addresses, check and hash every image; every URL ends kept or rejected with a reason.")
     sections = ("download",)
     inputs = ("in",)
+    # Only what fetching needs; the rest of a balance row rides along into the output.
+    input_schema = pa.schema([schemas.BALANCED.field("uid"), schemas.BALANCED.field("url")])
     options = (
         Option("--image-size", "download.image_size", "resize images to this size (pixels)", int),
         Option("--resize-mode", "download.resize_mode",
@@ -401,7 +403,6 @@ class DownloadStage(BaseStage):
         cfg = ctx.config.download
         validate_config(cfg)
         in_dir = ctx.input("in")
-        check_input_schema(in_dir)
         config_hash = ctx.config.section_hash("download")
         boundaries, fingerprints, sizes = plan_shards(in_dir, cfg.urls_per_shard, config_hash)
         expected = {f"{i:05d}-{fp}" for i, fp in enumerate(fingerprints)}
@@ -450,12 +451,3 @@ class DownloadStage(BaseStage):
                          "reused_shards": len(shard_stats) - len(fresh),
                          "pipeline_seconds": round(wall, 3), "per_shard": shard_stats},
         })
-
-
-def check_input_schema(in_dir: str) -> None:
-    files = parquet_files(in_dir)
-    if files:
-        with fs.open_file(files[0]) as f:
-            schema = pq.read_schema(f)
-        schemas.validate(pa.schema([schemas.BALANCED.field("uid"), schemas.BALANCED.field("url")]),
-                         schema, f"{in_dir}")

@@ -125,13 +125,11 @@ def fingerprint_input(path: str) -> str:
     manifest = fs.join(path, MANIFEST)
     if fs.exists(manifest):
         return "stage:" + fs.read_json(manifest)["fingerprint"]
-    if fs.exists(path):
-        if any(c in path for c in "*?["):
-            return "glob:" + ",".join(f"{p}:{fs.size_and_mtime(p)}" for p in fs.glob(path))
-        size, mtime = fs.size_and_mtime(path)
-        return f"file:{size}:{mtime}"
     if any(c in path for c in "*?["):
         return "glob:" + ",".join(f"{p}:{fs.size_and_mtime(p)}" for p in fs.glob(path))
+    if fs.exists(path):
+        size, mtime = fs.size_and_mtime(path)
+        return f"file:{size}:{mtime}"
     return "missing"
 
 
