@@ -93,6 +93,8 @@ def test_broken_data_is_a_decode_error(data):
      "private_address"),
     ("failed_to_download", "<urlopen error [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed>", "ssl_error"),
     ("failed_to_resize", "Image decoding error", "decode_error"),
+    ("failed_to_resize", "OpenCV(4.14.0) .../loadsave.cpp:1310: error: (-215:Assertion failed) !buf.empty() "
+                         "in function 'imdecode_'", "empty_body"),
     ("failed_to_resize", "image too small", "image_too_small"),
     ("failed_to_resize", "aspect ratio too large", "aspect_ratio"),
     ("failed_to_resize", "image area too large", "too_many_pixels"),

@@ -36,6 +36,7 @@ REDIRECT_ERROR = "redirect_error"
 HASH_MISMATCH = "hash_mismatch"
 DOWNLOAD_ERROR = "download_error"
 RESIZE_ERROR = "resize_error"
+EMPTY_BODY = "empty_body"
 
 # ---------------------------------------------------------------- size checks ----------------
 
@@ -166,6 +167,7 @@ _ERROR_PATTERNS: tuple[tuple[str, str], ...] = (
     ("decompression bomb", TOO_MANY_PIXELS),
     ("image too small", IMAGE_TOO_SMALL),
     ("aspect ratio too large", ASPECT_RATIO),
+    ("!buf.empty()", EMPTY_BODY),                 # OpenCV's imdecode given zero bytes
     ("image decoding error", DECODE_ERROR),
     ("hash mismatch", HASH_MISMATCH),
     ("incompleteread", TRUNCATED),

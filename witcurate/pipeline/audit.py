@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from witcurate.errors import InputError
 from witcurate.pipeline import fs
 from witcurate.pipeline.runner import MANIFEST, count_rows, fingerprint_input, reject_counts
 from witcurate.pipeline.stages import ORDER
@@ -23,8 +24,11 @@ def audit_stage(stage_dir: str) -> StageAudit:
     manifest = fs.read_json(fs.join(stage_dir, MANIFEST))
     name = manifest.get("stage", fs.join(stage_dir).rsplit("/", 1)[-1])
     counts = manifest.get("counts", {})
-    kept = count_rows(stage_dir, manifest.get("kept_glob", "part-*.parquet"))
-    reasons = reject_counts(stage_dir)
+    try:
+        kept = count_rows(stage_dir, manifest.get("kept_glob", "part-*.parquet"))
+        reasons = reject_counts(stage_dir)
+    except InputError as e:                      # a damaged part: nothing below can be trusted
+        return StageAudit(name, manifest, 0, 0, [e.message])
     rejected = sum(reasons.values())
     audit = StageAudit(name, manifest, kept, rejected)
     if kept != counts.get("kept"):

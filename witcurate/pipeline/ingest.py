@@ -51,7 +51,7 @@ def check_candidate(row: dict, cfg: IngestSection):
         return REJECTED, reject(row, "missing_caption", f"no {cfg.caption_col!r} value")
     decision = url_rules(url.strip(), cfg.max_url_length)
     if decision is not True:
-        return REJECTED, reject({**row, "url": url[:2048]}, decision[1], url[:200])
+        return REJECTED, reject({**row, "url": url[:2048]}, decision[1], _clipped(url))
     try:
         url = normalize_url(url)
     except (ValueError, UnicodeError) as e:
@@ -61,9 +61,14 @@ def check_candidate(row: dict, cfg: IngestSection):
     if decision is True and cfg.english_only:
         decision = is_english(caption)
     if decision is not True:
-        return REJECTED, reject({**row, "caption": caption[:2000]}, decision[1], caption[:200])
+        return REJECTED, reject({**row, "caption": caption[:2000]}, decision[1], _clipped(caption))
     uid = schemas.candidate_uid(url, caption)
     return KEPT, {"uid": uid, "url": url, "caption": caption, "source": row["source"]}
+
+
+def _clipped(text: str) -> str:
+    """A reject's detail: the start of the text, and its full length where the record clips it."""
+    return text[:200] if len(text) <= 200 else f"{len(text):,} characters: {text[:160]}..."
 
 
 class CheckCandidates(beam.DoFn):

@@ -14,6 +14,7 @@ kept across attempts and removed once the stage has landed.
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import json
 import logging
@@ -73,12 +74,19 @@ def parquet_files(directory: str, pattern: str = "part-*.parquet") -> list[str]:
     return fs.glob(fs.join(directory, pattern))
 
 
-def count_rows(directory: str, pattern: str = "part-*.parquet") -> int:
-    total = 0
-    for path in parquet_files(directory, pattern):
+def _open_parquet(path: str, columns: list[str] | None = None, footer_only: bool = False):
+    """A part's footer (FileMetaData) or its table; a damaged file is an InputError naming it."""
+    try:
         with fs.open_file(path) as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
+            return pq.ParquetFile(f).metadata if footer_only else pq.read_table(f, columns=columns)
+    except (OSError, ValueError) as e:           # ArrowInvalid is a ValueError
+        raise InputError(f"unreadable parquet file {path}: {e}",
+                         "the stage that wrote it was damaged after it finished: rerun that stage "
+                         "with --force") from None
+
+
+def count_rows(directory: str, pattern: str = "part-*.parquet") -> int:
+    return sum(_open_parquet(path, footer_only=True).num_rows for path in parquet_files(directory, pattern))
 
 
 def read_table(directory: str, columns: list[str] | None = None):
@@ -86,8 +94,7 @@ def read_table(directory: str, columns: list[str] | None = None):
     import pyarrow as pa
     tables = []
     for path in parquet_files(directory):
-        with fs.open_file(path) as f:
-            tables.append(pq.read_table(f, columns=columns))
+        tables.append(_open_parquet(path, columns))
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default")
@@ -96,14 +103,35 @@ def read_table(directory: str, columns: list[str] | None = None):
 def reject_counts(directory: str) -> dict[str, int]:
     counts: collections.Counter[str] = collections.Counter()
     for path in parquet_files(fs.join(directory, "rejects")):
-        with fs.open_file(path) as f:
-            col = pq.read_table(f, columns=["reason"]).column("reason")
-        counts.update(col.to_pylist())
+        counts.update(_open_parquet(path, ["reason"]).column("reason").to_pylist())
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def check_finished_inputs(stage: Stage, inputs: dict[str, str]) -> None:
+    """Each input that is a finished stage must still hold the rows its manifest counted.
+
+    One footer read per part: catches parts truncated, deleted or overwritten after the stage
+    finished, before a pipeline starts on them, with the stage to redo named.
+    """
+    for name, path in inputs.items():
+        manifest = load_manifest(path) if "*" not in path else None
+        if not manifest or "counts" not in manifest:
+            continue
+        upstream = manifest.get("stage", name)
+        try:
+            rows = count_rows(path, manifest.get("kept_glob", "part-*.parquet"))
+        except InputError as e:
+            raise InputError(f"stage {stage.name}: input {name}: {e.message}",
+                             f"rerun the {upstream} stage with --force") from None
+        if rows != manifest["counts"]["kept"]:
+            raise InputError(f"stage {stage.name}: input {name} ({path}) holds {rows} rows but its "
+                             f"manifest counted {manifest['counts']['kept']}",
+                             f"its files changed after {upstream} finished: rerun {upstream} with --force")
 
 
 def check_input(stage: Stage, inputs: dict[str, str]) -> None:
     """The main input must exist and carry the columns the stage needs (stage.input_schema)."""
+    check_finished_inputs(stage, inputs)
     schema = getattr(stage, "input_schema", None)
     path = inputs.get("in")
     if schema is None or path is None:
@@ -115,8 +143,7 @@ def check_input(stage: Stage, inputs: dict[str, str]) -> None:
     if not files:
         raise InputError(f"stage {stage.name}: {path} holds no part-*.parquet files",
                          "point --in at a finished stage directory")
-    with fs.open_file(files[0]) as f:
-        actual = pq.ParquetFile(f).schema_arrow
+    actual = _open_parquet(files[0], footer_only=True).schema.to_arrow_schema()
     validate(schema, actual, f"stage {stage.name} input {files[0]}")
 
 
@@ -175,6 +202,46 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
                         "choose an --out directory you can write to, with free space") from None
     ctx = StageContext(stage.name, config, out_root, tmp_dir, work_dir, dict(inputs),
                        list(beam_args or []), progress)
+    try:
+        return _run_and_land(stage, ctx, final_dir, fingerprint)
+    except Exception as e:
+        full = _storage_full(e)
+        if full is None:
+            raise
+        try:
+            fs.rm(tmp_dir)                   # give the half-written output's space back now
+        except OSError:
+            pass
+        raise UserError(f"stage {stage.name} ran out of space writing under {out_root}: {full}",
+                        "free space or point --out at a larger disk, then rerun the same command: "
+                        "finished stages and download shards are kept") from None
+
+
+# Errors that mean "the output's storage is full or refuses writes", however deep a library
+# (Beam, pyarrow, img2dataset) wrapped them: Beam re-raises worker errors as new exceptions
+# whose message carries the original, so the text is checked as well as the cause chain.
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large",
+              "Read-only file system")
+
+
+def _storage_full(exc: BaseException) -> str | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return exc.strerror or str(exc)
+        text = str(exc)
+        for phrase in _FULL_TEXT:
+            if phrase in text:
+                return phrase
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _run_and_land(stage: Stage, ctx: StageContext, final_dir: str, fingerprint: str) -> dict[str, Any]:
+    """Run the stage into ctx.tmp_dir, check its accounting, write its manifest, rename it."""
+    tmp_dir, work_dir, progress, config = ctx.tmp_dir, ctx.work_dir, ctx.progress, ctx.config
     progress(f"[{stage.name}] running")
     start = time.time()
     result = stage.run(ctx) or StageResult()
@@ -193,7 +260,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
         "code_version": witcurate.__version__,
         "config_hash": config.section_hash(*stage.sections) if stage.sections else "",
         "config": {s: config.to_dict()[s.partition(".")[0]] for s in stage.sections},
-        "inputs": {k: {"path": v, "fingerprint": fingerprint_input(v)} for k, v in inputs.items()},
+        "inputs": {k: {"path": v, "fingerprint": fingerprint_input(v)} for k, v in ctx.inputs.items()},
         "kept_glob": result.kept_glob,
         "counts": {"in": n_in, "kept": kept, "rejected": rejected, "reasons": reasons},
         "wall_seconds": round(wall, 3),

@@ -13,6 +13,7 @@ import json
 from typing import Any, Iterator
 from urllib.parse import urljoin
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -37,10 +38,14 @@ def detect_format(path: str) -> str:
                      f"name it with one of the extensions for {', '.join(FORMATS)}")
 
 
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):                 # CSV/TSV cells: bad UTF-8 becomes U+FFFD
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else None
+
+
 def _row(url: Any, caption: Any, source: str) -> dict[str, Any]:
-    return {"url": url if isinstance(url, str) else None,
-            "caption": caption if isinstance(caption, str) else None,
-            "source": source}
+    return {"url": _text(url), "caption": _text(caption), "source": source}
 
 
 def _read_table_rows(table, url_col: str, caption_col: str, source: str) -> Iterator[dict]:
@@ -60,12 +65,22 @@ def read_parquet(path: str, url_col: str, caption_col: str) -> Iterator[dict]:
 
 
 def read_delimited(path: str, url_col: str, caption_col: str, delimiter: str) -> Iterator[dict]:
+    malformed: list[str] = []                    # rows with the wrong number of fields
+
+    def keep_aside(row) -> str:
+        malformed.append(row.text)
+        return "skip"
+
     with fs.open_file(path, compression="infer") as f:
         table = pacsv.read_csv(
             f, parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
-                                                invalid_row_handler=lambda row: "skip"),
-            convert_options=pacsv.ConvertOptions(column_types={url_col: "string", caption_col: "string"}))
+                                                invalid_row_handler=keep_aside),
+            # read as bytes: one invalid UTF-8 byte must cost one cell (replaced), not the file
+            convert_options=pacsv.ConvertOptions(column_types={url_col: pa.binary(), caption_col: pa.binary()}))
     yield from _read_table_rows(table, url_col, caption_col, path)
+    for text in malformed:
+        yield {"url": None, "caption": None, "source": path,
+               "error": f"malformed_row: {text[:200]}"}
 
 
 def read_jsonl(path: str, url_col: str, caption_col: str) -> Iterator[dict]:
