@@ -1,11 +1,14 @@
-"""Fault test: kill -9 a run inside its stages, rerun, and get the same dataset with nothing redone.
+"""Fault test: kill -9 a run inside each of its stages, rerun, and get the same dataset with nothing redone.
 
-A tiny demo world is run once uninterrupted (the reference). The same run is then started again
-from its queries stage, as a separate process group, and SIGKILLed at chosen points inside
-stages: after the first download shard has finished (its DONE.json exists) and while the score
-stage is writing its output files into its temporary directory. Each time the run is started again, and the final shards must equal the
-reference's byte for byte, the audit must pass, no temporary directory may remain, and the
-download shards that had finished before the kill must be reused, not fetched again.
+A tiny demo world is run once uninterrupted (the reference). The run is then started again from
+nothing, as a separate process group, and SIGKILLed once inside each stage in pipeline order:
+at a random moment within the stage's reference wall time (seed printed; set
+WITCURATE_KILL_SEED to replay one), except download, killed once a shard has finished (its
+DONE.json exists), and score, killed while it writes its output files. Every attempt resumes
+from the last one's leftovers. Each attempt must skip the stages that had landed; the final
+shards must equal the reference's byte for byte; the audit must pass; no temporary directory
+may remain; and the download shards that had finished before the kill must be reused, not
+fetched again.
 
 The run serves the demo image host itself (run.demo=true), so each killed run's host dies with
 it and the next attempt binds the same port again.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -92,11 +96,11 @@ class Run:
         assert rc == 0, f"run exited {rc}:\n{text[-4000:]}"
         return text
 
-    def kill_when(self, ready, what: str) -> None:
-        """Start an attempt and SIGKILL its whole process group as soon as `ready()` holds."""
+    def kill_when(self, ready, what: str, delay: float = 0.0) -> subprocess.Popen:
+        """Start an attempt and SIGKILL its whole process group `delay` s after `ready(proc)` holds."""
         proc = self.start()
         deadline = time.time() + RUN_TIMEOUT
-        while not ready():
+        while not ready(proc):
             if proc.poll() is not None:
                 text = Path(proc.log_path).read_text(errors="replace")
                 pytest.fail(f"run ended (rc {proc.returncode}) before {what}:\n{text[-4000:]}")
@@ -104,8 +108,10 @@ class Run:
                 _kill_group(proc)
                 pytest.fail(f"{what} never happened")
             time.sleep(0.02)
+        time.sleep(delay)
         _kill_group(proc)
         assert proc.returncode == -signal.SIGKILL, f"the run had already exited before {what}"
+        return proc
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -136,46 +142,68 @@ def _done_shards(out: Path) -> dict[str, dict]:
             for p in (out / ".work-download" / "shards").glob("*/DONE.json")}
 
 
+def _stage_log_says(proc: subprocess.Popen, text: str) -> bool:
+    return text in Path(proc.log_path).read_text(errors="replace")
+
+
 def test_killed_run_resumes_to_identical_shards(tmp_path):
+    seed = int(os.environ.get("WITCURATE_KILL_SEED", time.time_ns() % 2**32))
+    rng = random.Random(seed)
     world, logs, out = tmp_path / "world", tmp_path / "logs", tmp_path / "run"
     logs.mkdir()
     run = Run(out, _overrides(world, free_port()), logs)
 
-    # The reference: one uninterrupted run. Samples record the scorer checkpoint's path
-    # (clip_model "witcurate-tiny:OUT/scorer/checkpoint.pt"), so the killed run uses the same
-    # OUT and the reference's shards are kept aside.
+    # The reference: one uninterrupted run, its shards kept aside.
     run.complete()
     audit = _audit(out)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     ref = tmp_path / "reference"
     ref.mkdir()
     shutil.copytree(out / "shards", ref / "shards")
+    walls = {s: json.loads((out / s / "_SUCCESS.json").read_text())["wall_seconds"] for s in STAGES.split(",")}
     planned = json.loads((out / "download" / "_SUCCESS.json").read_text())["download"]["shards"]
-    # Start again from the reference's queries stage only (a run skips a stage whose manifest
-    # matches): the other stages run again, killed twice.
     for stage in out.iterdir():
-        if stage.name != "queries":
-            shutil.rmtree(stage) if stage.is_dir() else stage.unlink()
+        shutil.rmtree(stage) if stage.is_dir() else stage.unlink()
 
-    # 1. Inside download, once at least one shard is finished and before the stage lands.
-    run.kill_when(lambda: bool(_done_shards(out)), "a download shard finished")
-    assert not (out / "download" / "_SUCCESS.json").exists(), "download landed before the kill"
-    finished = _done_shards(out)
-    assert 0 < len(finished) < planned, "the kill should land between shards"
+    # One SIGKILL inside each stage, in pipeline order, each attempt resuming the last one's
+    # leftovers. Most land at a random moment within the stage's reference wall time; download
+    # is killed once a shard has finished (so shard reuse is checked) and score while it writes
+    # its output files (the window between inference and the stage landing).
+    kills = []
+    for stage in STAGES.split(","):
+        if (out / stage / "_SUCCESS.json").exists():     # the previous kill landed after it
+            continue
+        landed = {s for s in STAGES.split(",") if (out / s / "_SUCCESS.json").exists()}
+        running = f"[{stage}] running"
+        if stage == "download":
+            done_before = len(_done_shards(out))
+            proc = run.kill_when(lambda p: _stage_log_says(p, running) and len(_done_shards(out)) > done_before,
+                                 "a download shard finished")
+            finished = _done_shards(out)
+            assert 0 < len(finished) < planned, f"the kill should land between shards (seed {seed})"
+        elif stage == "score":
+            proc = run.kill_when(lambda p: _stage_log_says(p, running)
+                                 and any(q.is_file() for q in (out / ".tmp-score").rglob("*")),
+                                 "the score stage started writing")
+        else:
+            delay = rng.uniform(0, 0.8 * walls[stage])
+            proc = run.kill_when(lambda p: _stage_log_says(p, running), f"{stage} started", delay)
+        log = Path(proc.log_path).read_text(errors="replace")
+        for s in landed:                       # finished stages were not redone
+            assert f"[{s}] already done" in log, f"{s} redone after a kill (seed {seed})"
+        busy = sorted(p.name for p in out.iterdir() if p.name.startswith(".tmp-"))
+        kills.append((stage, busy))
+    print(f"seed {seed}, kill aimed at: stage directories in progress", *kills, sep="\n  ")
+    # A random moment can fall between two stages; most must land inside one.
+    assert sum(bool(busy) for _, busy in kills) >= len(kills) // 2, (seed, kills)
 
-    # 2. Inside score, once its first output file is half written into its temporary directory
-    # (Beam writes the parts after inference: a window of a few hundred ms before the stage lands).
-    run.kill_when(lambda: any(p.is_file() for p in (out / ".tmp-score").rglob("*")),
-                  "the score stage started writing")
-    assert (out / "dedupe" / "_SUCCESS.json").exists() and not (out / "score" / "_SUCCESS.json").exists()
-    assert not (out / ".work-download").exists()     # removed once download landed
-
-    # 3. To completion.
+    # To completion: nothing that had landed is redone.
+    landed = [s for s in STAGES.split(",") if (out / s / "_SUCCESS.json").exists()]
     log = run.complete()
-    assert "[download] already done" in log and "[dedupe] already done" in log
+    assert all(f"[{s}] already done" in log for s in landed), (landed, log[-3000:])
 
     # Same dataset: the same uids in each sidecar, the same bytes in each tar.
-    assert _shards(out) == _shards(ref)
+    assert _shards(out) == _shards(ref), f"seed {seed}"
     tars = sorted(p.name for p in (ref / "shards").glob("*.tar"))
     assert tars and tars == sorted(p.name for p in (out / "shards").glob("*.tar"))
     for name in tars:
