@@ -124,3 +124,62 @@ def test_manifest_is_loadable(tmp_path):
     run_stage(EvenStage(), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
     m = load_manifest(str(tmp_path / "even"))
     assert m["config"]["cap"]["per_query"] == 20_000 and m["wall_seconds"] >= 0
+
+
+def _package(root, files):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_code_hash_follows_imports_and_nothing_else(tmp_path, monkeypatch):
+    from witcurate.pipeline import code_hash as ch
+    pkg = tmp_path / "witcurate"
+    _package(pkg, {
+        "__init__.py": "__version__ = '1'\n",
+        "config.py": "X = 1\n",
+        "sub/__init__.py": "",
+        "sub/stage.py": "from witcurate import config\nfrom . import rules\n"
+                        "def run():\n    from witcurate.sub.lazy import f\n    return f\n",
+        "sub/rules.py": "import witcurate.sub.deep as deep\n",
+        "sub/deep.py": "Y = 1\n",
+        "sub/lazy.py": "def f(): pass\n",
+        "other.py": "Z = 1\n",
+    })
+    monkeypatch.setattr(ch, "ROOT", str(pkg))
+    ch._source.cache_clear()
+    ch.module_closure.cache_clear()
+    closure = ch.module_closure("witcurate.sub.stage")
+    assert closure == ("witcurate", "witcurate.sub", "witcurate.sub.deep", "witcurate.sub.lazy",
+                       "witcurate.sub.rules", "witcurate.sub.stage")      # config is not code
+
+    def rehash(name, text):
+        (pkg / name).write_text(text)
+        ch._source.cache_clear()
+        ch.module_closure.cache_clear()
+        return ch.code_hash("witcurate.sub.stage")
+
+    before = ch.code_hash("witcurate.sub.stage")
+    assert rehash("other.py", "Z = 2\n") == before          # not imported: no rerun
+    assert rehash("config.py", "X = 2\n") == before
+    assert rehash("sub/deep.py", "Y = 2\n") != before        # two imports away: rerun
+    monkeypatch.undo()                                       # the real package again
+    ch._source.cache_clear()
+    ch.module_closure.cache_clear()
+
+
+def test_the_real_stages_hash_only_what_they_import():
+    from witcurate.pipeline.code_hash import module_closure
+    cap = module_closure("witcurate.pipeline.cap")
+    assert "witcurate.filters.cap" in cap and "witcurate.trainer.model" not in cap
+    assert "witcurate.trainer.model" in module_closure("witcurate.pipeline.score")
+
+
+def test_a_code_change_reruns_the_stage(tmp_path, monkeypatch):
+    from witcurate.pipeline import runner
+    stage = EvenStage()
+    run_stage(stage, Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    monkeypatch.setattr(runner, "code_hash", lambda module: "edited")
+    run_stage(stage, Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    assert stage.calls == 2

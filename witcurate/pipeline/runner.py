@@ -29,6 +29,7 @@ import witcurate
 from witcurate.config import Config
 from witcurate.errors import AccountingError, InputError, UserError
 from witcurate.pipeline import fs
+from witcurate.pipeline.code_hash import code_hash
 from witcurate.schemas import validate
 
 log = logging.getLogger("witcurate")
@@ -165,6 +166,7 @@ def stage_fingerprint(stage: Stage, config: Config, inputs: dict[str, str]) -> s
         "stage": stage.name,
         "config": config.section_hash(*stage.sections) if stage.sections else "",
         "code": witcurate.__version__,
+        "code_hash": code_hash(type(stage).__module__),
         "inputs": {k: fingerprint_input(v) for k, v in sorted(inputs.items())},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
@@ -258,6 +260,7 @@ def _run_and_land(stage: Stage, ctx: StageContext, final_dir: str, fingerprint: 
         "stage": stage.name,
         "fingerprint": fingerprint,
         "code_version": witcurate.__version__,
+        "code_hash": code_hash(type(stage).__module__),
         "config_hash": config.section_hash(*stage.sections) if stage.sections else "",
         "config": {s: config.to_dict()[s.partition(".")[0]] for s in stage.sections},
         "inputs": {k: {"path": v, "fingerprint": fingerprint_input(v)} for k, v in ctx.inputs.items()},

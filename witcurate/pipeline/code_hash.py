@@ -1,0 +1,87 @@
+"""The hash of the code a stage runs, so that a code change redoes exactly the stages it touches.
+
+A stage's code is its own module plus every `witcurate` module it imports, directly or through
+others, found by reading the `import` statements (including those inside functions) rather than
+by importing anything. Left out: `witcurate.config` and `witcurate.errors` (how a config is parsed
+or an error worded does not change a stage's output, and the config values a stage reads are
+already in its fingerprint through the config hash), and the runner and stage registry, which
+every stage imports for its contracts but which write no stage's rows. Without this, a fix in a
+filter would leave finished stages standing until somebody bumped the version or passed --force.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import os
+
+import witcurate
+
+PACKAGE = "witcurate"
+ROOT = os.path.dirname(os.path.abspath(witcurate.__file__))
+NOT_CODE = frozenset({"witcurate.config", "witcurate.errors", "witcurate.pipeline.runner",
+                      "witcurate.pipeline.stages", "witcurate.pipeline.code_hash"})
+
+
+@functools.lru_cache(maxsize=None)
+def _source(module: str) -> tuple[str, bytes] | None:
+    """(kind, bytes) of a package module's source file, found on disk without importing it:
+    "pkg" for a package's __init__.py, "mod" for a module; None for anything else."""
+    base = os.path.join(ROOT, *module.split(".")[1:])
+    for kind, path in (("mod", base + ".py"), ("pkg", os.path.join(base, "__init__.py"))):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return kind, f.read()
+    return None
+
+
+def _imports(module: str, kind: str, source: bytes) -> set[str]:
+    """Names of the package's modules that `module`'s source imports (candidates: a name in
+    `from a.b import c` may be the module a.b.c or an attribute of a.b; both are tried)."""
+    package = module if kind == "pkg" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+
+
+def _parents(name: str) -> list[str]:
+    """Importing a.b.c runs a/__init__ and a/b/__init__ first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@functools.lru_cache(maxsize=None)
+def module_closure(module: str) -> tuple[str, ...]:
+    """`module` and every package module it reaches through imports, sorted."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        found = _source(name)
+        if found is None:                       # an attribute, not a module
+            continue
+        seen.add(name)
+        todo.extend(_imports(name, *found))
+        todo.extend(_parents(name))
+    return tuple(sorted(seen - NOT_CODE))
+
+
+def code_hash(module: str) -> str:
+    """sha256 over the sources of `module`'s closure (names included), 16 hex digits."""
+    digest = hashlib.sha256()
+    for name in module_closure(module):
+        digest.update(name.encode() + b"\0" + _source(name)[1] + b"\0")
+    return digest.hexdigest()[:16]
