@@ -55,9 +55,13 @@ def check_beam_args(args: list[str]) -> list[str]:
     return args
 
 
-def _add_stage_parsers(sub) -> None:
-    from witcurate.pipeline.stages import ORDER, get_stage
+def _add_stage_parsers(sub, command: str | None) -> None:
+    """A subcommand per stage; only `command`'s is built from its class (importing it)."""
+    from witcurate.pipeline.stages import ORDER, SUMMARIES, get_stage
     for name in ORDER:
+        if name != command:
+            sub.add_parser(name, help=SUMMARIES[name])
+            continue
         stage = get_stage(name)
         p = sub.add_parser(name, help=stage.help, description=stage.help)
         for inp in stage.inputs:
@@ -149,7 +153,8 @@ def _cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; `command` (the subcommand about to run) is the one stage fully built."""
     parser = argparse.ArgumentParser(
         prog="witcurate", description="Curate WIT-style image-text datasets with Apache Beam, and train CLIP on them.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own logging")
@@ -184,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: train.device of the run)")
     p.set_defaults(handler=_cmd_experiment)
 
-    _add_stage_parsers(sub)
+    _add_stage_parsers(sub, command)
     return parser
 
 
@@ -193,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Libraries log import-time chatter to the root logger (Beam's missing GCP clients, open_clip's
     # "initialized randomly" before a checkpoint is loaded): shown with -v, otherwise errors only.
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(message)s")
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args, beam_args = parser.parse_known_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -37,7 +37,6 @@ def query_counts(rows: beam.PCollection) -> beam.PCollection:
 
 class BalanceStage(BaseStage):
     name = "balance"
-    help = "MetaCLIP balancing before download: keep a pair with prob. 1 - prod(1 - min(1, t/count))"
     sections = ("balance", "run.seed")
     inputs = ("in",)
     input_schema = schemas.MATCHED

@@ -44,7 +44,6 @@ class CapQuery(beam.DoFn):
 
 class CapStage(BaseStage):
     name = "cap"
-    help = "keep at most per_query pairs per query (the rarest query a pair matches), best scores first"
     sections = ("cap",)
     inputs = ("in", "pool", "queries")
     input_schema = schemas.SCORED

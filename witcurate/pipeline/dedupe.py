@@ -161,9 +161,6 @@ class Decide(beam.DoFn):
 
 class DedupeStage(BaseStage):
     name = "dedupe"
-    help = ("Remove exact duplicates (sha256) and near duplicates (perceptual-hash Hamming "
-            "distance, LSH banding), keeping one survivor per group; optionally drop images "
-            "that duplicate an evaluation set.")
     sections = ("dedupe",)
     inputs = ("in",)
     options = (

@@ -372,8 +372,6 @@ def write_parquet(path: str, rows: list[dict[str, Any]], schema: pa.Schema) -> N
 
 class DownloadStage(BaseStage):
     name = "download"
-    help = ("Fetch, resize and encode images with img2dataset shard by shard, refuse private "
-            "addresses, check and hash every image; every URL ends kept or rejected with a reason.")
     sections = ("download",)
     inputs = ("in",)
     # Only what fetching needs; the rest of a balance row rides along into the output.

@@ -91,7 +91,6 @@ def pick_url_survivor(url_and_rows):
 
 class IngestStage(BaseStage):
     name = "ingest"
-    help = "read candidate pairs (parquet/csv/tsv/jsonl/WAT), normalise, validate, dedupe URLs"
     sections = ("ingest",)
     inputs = ("in",)
     options = (

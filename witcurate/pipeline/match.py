@@ -68,7 +68,6 @@ class MatchFile(beam.DoFn):
 
 class MatchStage(BaseStage):
     name = "match"
-    help = "find the queries each caption contains (Aho-Corasick, whole tokens, case-sensitive)"
     sections = ("match",)
     inputs = ("in", "queries")
     input_schema = schemas.CANDIDATES

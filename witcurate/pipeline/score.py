@@ -351,7 +351,6 @@ def check_model(model_name: str, weights: str):
 
 class ScoreStage(BaseStage):
     name = "score"
-    help = "CLIP-score image-text pairs with an open_clip model; keep by threshold or top fraction"
     sections = ("score",)
     inputs = ("in", "images", "checkpoint")
     options = (

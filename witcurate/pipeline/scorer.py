@@ -20,7 +20,6 @@ CHECKPOINT = "checkpoint.pt"
 
 class ScorerStage(BaseStage):
     name = "scorer"
-    help = "Train the bootstrap CLIP scorer on a trusted clean image-text set (WebDataset tars)"
     sections = ("scorer",)
     inputs = ("trusted",)
     options = (

@@ -310,7 +310,6 @@ def _distinct_queries(out_dir: str, infos: list[dict[str, Any]]) -> int:
 
 class ShardsStage(BaseStage):
     name = "shards"
-    help = "write the final WebDataset shards, Parquet sidecars, manifest.json and the dataset card"
     sections = ("shards",)
     inputs = ("in", "images")
     input_schema = schemas.CAPPED

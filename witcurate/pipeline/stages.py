@@ -28,13 +28,16 @@ class Option:
 
 class BaseStage:
     name: ClassVar[str]
-    help: ClassVar[str]
     sections: ClassVar[tuple[str, ...]] = ()
     # Named inputs; "in" is the main one. Each becomes a flag (--in, --queries, --images).
     inputs: ClassVar[tuple[str, ...]] = ("in",)
     options: ClassVar[tuple[Option, ...]] = ()
     # Columns the main input ("in") must carry; the runner checks before running.
     input_schema: ClassVar[pa.Schema | None] = None
+
+    @property
+    def help(self) -> str:
+        return SUMMARIES[self.name]
 
     def default_inputs(self, config: Config, out_root: str) -> dict[str, str]:
         """Where this stage's inputs are inside a full run under `out_root`."""
@@ -63,6 +66,26 @@ REGISTRY: dict[str, str] = {
 }
 
 ORDER = list(REGISTRY)
+
+# What each stage does, one line each: `witcurate --help` lists them without importing the
+# stage modules (which load Beam, torch and img2dataset).
+SUMMARIES: dict[str, str] = {
+    "queries": "build the query list from a Wikipedia dump, page views and WordNet "
+               "(or --import a MetaCLIP metadata.json)",
+    "ingest": "read candidate pairs (parquet/csv/tsv/jsonl/WAT), normalise, validate, dedupe URLs",
+    "match": "find the queries each caption contains (Aho-Corasick, whole tokens, case-sensitive)",
+    "balance": "MetaCLIP balancing before download: keep a pair with prob. 1 - prod(1 - min(1, t/count))",
+    "download": "fetch, resize and encode images with img2dataset shard by shard, refuse private "
+                "addresses, check and hash every image; every URL ends kept or rejected with a reason",
+    "dedupe": "remove exact duplicates (sha256) and near duplicates (perceptual-hash Hamming distance, "
+              "LSH banding), keeping one survivor per group; optionally drop images that duplicate "
+              "an evaluation set",
+    "scorer": "train the bootstrap CLIP scorer on a trusted clean image-text set (WebDataset tars)",
+    "score": "CLIP-score image-text pairs with an open_clip model; keep by threshold or top fraction",
+    "cap": "keep at most per_query pairs per query (the rarest query a pair matches), best scores first",
+    "shards": "write the final WebDataset shards, Parquet sidecars, manifest.json and the dataset card",
+    "train": "train a CLIP model on the shards with the bundled trainer and evaluate it",
+}
 
 
 def get_stage(name: str) -> BaseStage:

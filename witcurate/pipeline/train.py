@@ -58,7 +58,6 @@ def land(ctx: StageContext, names: dict[str, str]) -> None:
 
 class TrainStage(BaseStage):
     name = "train"
-    help = "Train a CLIP model on the shards with the bundled trainer and evaluate it"
     sections = ("train",)
     inputs = ("in", "eval")
     options = (

@@ -48,8 +48,6 @@ _INDEX_NAME = re.compile(r"multistream-index", re.IGNORECASE)
 
 class QueriesStage(BaseStage):
     name = "queries"
-    help = ("build the query list from a Wikipedia dump, page views and WordNet "
-            "(or --import a MetaCLIP metadata.json)")
     sections = ("queries",)
     inputs = ()                         # raw files from the config, fingerprinted via default_inputs
     options = (
