@@ -39,6 +39,17 @@ def exists(path: str) -> bool:
     return fs.exists(p)
 
 
+def isdir(path: str) -> bool:
+    fs, p = fs_for(path)
+    return fs.isdir(p)
+
+
+def listdir(path: str) -> list[str]:
+    """Sorted names (not paths) of the entries directly inside a directory."""
+    fs, p = fs_for(path)
+    return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
+
+
 def makedirs(path: str) -> None:
     fs, p = fs_for(path)
     fs.makedirs(p, exist_ok=True)
@@ -90,5 +101,7 @@ def write_json(path: str, obj: Any) -> None:
 def size_and_mtime(path: str) -> tuple[int, str]:
     fs, p = fs_for(path)
     info = fs.info(p)
-    mtime = info.get("mtime") or info.get("updated") or info.get("LastModified") or ""
+    # local: mtime; gcsfs: updated; s3fs: LastModified; fsspec's memory filesystem: created
+    mtime = (info.get("mtime") or info.get("updated") or info.get("LastModified")
+             or info.get("created") or "")
     return int(info.get("size") or 0), str(mtime)

@@ -58,18 +58,28 @@ class LoadedClip:
 
 def local_weights(weights: str) -> str:
     """A checkpoint on a remote filesystem (gs://...) copied to local disk once per machine, since
-    torch.load reads local files; tags and local paths come back unchanged."""
+    torch.load reads local files; tags and local paths come back unchanged.
+
+    The copy is named by the remote file's size and modification time as well as its URL: a
+    checkpoint rewritten at the same URL (the scorer stage run again) is fetched again, never
+    served stale from an earlier copy, and that earlier copy is removed."""
     if "://" not in weights or weights.startswith("file://"):
         return weights[len("file://"):] if weights.startswith("file://") else weights
-    digest = hashlib.sha1(weights.encode("utf-8")).hexdigest()[:16]
-    local = os.path.join(tempfile.gettempdir(), "witcurate-weights", digest, os.path.basename(weights))
+    folder = os.path.join(tempfile.gettempdir(), "witcurate-weights",
+                          hashlib.sha1(weights.encode("utf-8")).hexdigest()[:16])
+    version = hashlib.sha1(repr(fs.size_and_mtime(weights)).encode("utf-8")).hexdigest()[:12]
+    local = os.path.join(folder, f"{version}-{posixpath.basename(weights)}")
     if not os.path.exists(local):
-        os.makedirs(os.path.dirname(local), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         partial = f"{local}.{os.getpid()}.part"
         with fsspec.open(weights, "rb") as src, open(partial, "wb") as dst:
             while chunk := src.read(1 << 22):
                 dst.write(chunk)
         os.replace(partial, local)
+        for name in os.listdir(folder):          # older versions of this URL
+            if not name.endswith(".part") and os.path.join(folder, name) != local:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, name))
     return local
 
 

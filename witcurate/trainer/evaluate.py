@@ -13,9 +13,7 @@ metrics are checked against encoders whose right answers are known.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 from typing import Any, Callable, Sequence
 
 import torch
@@ -80,12 +78,11 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
 
 
 def read_zeroshot_dir(root: str) -> tuple[list[str], list[str], list[tuple[str, int]]]:
-    """(classnames, templates, [(image path, label)]) of a zero-shot folder."""
-    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    names_path = os.path.join(root, "classnames.json")
-    if os.path.exists(names_path):
-        with open(names_path, encoding="utf-8") as f:
-            names = json.load(f)
+    """(classnames, templates, [(image path, label)]) of a zero-shot folder (local or gs://...)."""
+    folders = [d for d in fs.listdir(root) if fs.isdir(fs.join(root, d))]
+    names_path = fs.join(root, "classnames.json")
+    if fs.exists(names_path):
+        names = fs.read_json(names_path)
         if isinstance(names, dict):
             folder_of = list(names.keys())
             classnames = [str(v) for v in names.values()]
@@ -94,20 +91,19 @@ def read_zeroshot_dir(root: str) -> tuple[list[str], list[str], list[tuple[str, 
             folder_of = classnames
     else:
         folder_of = classnames = folders
-    templates_path = os.path.join(root, "templates.json")
+    templates_path = fs.join(root, "templates.json")
     templates = DEFAULT_TEMPLATES
-    if os.path.exists(templates_path):
-        with open(templates_path, encoding="utf-8") as f:
-            templates = [str(t) for t in json.load(f)] or DEFAULT_TEMPLATES
+    if fs.exists(templates_path):
+        templates = [str(t) for t in fs.read_json(templates_path)] or DEFAULT_TEMPLATES
     items = []
     for label, folder in enumerate(folder_of):
-        d = os.path.join(root, folder)
-        if not os.path.isdir(d):
+        d = fs.join(root, folder)
+        if not fs.isdir(d):
             raise InputError(f"zero-shot class {folder!r} has no folder in {root}",
                              "make classnames.json match the class folders")
-        for name in sorted(os.listdir(d)):
+        for name in fs.listdir(d):
             if name.lower().rsplit(".", 1)[-1] in IMAGE_EXTS:
-                items.append((os.path.join(d, name), label))
+                items.append((fs.join(d, name), label))
     return classnames, templates, items
 
 
@@ -117,7 +113,7 @@ def zero_shot(model: Any, preprocess: Callable, tokenizer: Callable, root: str,
     images, labels, bad = [], [], 0
     for path, label in items:
         try:
-            with Image.open(path) as im:
+            with fs.open_file(path) as f, Image.open(f) as im:
                 images.append(preprocess(im))
             labels.append(label)
         except Exception as e:  # a broken eval image is reported, not fatal
@@ -192,10 +188,10 @@ def evaluate(model: Any, preprocess: Callable, tokenizer: Callable, eval_dir: st
     if hasattr(model, "eval"):
         model.eval()
     results: dict[str, Any] = {}
-    zs_root = os.path.join(eval_dir, "zeroshot")
-    if not os.path.isdir(zs_root) and os.path.exists(os.path.join(eval_dir, "classnames.json")):
+    zs_root = fs.join(eval_dir, "zeroshot")
+    if not fs.isdir(zs_root) and fs.exists(fs.join(eval_dir, "classnames.json")):
         zs_root = eval_dir
-    if os.path.isdir(zs_root):
+    if fs.isdir(zs_root):
         results["zeroshot"] = zero_shot(model, preprocess, tokenizer, zs_root, device)
     tars = fs.glob(fs.join(eval_dir, "retrieval-*.tar"))
     if tars:
