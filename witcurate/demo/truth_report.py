@@ -81,7 +81,8 @@ def _pr(dropped: np.ndarray, bad: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_run(out_root: str, demo_root: str) -> dict[str, Any]:
-    truth = pq.read_table(fs.join(demo_root, "truth", "truth.parquet"), columns=["url", "kind"]).to_pylist()
+    with fs.open_file(fs.join(demo_root, "truth", "truth.parquet")) as f:
+        truth = pq.read_table(f, columns=["url", "kind"]).to_pylist()
     kinds = {r["url"]: r["kind"] for r in truth}
     fates = trace_fates(out_root)
     table: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
