@@ -332,3 +332,38 @@ def test_a_url_without_an_img2dataset_result_is_a_no_result_reject():
     assert decide(row, dict(ok, original_width=20), {(0, "000000000"): check}, cfg)[0] == "image_too_small"
     failed = {"status": "failed_to_download", "error_message": "HTTP Error 410: Gone", "_sub": 0}
     assert decide(row, failed, {}, cfg) == ("http_410", "HTTP Error 410: Gone")
+
+
+UNGUARDED_SCRIPT = '''
+import pyarrow as pa, pyarrow.parquet as pq, sys
+from witcurate import schemas
+from witcurate.config import Config
+from witcurate.pipeline.download import DownloadStage
+from witcurate.pipeline.runner import run_stage
+root = sys.argv[1] if len(sys.argv) > 1 else "."
+rows = [{"uid": "u0", "url": "http://127.0.0.1:1/x.jpg", "caption": "a red circle", "source": "t",
+         "query_ids": [0], "keep_probability": 1.0}]
+import os
+os.makedirs(root + "/in", exist_ok=True)
+pq.write_table(pa.Table.from_pylist(rows, schemas.BALANCED), root + "/in/part-00000.parquet")
+cfg = Config()
+cfg.download.processes_count = 1
+cfg.download.allow_private = ["127.0.0.1:1"]
+run_stage(DownloadStage(), cfg, root + "/out", {"in": root + "/in"}, progress=lambda m: None)
+'''
+
+
+def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_path):
+    """Spawned download workers import the calling script again; without the guard each one dies
+    at start-up and multiprocessing would replace it forever."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    env = dict(os.environ, WITCURATE_WORKER_STARTUP_S="10")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert 'if __name__ == "__main__":' in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists()

@@ -136,6 +136,30 @@ def _init_worker(settings: WorkerSettings) -> None:
 
 # ------------------------------------------------------------------ the pool --------------------
 
+# How long the first worker may take to start (it imports OpenCV) before the pool counts as dead.
+STARTUP_TIMEOUT_ENV = "WITCURATE_WORKER_STARTUP_S"
+
+
+def _started() -> bool:
+    return True
+
+
+def _check_started(pool) -> None:
+    """multiprocessing.Pool replaces a worker that dies at start-up with another one, forever and
+    silently: the download would hang. The usual cause is a script that starts a download
+    without an `if __name__ == "__main__":` guard, so every spawned worker runs it again."""
+    timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV, "300"))
+    try:
+        pool.apply_async(_started).get(timeout=timeout)
+    except multiprocessing.TimeoutError:
+        pool.terminate()
+        raise RuntimeError(
+            f"no download worker process started within {timeout:.0f} s (their errors are on "
+            "stderr). If you call witcurate from a Python script, put the call under "
+            "`if __name__ == \"__main__\":`: worker processes are spawned and import the "
+            "script again.") from None
+
+
 _pools: dict[tuple[int, WorkerSettings], Any] = {}
 _pools_lock = threading.Lock()
 _current = threading.local()
@@ -152,6 +176,7 @@ def _pool(processes: int, settings: WorkerSettings):
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(processes, initializer=_init_worker, initargs=(settings,),
                             maxtasksperchild=5)
+            _check_started(pool)
             _pools[key] = pool
         return pool
 
