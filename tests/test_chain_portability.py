@@ -1,14 +1,18 @@
-"""Run paths are fsspec paths: the chain runs with its run directory on a non-local filesystem.
+"""The whole chain is portable: in Beam's worker processes, and on a non-local filesystem.
 
-A tiny demo world is run twice, in-process, through queries, ingest, match, balance, download,
-dedupe, scorer, score, cap and shards: once under a local directory (the reference) and once
+A tiny demo world is run three times through queries, ingest, match, balance, download, dedupe,
+scorer, score, cap and shards: in-process under a local directory (the reference); with Beam's
+local runner in multi-process mode (`--direct_num_workers=2
+--direct_running_mode=multi_processing`), where unpicklable DoFns, driver-only state, per-process
+model and pool set-up and non-deterministic keys show up before Dataflow does; and in-process
 under `memory://`, with every input the stages read (the dump, pageview files, candidate pool
 and trusted set) copied into memory:// as well. The stages' parquet IO goes through Beam's
 FileSystems, which learn `memory://` from the test-only FileSystem in `memory_fs.py`; the local
 FnApiRunner runs in this process, so it shares fsspec's memory store with the driver. Any
 os.path, open(), os.listdir, pathlib or shutil call on a run path fails there (or writes a local
-directory named `memory:`), as it would on gs://. Both runs must produce the same uids and the
-same reject reasons in every stage, byte-identical shard tars, and an audit without problems.
+directory named `memory:`), as it would on gs://. Both other runs must produce the same uids and the
+same reject reasons in every stage as the reference, and byte-identical shard tars; the memory
+run also an audit without problems.
 
 The one exception is where the download stage's files are written. img2dataset writes its shards
 from worker processes that the stage spawns; on gs:// they write to the bucket, but a spawned
@@ -76,7 +80,11 @@ def _copy_inputs(world: Path, root: str) -> str:
     return inputs
 
 
-def _run_chain(root: str, world: Path, overrides: list[str], download_staging: str | None) -> dict:
+MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+def _run_chain(root: str, world: Path, overrides: list[str], download_staging: str | None,
+               beam_args: tuple[str, ...] = ()) -> dict:
     """Every stage under `root` with its default inputs; returns each stage's manifest."""
     inputs = _copy_inputs(world, root)
     config = load_config(CONFIG, overrides + [
@@ -91,8 +99,8 @@ def _run_chain(root: str, world: Path, overrides: list[str], download_staging: s
         final = fs.join(root, name)
         if name == "download" and download_staging:
             final = fs.join(download_staging, name)
-        manifests[name] = run_stage(stage, config, final, stage.default_inputs(config, root), [],
-                                    progress=_quiet)
+        manifests[name] = run_stage(stage, config, final, stage.default_inputs(config, root),
+                                    list(beam_args), progress=_quiet)
         if final != fs.join(root, name):
             target, path = fs.fs_for(fs.join(root, name))
             target.put(final, path, recursive=True)
@@ -102,7 +110,7 @@ def _run_chain(root: str, world: Path, overrides: list[str], download_staging: s
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fsspec-paths")
-    world, local_root = tmp / "world", str(tmp / "run")
+    world, local_root, mp_root = tmp / "world", str(tmp / "run"), str(tmp / "run-multiprocess")
     port = free_port()
     overrides = _world_overrides(world, port)
     generate_world(load_config(CONFIG, overrides).demo, str(world), progress=_quiet)
@@ -111,10 +119,12 @@ def runs(tmp_path_factory):
     clear(MEMORY_ROOT)
     checkpoint = fs.join(MEMORY_ROOT, "scorer", "checkpoint.pt")
     try:
+        local = _run_chain(local_root, world, overrides, None)
+        multiprocess = _run_chain(mp_root, world, overrides, None, tuple(MULTI_PROCESS))
         with beam_memory_filesystem():
-            local = _run_chain(local_root, world, overrides, None)
             memory = _run_chain(MEMORY_ROOT, world, overrides, str(tmp / "staging"))
-        yield {"local_root": local_root, "local": local, "memory": memory}
+        yield {"local_root": local_root, "local": local, "memory": memory,
+               "mp_root": mp_root, "multiprocess": multiprocess}
     finally:
         host.stop()
         if fs.exists(checkpoint):         # the score stage's local copy of the memory checkpoint
@@ -172,6 +182,20 @@ def test_memory_run_equals_local_run(runs):
         assert _read(fs.join(MEMORY_ROOT, "shards", tar)) == _read(fs.join(local_root, "shards", tar)), tar
     assert fs.exists(fs.join(MEMORY_ROOT, "shards", "README.md"))
     assert fs.exists(fs.join(MEMORY_ROOT, "score", "embeddings"))
+
+
+def test_chain_in_beam_worker_processes_equals_in_process(runs):
+    local_root, local, mp_root, mp = runs["local_root"], runs["local"], runs["mp_root"], runs["multiprocess"]
+    for name in STAGES:
+        assert mp[name]["counts"] == local[name]["counts"], name
+        glob = local[name]["kept_glob"]
+        assert _kept_keys(fs.join(mp_root, name), glob) == _kept_keys(fs.join(local_root, name), glob), name
+        assert _rejects(fs.join(mp_root, name)) == _rejects(fs.join(local_root, name)), name
+    assert mp["shards"]["counts"]["kept"] > 0
+    shards = fs.read_json(fs.join(mp_root, "shards", "manifest.json"))["shards"]
+    assert shards == fs.read_json(fs.join(local_root, "shards", "manifest.json"))["shards"]
+    for tar in (s["tar"] for s in shards):
+        assert _read(fs.join(mp_root, "shards", tar)) == _read(fs.join(local_root, "shards", tar)), tar
 
 
 def test_memory_run_left_nothing_behind_and_nothing_local(runs):
