@@ -43,10 +43,14 @@ def _manifest(stage: str, n_in: int, kept: int, reasons: dict[str, int], wall: f
 
 
 def _write_stage(out: Path, stage: str, table: pa.Table | None, rejects: list[dict], manifest: dict) -> None:
+    """A finished stage directory. Without a table, placeholder rows as many as the manifest
+    counts kept: the runner checks a finished input still holds what its manifest says."""
     d = out / stage
     (d / "rejects").mkdir(parents=True, exist_ok=True)
-    if table is not None:
-        pq.write_table(table, d / "part-00000.parquet")
+    if table is None:
+        table = pa.table({"uid": [f"{stage}-{i}" for i in range(manifest["counts"]["kept"])]})
+    assert table.num_rows == manifest["counts"]["kept"], stage
+    pq.write_table(table, d / "part-00000.parquet")
     pq.write_table(pa.Table.from_pylist(rejects, schema=schemas.REJECTS), d / "rejects" / "part-00000.parquet")
     (d / "_SUCCESS.json").write_text(json.dumps(manifest))
 
@@ -90,7 +94,6 @@ def make_run(out: Path, png: bool = False, upstream: bool = True) -> dict:
         dict(rows[5], uid="has.a.dot"),
     ]
     capped = pa.Table.from_pylist(rows + bad, schema=schemas.CAPPED)
-    scored = capped.drop_columns(["query_id", "query"])
     if not upstream:
         (out / "cap").mkdir()
         pq.write_table(capped, out / "cap" / "part-00000.parquet")
@@ -108,6 +111,8 @@ def make_run(out: Path, png: bool = False, upstream: bool = True) -> dict:
     _write_stage(out, "dedupe", None, [], _manifest("dedupe", n + 4, n + 3, {"near_duplicate": 1}))
     score_rejects = [{"uid": uid_of(200 + j), "reason": "clip_score_below", "detail": "",
                       "record": json.dumps({"uid": uid_of(200 + j), "clip_score": 0.05 + j / 100})} for j in range(2)]
+    over_cap = pa.Table.from_pylist([dict(rows[6], uid=uid_of(300))], schema=schemas.CAPPED)
+    scored = pa.concat_tables([capped, over_cap]).drop_columns(["query_id", "query"])
     _write_stage(out, "score", scored, score_rejects,
                  dict(_manifest("score", n + 3, n + 1, {"clip_score_below": 2}), threshold_used=0.2))
     cap_rejects = [{"uid": uid_of(300), "reason": "over_query_cap", "detail": "",

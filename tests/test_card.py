@@ -123,7 +123,7 @@ def test_card_falls_back_when_records_lack_fields(tmp_path):
     readme = (tmp_path / "shards" / "README.md").read_text(encoding="utf-8")
     assert "rejects carry no score, so only kept pairs are shown" in readme
     assert "Before: pairs matching the query after scoring" in readme
-    assert "| grass | 16 | 0 |" in readme       # every scored pair also matches query 7
+    assert "| grass | 17 | 0 |" in readme       # every scored pair (16 shipped + 1 over the cap) matches query 7
     empty = tmp_path / "empty"
     empty.mkdir()
     build_card(str(tmp_path / "nowhere"), str(empty), _config())
