@@ -86,19 +86,22 @@ GOOD = [("http://img.example.com/a.jpg", "two red circles on the grass"),
 
 # ---- queries: the Wikipedia inputs ----
 
+# The dump alone (configs/demo.yaml, read by default, points at the demo world's page views).
+NO_PAGEVIEWS = ["--set", "queries.wordnet=false", "--set", "queries.pageviews=[]"]
+
+
 def test_truncated_bz2_dump(tmp_path, capsys):
     dump = write_plain(tmp_path / "enwiki-x-pages-articles.xml.bz2")
     dump.write_bytes(dump.read_bytes()[:-40])
-    _error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"),
-                    "--set", "queries.wordnet=false"], "truncated bz2 stream", "re-download the dump")
+    _error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"), *NO_PAGEVIEWS],
+           "truncated bz2 stream", "re-download the dump")
     assert not (tmp_path / "q").exists()
 
 
 def test_bz2_dump_that_is_not_mediawiki_xml(tmp_path, capsys):
     dump = tmp_path / "enwiki-x-pages-articles.xml.bz2"
     dump.write_bytes(bz2.compress(b"this is a text file, not a MediaWiki export\n" * 50))
-    _error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"),
-                    "--set", "queries.wordnet=false"], str(dump))
+    _error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"), *NO_PAGEVIEWS], str(dump))
 
 
 def test_truncated_pageviews_gzip(tmp_path, capsys):
