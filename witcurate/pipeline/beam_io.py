@@ -175,3 +175,13 @@ def counter_value(result, name: str) -> int:
     from apache_beam.metrics.metric import MetricsFilter
     counters = result.metrics().query(MetricsFilter().with_name(name))["counters"]
     return int(sum(c.committed if c.committed is not None else c.attempted for c in counters))
+
+
+def read_json_lines(prefix: str) -> list[dict[str, Any]]:
+    """Every record of the `WriteToText(prefix, file_name_suffix=".jsonl")` files of a pipeline
+    (a stage's small side output, read back by the driver once the pipeline has run)."""
+    records = []
+    for path in fs.glob(prefix + "*.jsonl"):
+        with fs.open_file(path, "r", encoding="utf-8") as f:
+            records.extend(json.loads(line) for line in f if line.strip())
+    return records

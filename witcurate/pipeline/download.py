@@ -1,13 +1,14 @@
 """The download stage: img2dataset fetches, resizes and encodes images shard by shard in Beam.
 
-    balance rows --AssignShard--> (shard index, row) --GroupByKey--> DownloadShard DoFn
+    balance rows --GroupByUidRank--> (shard index, rows) --> DownloadShard DoFn
         for each shard:  URL safety check (refusals are rejects, never fetched)
                          img2dataset.download(shard's URLs) -> NNNNN.tar + per-sample parquet
                          image checks + sha256 + perceptual hash of each stored image
                          join every input row with its result: kept, or a reject with a reason
     after the pipeline: the shards' tars move into the stage directory as images/NNNNN.tar
 
-Shards are cut deterministically: input uids sorted, one shard every `urls_per_shard` uids. A
+Shards are cut deterministically: input uids in sorted order, one shard every `urls_per_shard`
+distinct uids, ranked inside Beam (`uid_order`) so no process ever holds every uid. A
 shard's work lives in the stage's work directory (kept when a run is killed) under a name that
 includes a fingerprint of its uids and the download config; it is finished once its DONE.json
 is written, and a rerun reuses finished shards instead of fetching them again. Image bytes are
@@ -16,8 +17,8 @@ written by img2dataset straight into the shard's tar files and never travel thro
 
 from __future__ import annotations
 
-import bisect
 import hashlib
+import json
 import logging
 import math
 import time
@@ -27,7 +28,6 @@ from typing import Any, Iterable
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from witcurate import schemas
@@ -36,8 +36,9 @@ from witcurate.errors import ConfigError
 from witcurate.filters import images, urls
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage,
-                                        reject, run_pipeline, stage_outputs)
-from witcurate.pipeline.runner import StageContext, StageResult, parquet_files
+                                        read_json_lines, reject, run_pipeline)
+from witcurate.pipeline.runner import StageContext, StageResult, count_rows
+from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
 from witcurate.pipeline.stages import BaseStage, Option
 
 log = logging.getLogger("witcurate")
@@ -51,6 +52,7 @@ OOM_SHARD_COUNT = 5            # img2dataset's default: its shard files are name
 NO_RESULT = "no_result"
 MISSING_UID = "missing_uid"
 DUPLICATE_UID = "duplicate_uid"
+SHARD = "shard"                # side output: each shard this run finished, {"index", "fingerprint"}
 
 _BALANCED_FIELDS = [f.name for f in schemas.BALANCED]
 _IMAGE_FIELDS = ["shard", "key", "width", "height", "original_width", "original_height", "sha256", "phash"]
@@ -92,29 +94,6 @@ def shard_fingerprint(config_hash: str, uids: Iterable[str]) -> str:
     return h.hexdigest()[:12]
 
 
-def plan_shards(in_dir: str, urls_per_shard: int, config_hash: str) -> tuple[list[str], list[str], list[int]]:
-    """(boundaries, fingerprints, sizes): shard i holds the unique uids u with
-    boundaries[i] <= u < boundaries[i+1], in sorted order, urls_per_shard per shard."""
-    columns = []
-    for path in parquet_files(in_dir):
-        with fs.open_file(path) as f:
-            columns.append(pq.read_table(f, columns=["uid"]).column("uid").cast(pa.string()))
-    if not columns:
-        return [], [], []
-    uids = pa.chunked_array([c for col in columns for c in col.chunks], type=pa.string())
-    uids = pc.fill_null(uids, "")
-    unique = pc.unique(uids)
-    unique = unique.filter(pc.not_equal(unique, ""))     # rows without a uid are rejects
-    unique = unique.take(pc.sort_indices(unique)).to_pylist()
-    boundaries, fingerprints, sizes = [], [], []
-    for start in range(0, len(unique), urls_per_shard):
-        chunk = unique[start:start + urls_per_shard]
-        boundaries.append(chunk[0])
-        fingerprints.append(shard_fingerprint(config_hash, chunk))
-        sizes.append(len(chunk))
-    return boundaries, fingerprints, sizes
-
-
 def shard_dir(work_dir: str, index: int, fingerprint: str) -> str:
     return fs.join(work_dir, "shards", f"{index:05d}-{fingerprint}")
 
@@ -127,13 +106,14 @@ def final_tar_name(index: int, sub: int, processes: int) -> str:
 
 # ------------------------------------------------------------------ Beam DoFns -----------------
 
-class AssignShard(beam.DoFn):
-    def __init__(self, boundaries: list[str]):
-        self.boundaries = boundaries
+class SplitMissingUid(beam.DoFn):
+    """Rows without a uid cannot be ranked into a shard: they are rejects straight away."""
 
     def process(self, row):
-        uid = str(row.get("uid") or "")
-        yield max(bisect.bisect_right(self.boundaries, uid) - 1, 0), row
+        if row.get("uid"):
+            yield beam.pvalue.TaggedOutput(KEPT, row)
+        else:
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(row, MISSING_UID, "the row has no uid"))
 
 
 def _balanced(row: dict[str, Any]) -> dict[str, Any]:
@@ -160,26 +140,24 @@ class DownloadShard(beam.DoFn):
         download_worker.close_pools()
 
     def process(self, element):
-        index, rows = element
-        rows = sorted(rows, key=lambda r: (str(r.get("uid") or ""), str(r.get("url") or ""),
-                                           str(r.get("caption") or "")))
+        (index, _), rows = element
+        rows = sorted(rows, key=lambda r: (r["uid"], str(r.get("url") or ""), str(r.get("caption") or "")))
         unique: list[dict[str, Any]] = []
         for row in rows:
-            uid = str(row.get("uid") or "")
-            if not uid:
-                yield beam.pvalue.TaggedOutput(REJECTED, reject(row, MISSING_UID, "the row has no uid"))
-            elif unique and unique[-1]["uid"] == uid:
+            if unique and unique[-1]["uid"] == row["uid"]:
                 yield beam.pvalue.TaggedOutput(REJECTED, reject(
-                    row, DUPLICATE_UID, f"uid {uid} appears more than once in the input"))
+                    row, DUPLICATE_UID, f"uid {row['uid']} appears more than once in the input"))
             else:
                 unique.append(row)
-        if not unique:
-            return
         fingerprint = shard_fingerprint(self.config_hash, [r["uid"] for r in unique])
         directory = shard_dir(self.work_dir, index, fingerprint)
+        for other in fs.glob(fs.join(self.work_dir, "shards", f"{index:05d}-*")):
+            if other.rstrip("/") != directory.rstrip("/"):
+                fs.rm(other)                     # this shard's work for other uids or config
         done = read_done(directory)
         if done is None:
             done = self.fetch(index, directory, unique)
+        yield beam.pvalue.TaggedOutput(SHARD, json.dumps({"index": index, "fingerprint": fingerprint}))
         attempt = fs.join(directory, done["attempt"])
         for name, tag in (("kept.parquet", KEPT), ("rejects.parquet", REJECTED)):
             with fs.open_file(fs.join(attempt, name)) as f:
@@ -402,50 +380,49 @@ class DownloadStage(BaseStage):
         validate_config(cfg)
         in_dir = ctx.input("in")
         config_hash = ctx.config.section_hash("download")
-        boundaries, fingerprints, sizes = plan_shards(in_dir, cfg.urls_per_shard, config_hash)
-        expected = {f"{i:05d}-{fp}" for i, fp in enumerate(fingerprints)}
-        for path in fs.glob(fs.join(ctx.work_dir, "shards", "*")):
-            if path.rsplit("/", 1)[-1] not in expected:
-                fs.rm(path)                      # work for other inputs or another config
-        resumable = sum(1 for i, fp in enumerate(fingerprints)
-                        if read_done(shard_dir(ctx.work_dir, i, fp)) is not None)
-        ctx.progress(f"[download] {sum(sizes)} urls in {len(sizes)} shards"
-                     + (f", {resumable} already fetched" if resumable else ""))
+        n_rows = count_rows(in_dir)
+        on_disk = len(fs.glob(fs.join(ctx.work_dir, "shards", "*", DONE)))
+        ctx.progress(f"[download] {n_rows} urls, about {math.ceil(n_rows / cfg.urls_per_shard)} shards"
+                     + (f"; {on_disk} finished shards of an earlier attempt to reuse" if on_disk else ""))
 
         run_token = uuid.uuid4().hex
+        info_prefix = fs.join(ctx.tmp_dir, "_shards", "info")
         start = time.time()
         p = make_pipeline(ctx.beam_args)
-        rows = read_stage(p, in_dir, "ReadIn")
-        outs = (rows
-                | "AssignShard" >> beam.ParDo(AssignShard(boundaries))
-                | "GroupByShard" >> beam.GroupByKey()
+        rows = (read_stage(p, in_dir, "ReadIn")
+                | "SplitMissingUid" >> beam.ParDo(SplitMissingUid()).with_outputs(KEPT, REJECTED))
+        outs = (rows[KEPT]
+                | "CutShards" >> GroupByUidRank(cfg.urls_per_shard, bucket_width(n_rows))
                 | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token))
-                .with_outputs(KEPT, REJECTED))
-        stage_outputs(outs) | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.DOWNLOADED)
+                .with_outputs(KEPT, REJECTED, SHARD))
+        outs[SHARD] | "WriteShardList" >> beam.io.WriteToText(info_prefix, file_name_suffix=".jsonl")
+        ({KEPT: outs[KEPT], REJECTED: (rows[REJECTED], outs[REJECTED]) | "AllRejects" >> beam.Flatten()}
+         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.DOWNLOADED))
         run_pipeline(p)
         wall = time.time() - start
 
         shard_stats = []
         fs.makedirs(fs.join(ctx.tmp_dir, "images"))
-        for i, fp in enumerate(fingerprints):
-            directory = shard_dir(ctx.work_dir, i, fp)
+        for shard in sorted(read_json_lines(info_prefix), key=lambda i: i["index"]):
+            directory = shard_dir(ctx.work_dir, shard["index"], shard["fingerprint"])
             done = read_done(directory)
-            if done is None:                      # every planned shard has rows, so a DONE
-                raise RuntimeError(f"download shard {i} finished but its work in {directory} "
-                                   "is gone; run the stage again")
+            if done is None:
+                raise RuntimeError(f"download shard {shard['index']} finished but its work in "
+                                   f"{directory} is gone; run the stage again")
             resumed = done.get("run") != run_token
             for src, dst in sorted(done["tars"].items()):
                 fs.move(fs.join(directory, done["attempt"], src), fs.join(ctx.tmp_dir, dst))
             shard_stats.append({k: done.get(k) for k in (
                 "index", "urls", "fetched", "kept", "rejected", "seconds", "images_per_second")}
                 | {"tars": sorted(done["tars"].values()), "resumed": resumed})
+        fs.rm(fs.join(ctx.tmp_dir, "_shards"))
 
         fresh = [s for s in shard_stats if not s["resumed"]]
         fetched = sum(s["fetched"] for s in fresh)
         fetch_seconds = sum(s["seconds"] for s in fresh)
         return StageResult(units="images", extra={
             "throughput images/s": round(fetched / fetch_seconds, 2) if fetch_seconds > 0 else None,
-            "download": {"shards": len(sizes), "fetched_this_run": fetched,
+            "download": {"shards": len(shard_stats), "fetched_this_run": fetched,
                          "reused_shards": len(shard_stats) - len(fresh),
                          "pipeline_seconds": round(wall, 3), "per_shard": shard_stats},
         })

@@ -25,10 +25,8 @@ tars by the DoFn that writes a shard, seeking to offsets found when the source t
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
-import math
 import tarfile
 from typing import Any, BinaryIO
 
@@ -41,11 +39,13 @@ from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import ConfigError, InputError
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, read_stage, reject, run_pipeline
+from witcurate.pipeline.beam_io import (KEPT, REJECTED, make_pipeline, read_json_lines, read_stage, reject,
+                                        run_pipeline)
 from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
-from witcurate.pipeline.runner import StageContext, StageResult, reject_counts
+from witcurate.pipeline.runner import StageContext, StageResult, count_rows, reject_counts
 from witcurate.pipeline.stages import BaseStage, Option
 from witcurate.pipeline.tar_writer import TarWriter, check_key
+from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
 
 INFO = "info"
 MANIFEST_NAME = "manifest.json"
@@ -180,12 +180,6 @@ def shard_name(index: int, n_shards: int) -> str:
     return f"{index:0{width}d}"
 
 
-def assign_shard(row: dict[str, Any], sorted_uids: list[str], per_shard: int):
-    position = bisect.bisect_left(sorted_uids, row["uid"])
-    n_shards = math.ceil(len(sorted_uids) / per_shard)
-    return shard_name(position // per_shard, n_shards), row
-
-
 def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
     """What goes into UID.json: the sample's provenance and the numbers a trainer may filter on."""
     score = row.get("clip_score")
@@ -217,7 +211,8 @@ class WriteShard(beam.DoFn):
         self.out_dir = out_dir
 
     def process(self, element):
-        name, rows = element
+        (index, n_shards), rows = element
+        name = shard_name(index, n_shards)
         rows = sorted(rows, key=lambda r: r["uid"])
         tar_name, sidecar_name = f"{name}.tar", f"{name}.parquet"
         handles: dict[str, BinaryIO] = {}
@@ -259,8 +254,10 @@ class WriteShard(beam.DoFn):
 
 # --- the stage ----------------------------------------------------------------------------------
 
-def write_shards(p: beam.Pipeline, rows, images_dir: str, out_dir: str, per_shard: int, info_prefix: str):
-    """Wire the shard-writing steps onto `rows` (metadata dicts); returns the rejects."""
+def write_shards(p: beam.Pipeline, rows, images_dir: str, out_dir: str, per_shard: int, info_prefix: str,
+                 n_rows: int):
+    """Wire the shard-writing steps onto `rows` (metadata dicts, about `n_rows` of them);
+    returns the rejects."""
     located = (rows
                | "KeyBySourceTar" >> beam.Map(lambda r: (r.get("shard") or "", r))
                | "GroupBySourceTar" >> beam.GroupByKey()
@@ -269,13 +266,8 @@ def write_shards(p: beam.Pipeline, rows, images_dir: str, out_dir: str, per_shar
               | "KeyByUid" >> beam.Map(lambda r: (r["uid"], r))
               | "GroupByUid" >> beam.GroupByKey()
               | "OnePerUid" >> beam.ParDo(OnePerUid()).with_outputs(KEPT, REJECTED))
-    sorted_uids = (unique[KEPT]
-                   | "Uids" >> beam.Map(lambda r: r["uid"])
-                   | "AllUids" >> beam.combiners.ToList()
-                   | "SortUids" >> beam.Map(sorted))
     written = (unique[KEPT]
-               | "AssignShard" >> beam.Map(assign_shard, beam.pvalue.AsSingleton(sorted_uids), per_shard)
-               | "GroupByShard" >> beam.GroupByKey()
+               | "GroupIntoShards" >> GroupByUidRank(per_shard, bucket_width(n_rows))
                | "WriteShard" >> beam.ParDo(WriteShard(out_dir)).with_outputs(INFO, REJECTED))
     written[INFO] | "WriteShardInfo" >> beam.io.WriteToText(info_prefix, file_name_suffix=".jsonl")
     return ((located[REJECTED], unique[REJECTED], written[REJECTED])
@@ -292,12 +284,8 @@ def brace_pattern(names: list[str]) -> str | None:
     return f"{{{first}..{last}}}.tar"
 
 
-def _read_infos(prefix: str) -> list[dict[str, Any]]:
-    infos = []
-    for path in fs.glob(prefix + "*.jsonl"):
-        with fs.open_file(path, "r", encoding="utf-8") as f:
-            infos.extend(json.loads(line) for line in f if line.strip())
-    return sorted(infos, key=lambda i: i["tar"])
+def _sorted_infos(prefix: str) -> list[dict[str, Any]]:
+    return sorted(read_json_lines(prefix), key=lambda i: i["tar"])
 
 
 def _distinct_queries(out_dir: str, infos: list[dict[str, Any]]) -> int:
@@ -334,12 +322,13 @@ class ShardsStage(BaseStage):
 
         p = make_pipeline(ctx.beam_args)
         rows = read_stage(p, ctx.input("in"), "ReadCapped")
-        rejects = write_shards(p, rows, ctx.input("images"), out_dir, per_shard, info_prefix)
+        rejects = write_shards(p, rows, ctx.input("images"), out_dir, per_shard, info_prefix,
+                               count_rows(ctx.input("in")))
         rejects | "WriteRejects" >> beam.io.WriteToParquet(
             fs.join(out_dir, "rejects", "part"), schemas.REJECTS, file_name_suffix=".parquet")
         run_pipeline(p)
 
-        infos = _read_infos(info_prefix)
+        infos = _sorted_infos(info_prefix)
         fs.rm(fs.join(out_dir, "_shard_info"))
         total = sum(i["samples"] for i in infos)
         manifest = {
