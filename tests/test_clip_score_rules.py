@@ -94,3 +94,39 @@ def test_reject_details_name_the_score_and_the_threshold_used():
     assert rules.below_detail(0.1, top, 0.25) == "clip_score 0.1000 < threshold 0.2500 (the cutoff of top_fraction 0.3)"
     assert "tie-break" in rules.below_detail(0.25, top, float(np.float32(0.25)))
     assert "keeps no pair" in rules.below_detail(0.5, top, None)
+
+
+def test_score_bins_grow_with_the_score():
+    values = np.sort(np.random.default_rng(0).uniform(-1, 1, 5000).astype(np.float32))
+    bins = [rules.score_bin(v) for v in [-1.0, *values, 0.0, 1.0]]
+    assert bins[1:-2] == sorted(bins[1:-2]) and bins[0] <= bins[1] and bins[-2] <= bins[-1]
+    assert rules.score_bin(-0.5) < rules.score_bin(-0.25) < rules.score_bin(0.25) < rules.score_bin(0.5)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.3, 0.5, 0.999, 1.0])
+def test_two_pass_cutoff_equals_the_one_pass_cutoff(fraction):
+    """Histogram, then only the cutoff's bin ranked: exactly top_fraction_cutoff, ties and
+    negative scores included, with the whole pipeline transform run on the same data."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from witcurate.pipeline.score import TopFractionCutoff
+
+    rng = np.random.default_rng(int(fraction * 1000))
+    scores = np.concatenate([rng.normal(0.25, 0.05, 3000), np.full(300, 0.3), rng.uniform(-1, 1, 200)])
+    scores = [float(np.float32(s)) for s in scores]
+    uids = [f"u{i}" for i in range(len(scores))]
+    ties = [rules.tie_hash(u) for u in uids]
+    expected = rules.top_fraction_cutoff(scores, ties, fraction)
+
+    histogram = np.zeros(1 << rules.BIN_BITS, dtype=np.int64)
+    for s in scores:
+        histogram[rules.score_bin(s)] += 1
+    where = rules.locate_cutoff(histogram, fraction)
+    in_bin = [(s, t) for s, t in zip(scores, ties) if where and rules.score_bin(s) == where["bin"]]
+    assert rules.cutoff_in_bin(in_bin, where) == expected
+
+    rows = [{"uid": u, "clip_score": s} for u, s in zip(uids, scores)]
+    with TestPipeline() as p:
+        assert_that(p | beam.Create(rows) | TopFractionCutoff(fraction), equal_to([expected]))

@@ -98,6 +98,45 @@ def top_fraction_cutoff(scores: Sequence[float], ties: Sequence[int], fraction: 
     return Cutoff(score=float(s[last]), tie=int(t[last]), kept=k, total=n)
 
 
+# The same cutoff in two passes over data too large to gather in one place: a histogram of the
+# scores over 2**20 bins (bins ordered like the scores), then only the pairs of the one bin
+# that holds the cutoff are gathered and ranked. The answer is exactly top_fraction_cutoff's.
+BIN_BITS = 20
+
+
+def score_bin(score: float) -> int:
+    """A bin number that grows with the stored (float32) score: its order-preserving bits' top
+    BIN_BITS."""
+    bits = int(np.float32(score).view(np.uint32))
+    key = (~bits & 0xFFFFFFFF) if bits & 0x80000000 else bits | 0x80000000
+    return key >> (32 - BIN_BITS)
+
+
+def locate_cutoff(histogram: np.ndarray, fraction: float) -> dict[str, int] | None:
+    """Which bin holds the last kept pair and its rank (1-based) inside that bin, counting from
+    the top; None when the fraction keeps nothing."""
+    n = int(histogram.sum())
+    k = top_count(n, fraction)
+    if k == 0:
+        return None
+    above = 0
+    for b in np.flatnonzero(histogram)[::-1]:          # highest scores first
+        if above + int(histogram[b]) >= k:
+            return {"bin": int(b), "rank": k - above, "kept": k, "total": n}
+        above += int(histogram[b])
+    raise AssertionError("a histogram's counts sum to n")
+
+
+def cutoff_in_bin(pairs: Sequence[tuple[float, int]], where: dict[str, int] | None) -> Cutoff | None:
+    """The cutoff from the (score, tie hash) pairs of the bin `locate_cutoff` named."""
+    if where is None:
+        return None
+    s = np.asarray([p[0] for p in pairs], dtype=np.float32).astype(np.float64)
+    t = np.asarray([p[1] for p in pairs], dtype=np.uint64)
+    last = np.lexsort((t, -s))[where["rank"] - 1]
+    return Cutoff(score=float(s[last]), tie=int(t[last]), kept=where["kept"], total=where["total"])
+
+
 def keep_by_cutoff(score: float, tie: int, cutoff: Cutoff | None) -> bool | tuple[bool, str]:
     """True when a pair ranks at or above the cutoff, else (False, "clip_score_below")."""
     if cutoff is None:

@@ -27,7 +27,6 @@ model, is the bound.
 
 from __future__ import annotations
 
-import array
 import collections
 import io
 import time
@@ -190,29 +189,52 @@ def score_and_tie(row: dict[str, Any]) -> tuple[float, int]:
     return row["clip_score"], rules.tie_hash(str(row["uid"]))
 
 
-class CutoffFn(beam.CombineFn):
-    """Every (score, tie hash), compactly, then the top-fraction cutoff over all of them."""
-
-    def __init__(self, fraction: float):
-        self.fraction = fraction
+class ScoreHistogram(beam.CombineFn):
+    """Counts of scores per `rules.score_bin` (a fixed 8 MB array, however many pairs)."""
 
     def create_accumulator(self):
-        return array.array("d"), array.array("Q")
+        return np.zeros(1 << rules.BIN_BITS, dtype=np.int64)
 
-    def add_input(self, acc, item):
-        acc[0].append(item[0])
-        acc[1].append(item[1])
+    def add_input(self, acc, score):
+        acc[rules.score_bin(score)] += 1
         return acc
 
     def merge_accumulators(self, accs):
-        scores, ties = array.array("d"), array.array("Q")
-        for s, t in accs:
-            scores.extend(s)
-            ties.extend(t)
-        return scores, ties
+        accs = iter(accs)
+        total = next(accs).copy()
+        for acc in accs:
+            total += acc
+        return total
 
     def extract_output(self, acc):
-        return rules.top_fraction_cutoff(acc[0], acc[1], self.fraction)
+        return acc
+
+
+def _in_cutoff_bin(pair: tuple[float, int], where: dict[str, int] | None):
+    if where is not None and rules.score_bin(pair[0]) == where["bin"]:
+        yield pair
+
+
+class TopFractionCutoff(beam.PTransform):
+    """Scored rows -> the one `rules.Cutoff` of keeping the top `fraction` of them (or None).
+
+    Exact, in two passes, without gathering every score in one place: a histogram locates
+    the bin holding the cutoff, then only that bin's (score, tie hash) pairs are ranked."""
+
+    def __init__(self, fraction: float):
+        super().__init__()
+        self.fraction = fraction
+
+    def expand(self, scored):
+        pairs = scored | "ScoreAndTie" >> beam.Map(score_and_tie)
+        where = (pairs
+                 | "Scores" >> beam.Map(lambda pair: pair[0])
+                 | "Histogram" >> beam.CombineGlobally(ScoreHistogram())
+                 | "LocateCutoff" >> beam.Map(rules.locate_cutoff, self.fraction))
+        return (pairs
+                | "InCutoffBin" >> beam.FlatMap(_in_cutoff_bin, beam.pvalue.AsSingleton(where))
+                | "CutoffBin" >> beam.combiners.ToList()
+                | "RankCutoffBin" >> beam.Map(rules.cutoff_in_bin, beam.pvalue.AsSingleton(where)))
 
 
 class ApplyKeepRule(beam.DoFn):
@@ -416,9 +438,7 @@ class ScoreStage(BaseStage):
         if rule.kind == "threshold":
             decided = scored["scored"] | "Threshold" >> beam.ParDo(ApplyKeepRule(rule)).with_outputs(REJECTED, main=KEPT)
         else:
-            cutoff = (scored["scored"]
-                      | "ScoreAndTie" >> beam.Map(score_and_tie)
-                      | "Cutoff" >> beam.CombineGlobally(CutoffFn(rule.value)))
+            cutoff = scored["scored"] | "Cutoff" >> TopFractionCutoff(rule.value)
             decided = scored["scored"] | "TopFraction" >> beam.ParDo(
                 ApplyKeepRule(rule), cutoff=beam.pvalue.AsSingleton(cutoff)).with_outputs(REJECTED, main=KEPT)
         rejected = ((decoded[REJECTED], decided[REJECTED]) | "AllRejects" >> beam.Flatten())
