@@ -3,11 +3,12 @@
     download rows --(eval set: drop images within max_hamming of an evaluation image)
         nodes --key sha256--GroupByKey--> exact edges ---------------------\\
         nodes --key (band, band value)--GroupByKey--> verified near edges --Flatten--ToList
-              --union-find--> {non-survivor uid: (reason, survivor)} --side input--> decide rows
+              --union-find--> (non-survivor uid, (reason, survivor)) --join on uid--> decide rows
 
 Only metadata moves (uid, sha256, resolution, 64-bit hash); the decisions are the pure functions
-of witcurate.filters.dedupe. The edges are few (one per duplicate, at most), so they are
-gathered in one place to find the groups; the rows themselves never are.
+of witcurate.filters.dedupe. The edges (one per duplicate pair found) are gathered in one place
+to find the groups, the one step here that is not spread over workers: about 100 bytes per
+edge. The verdicts go back to the rows by a join on uid, so no worker holds all of them.
 """
 
 from __future__ import annotations
@@ -142,19 +143,28 @@ def near_edges(element, bands: int, max_hamming: int) -> Iterable[tuple[NodeTupl
         yield by_uid[a], by_uid[b]
 
 
-def resolve(edges: list[tuple[NodeTuple, NodeTuple]]) -> dict[str, tuple[str, str, int]]:
-    return rules.resolve_duplicates((rules.Node(*a), rules.Node(*b)) for a, b in edges)
+def resolve(edges: list[tuple[NodeTuple, NodeTuple]]) -> Iterable[tuple[str, tuple[str, str, int]]]:
+    """(non-survivor uid, (reason, survivor uid, distance)) for every duplicate group."""
+    yield from rules.resolve_duplicates((rules.Node(*a), rules.Node(*b)) for a, b in edges).items()
 
 
 class Decide(beam.DoFn):
-    def process(self, row, losers):
-        hit = losers.get(row["uid"])
-        if hit is None:
-            yield row
-            return
+    """(uid, {"row": [row], "loser": [] or [verdict]}) -> the row kept, or its duplicate reject."""
+
+    def process(self, element):
+        _, joined = element
+        hits = list(joined["loser"])
+        for row in joined["row"]:
+            if not hits:
+                yield row
+                continue
+            yield beam.pvalue.TaggedOutput(REJECTED, self.duplicate(row, hits[0]))
+
+    @staticmethod
+    def duplicate(row, hit):
         reason, survivor, distance = hit
         kind = "exact copy" if reason == rules.EXACT_DUPLICATE else f"Hamming {distance}"
-        yield beam.pvalue.TaggedOutput(REJECTED, reject(row, reason, f"duplicate of {survivor} ({kind})"))
+        return reject(row, reason, f"duplicate of {survivor} ({kind})")
 
 
 # ------------------------------------------------------------------ the stage --------------------
@@ -212,9 +222,11 @@ class DedupeStage(BaseStage):
         losers = ((exact, near)
                   | "Edges" >> beam.Flatten()
                   | "AllEdges" >> beam.combiners.ToList()
-                  | "Groups" >> beam.Map(resolve))
-        decided = hashed[KEPT] | "Decide" >> beam.ParDo(
-            Decide(), beam.pvalue.AsSingleton(losers)).with_outputs(REJECTED, main=KEPT)
+                  | "Groups" >> beam.FlatMap(resolve))
+        by_uid = hashed[KEPT] | "KeyByUid" >> beam.Map(lambda r: (r["uid"], r))
+        decided = ({"row": by_uid, "loser": losers}
+                   | "JoinVerdicts" >> beam.CoGroupByKey()
+                   | "Decide" >> beam.ParDo(Decide()).with_outputs(REJECTED, main=KEPT))
         kept = decided[KEPT]
         rejects.append(decided[REJECTED])
         all_rejects = tuple(rejects) | "AllRejects" >> beam.Flatten()
