@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from witcurate.demo.world import EXPECTED_DOWNLOAD_REASON as EXPECTED_REASON
+
 REPO = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_LOAD_N", "3000"))
 THREADS = [int(t) for t in os.environ.get("BENCH_LOAD_THREADS", "8,32,128,256").split(",")]
@@ -43,28 +45,18 @@ PROCESSES = 2
 LIMIT_S = float(os.environ.get("BENCH_LOAD_LIMIT_S", "300"))
 SUSTAINED_SHARE = 0.9
 
-# Injected fault kind -> the reject reason it must get under the demo's download settings (None:
-# kept). Every other kind of the ground truth (clean, mismatched captions, duplicates) is kept by
-# this stage. The same mapping, with its premises checked, is in tests/test_download_load.py.
-EXPECTED_REASON = {
-    "http_404": "http_404", "http_500": "http_500", "slow": "timeout", "reset": "connection_error",
-    "truncated": "truncated", "html": "not_an_image", "redirect_private": "private_address",
-    "noai": "opt_out_header", "bomb": "too_many_pixels", "tiny": "image_too_small", "oversized": None,
-}
+def _download_command(args: dict) -> list[str]:
+    """`witcurate download` for the stage's input, output, config and overrides (the caller serves
+    the images: the demo config's own host stays off)."""
+    exe = REPO / ".venv" / "bin" / "witcurate"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "witcurate.cli"]
+    return cmd + ["download", "--in", args["in"], "--out", args["out"], "--config", args["config"],
+                  *[a for o in [*args["overrides"], "run.demo=false"] for a in ("--set", o)]]
 
-CHILD = r"""
-import json, sys, time
-from witcurate.config import load_config
-from witcurate.pipeline.download import DownloadStage
-from witcurate.pipeline.runner import run_stage
-if __name__ == "__main__":
-    args = json.loads(sys.argv[1])
-    cfg = load_config(args["config"], args["overrides"])
-    start = time.perf_counter()
-    manifest = run_stage(DownloadStage(), cfg, args["out"], {"in": args["in"]}, progress=lambda s: None)
-    print("RESULT " + json.dumps({"seconds": time.perf_counter() - start, "counts": manifest["counts"]}),
-          flush=True)
-"""
+
+def _stage_result(out: str) -> dict:
+    manifest = json.loads((Path(out) / "_SUCCESS.json").read_text())
+    return {"seconds": manifest["wall_seconds"], "counts": manifest["counts"], "manifest": manifest}
 
 
 def _free_port() -> int:
@@ -106,7 +98,7 @@ def _run_stage(args: dict, log: Path) -> tuple[dict | None, float, str]:
     """The stage in a fresh process group, killed after LIMIT_S: (result, peak RSS MiB, status)."""
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], cwd=REPO, env=env,
+        proc = subprocess.Popen(_download_command(args), cwd=REPO, env=env,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + LIMIT_S
     status = "ok"
@@ -120,10 +112,9 @@ def _run_stage(args: dict, log: Path) -> tuple[dict | None, float, str]:
         time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(wstatus)
     rss_mib = usage.ru_maxrss / 1024
-    results = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("RESULT ")]
-    if status == "ok" and (proc.returncode != 0 or not results):
+    if status == "ok" and (proc.returncode != 0 or not (Path(args["out"]) / "_SUCCESS.json").exists()):
         status = f"failed (rc {proc.returncode}, see {log})"
-    return (json.loads(results[-1][len("RESULT "):]) if results and status == "ok" else None), rss_mib, status
+    return (_stage_result(args["out"]) if status == "ok" else None), rss_mib, status
 
 
 def _account(out: Path, uid_url: dict[str, str], kinds: dict[str, str]) -> tuple[int, int, int]:

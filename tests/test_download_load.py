@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,37 +51,21 @@ HARD_TIMEOUT_S = 150        # the child process, imports included: past this it 
 MIN_PEAK_CONNECTIONS = 64   # the host must see at least this many connections open at once
 SENTINEL = ("127.0.0.2", 9)  # where the redirect_private fault points (world.REDIRECT_LOCATION)
 
-# The reject reason each injected fault must end with under the demo's download settings; None:
-# the image is kept. Derived from a demo run (runs/demo/demo_truth.json) and the reason codes in
-# witcurate/filters/images.py and urls.py. `tiny` (24 px) is below the demo's min_side (48) and
-# `oversized` (3000x2000) is within max_pixels and max_aspect_ratio, so it is kept and resized;
-# test_the_expected_mix_follows_from_the_demo_settings checks those premises.
-EXPECTED_REASON = {
-    "http_404": "http_404",
-    "http_500": "http_500",
-    "slow": "timeout",
-    "reset": "connection_error",
-    "truncated": "truncated",
-    "html": "not_an_image",
-    "redirect_private": "private_address",
-    "noai": "opt_out_header",
-    "bomb": "too_many_pixels",
-    "tiny": "image_too_small",
-    "oversized": None,
-}
+EXPECTED_REASON = demo_world.EXPECTED_DOWNLOAD_REASON
 
-CHILD = r"""
-import json, sys, time
-from witcurate.config import load_config
-from witcurate.pipeline.download import DownloadStage
-from witcurate.pipeline.runner import run_stage
-if __name__ == "__main__":
-    args = json.loads(sys.argv[1])
-    cfg = load_config(args["config"], args["overrides"])
-    start = time.perf_counter()
-    manifest = run_stage(DownloadStage(), cfg, args["out"], {"in": args["in"]}, progress=lambda s: None)
-    print("RESULT " + json.dumps({"seconds": time.perf_counter() - start, "manifest": manifest}), flush=True)
-"""
+
+def _download_command(args: dict) -> list[str]:
+    """`witcurate download` for the stage's input, output, config and overrides (the caller serves
+    the images: the demo config's own host stays off)."""
+    exe = REPO / ".venv" / "bin" / "witcurate"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "witcurate.cli"]
+    return cmd + ["download", "--in", args["in"], "--out", args["out"], "--config", args["config"],
+                  *[a for o in [*args["overrides"], "run.demo=false"] for a in ("--set", o)]]
+
+
+def _stage_result(out: str) -> dict:
+    manifest = json.loads((Path(out) / "_SUCCESS.json").read_text())
+    return {"seconds": manifest["wall_seconds"], "counts": manifest["counts"], "manifest": manifest}
 
 
 class Sentinel:
@@ -172,7 +155,7 @@ def place_sentinel(world_dir: Path) -> tuple[Sentinel, str]:
 
 def run_child(args: dict, timeout: float) -> dict:
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], cwd=REPO, env=env,
+    proc = subprocess.Popen(_download_command(args), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
@@ -181,9 +164,8 @@ def run_child(args: dict, timeout: float) -> dict:
         os.killpg(proc.pid, signal.SIGKILL)          # the stage and its download workers
         out, _ = proc.communicate()
         pytest.fail(f"the download stage did not finish within {timeout} s (a hang?):\n{out[-3000:]}")
-    results = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and results, f"the download stage failed (rc {proc.returncode}):\n{out[-3000:]}"
-    return json.loads(results[-1][len("RESULT "):])
+    assert proc.returncode == 0, f"the download stage failed (rc {proc.returncode}):\n{out[-3000:]}"
+    return _stage_result(args["out"])
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,15 @@ KINDS = ("clean", *KIND_FRACTIONS)
 # Kinds whose URL yields no drawing at all (true_caption is null for them).
 NO_IMAGE_KINDS = ("http_404", "http_500", "reset", "html", "redirect_private", "bomb")
 
+# The reject reason the download stage gives each injected fault under the demo's download
+# settings (None: the image is kept, resized); every other kind is kept by that stage. `tiny`
+# (24 px) is below min_side 48; `oversized` (3000x2000) is within max_pixels and the aspect limit.
+EXPECTED_DOWNLOAD_REASON: dict[str, str | None] = {
+    "http_404": "http_404", "http_500": "http_500", "slow": "timeout", "reset": "connection_error",
+    "truncated": "truncated", "html": "not_an_image", "redirect_private": "private_address",
+    "noai": "opt_out_header", "bomb": "too_many_pixels", "tiny": "image_too_small", "oversized": None,
+}
+
 SLOW_SECONDS = 4.0                                   # longer than the demo's 2 s download timeout
 REDIRECT_LOCATION = "http://127.0.0.2:9/x.jpg"       # loopback, but not the allowlisted host:port
 OVERSIZED = (3000, 2000)
