@@ -5,7 +5,7 @@ import random
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
@@ -30,7 +30,7 @@ def test_rank_groups_equal_the_sorted_list_cut(width, per_group):
     rows = [{"uid": u, "n": i} for i, u in enumerate(uids)]
     rows += [{"uid": rng.choice(uids), "n": 1000 + i} for i in range(40)]   # duplicates
     rng.shuffle(rows)
-    with TestPipeline() as p:
+    with test_pipeline.TestPipeline() as p:
         groups = (p | beam.Create(rows)
                     | GroupByUidRank(per_group, width)
                     | beam.MapTuple(lambda key, members: (key, sorted(r["n"] for r in members))))
