@@ -37,7 +37,7 @@ from witcurate.filters import images, urls
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage,
                                         read_json_lines, reject, run_pipeline)
-from witcurate.pipeline.runner import StageContext, StageResult, count_rows
+from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
 from witcurate.pipeline.stages import BaseStage, Option
 
@@ -380,7 +380,7 @@ class DownloadStage(BaseStage):
         validate_config(cfg)
         in_dir = ctx.input("in")
         config_hash = ctx.config.section_hash("download")
-        n_rows = count_rows(in_dir)
+        n_rows = ctx.rows()
         on_disk = len(fs.glob(fs.join(ctx.work_dir, "shards", "*", DONE)))
         ctx.progress(f"[download] {n_rows} urls, about {math.ceil(n_rows / cfg.urls_per_shard)} shards"
                      + (f"; {on_disk} finished shards of an earlier attempt to reuse" if on_disk else ""))

@@ -47,6 +47,7 @@ class StageContext:
     inputs: dict[str, str]           # named inputs: "in" is the main one
     beam_args: list[str] = field(default_factory=list)
     progress: Callable[[str], None] = print
+    row_counts: dict[str, int] = field(default_factory=dict)   # kept rows per input, once counted
 
     def input(self, name: str = "in") -> str:
         try:
@@ -54,6 +55,12 @@ class StageContext:
         except KeyError:
             raise InputError(f"stage {self.name} needs an input named {name!r}",
                              f"pass --{name.replace('_', '-')} DIR") from None
+
+    def rows(self, name: str = "in") -> int:
+        """Kept rows of an input stage directory, from its parts' footers (read once per run)."""
+        if name not in self.row_counts:
+            self.row_counts[name] = count_rows(self.input(name))
+        return self.row_counts[name]
 
 
 @dataclass
@@ -108,12 +115,14 @@ def reject_counts(directory: str) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def check_finished_inputs(stage: Stage, inputs: dict[str, str]) -> None:
-    """Each input that is a finished stage must still hold the rows its manifest counted.
+def check_finished_inputs(stage: Stage, inputs: dict[str, str]) -> dict[str, int]:
+    """Each input that is a finished stage must still hold the rows its manifest counted; returns
+    those counts by input name.
 
     One footer read per part: catches parts truncated, deleted or overwritten after the stage
     finished, before a pipeline starts on them, with the stage to redo named.
     """
+    counted = {}
     for name, path in inputs.items():
         manifest = load_manifest(path) if "*" not in path else None
         if not manifest or "counts" not in manifest:
@@ -128,15 +137,19 @@ def check_finished_inputs(stage: Stage, inputs: dict[str, str]) -> None:
             raise InputError(f"stage {stage.name}: input {name} ({path}) holds {rows} rows but its "
                              f"manifest counted {manifest['counts']['kept']}",
                              f"its files changed after {upstream} finished: rerun {upstream} with --force")
+        if manifest.get("kept_glob", "part-*.parquet") == "part-*.parquet":
+            counted[name] = rows
+    return counted
 
 
-def check_input(stage: Stage, inputs: dict[str, str]) -> None:
-    """The main input must exist and carry the columns the stage needs (stage.input_schema)."""
-    check_finished_inputs(stage, inputs)
+def check_input(stage: Stage, inputs: dict[str, str]) -> dict[str, int]:
+    """The main input must exist and carry the columns the stage needs (stage.input_schema).
+    Returns the kept rows of each finished-stage input (see check_finished_inputs)."""
+    counted = check_finished_inputs(stage, inputs)
     schema = getattr(stage, "input_schema", None)
     path = inputs.get("in")
     if schema is None or path is None:
-        return
+        return counted
     if not fs.exists(path):
         raise InputError(f"stage {stage.name}: input {path} does not exist",
                          "run the previous stage first, or point --in at its output directory")
@@ -146,6 +159,7 @@ def check_input(stage: Stage, inputs: dict[str, str]) -> None:
                          "point --in at a finished stage directory")
     actual = _open_parquet(files[0], footer_only=True).schema.to_arrow_schema()
     validate(schema, actual, f"stage {stage.name} input {files[0]}")
+    return counted
 
 
 def fingerprint_input(path: str) -> str:
@@ -192,7 +206,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
         existing["skipped"] = True
         return existing
 
-    check_input(stage, inputs)
+    counted = check_input(stage, inputs)
     tmp_dir = fs.join(out_root, f".tmp-{base}")
     work_dir = fs.join(out_root, f".work-{base}")
     fs.rm(tmp_dir)                     # a previous attempt's half-written output
@@ -203,7 +217,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
         raise UserError(f"cannot write to {out_root}: {e.strerror or e}",
                         "choose an --out directory you can write to, with free space") from None
     ctx = StageContext(stage.name, config, out_root, tmp_dir, work_dir, dict(inputs),
-                       list(beam_args or []), progress)
+                       list(beam_args or []), progress, counted)
     try:
         return _run_and_land(stage, ctx, final_dir, fingerprint)
     except Exception as e:
@@ -252,7 +266,7 @@ def _run_and_land(stage: Stage, ctx: StageContext, final_dir: str, fingerprint: 
     kept = count_rows(tmp_dir, result.kept_glob)
     reasons = reject_counts(tmp_dir)
     rejected = sum(reasons.values())
-    n_in = result.n_in if result.n_in is not None else count_rows(ctx.input("in"))
+    n_in = result.n_in if result.n_in is not None else ctx.rows("in")
     if n_in != kept + rejected:
         raise AccountingError(
             f"stage {stage.name} does not balance: in={n_in} kept={kept} rejected={rejected}")

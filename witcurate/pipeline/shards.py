@@ -42,7 +42,7 @@ from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, make_pipeline, read_json_lines, read_stage, reject,
                                         run_pipeline)
 from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
-from witcurate.pipeline.runner import StageContext, StageResult, count_rows, reject_counts
+from witcurate.pipeline.runner import StageContext, StageResult, reject_counts
 from witcurate.pipeline.stages import BaseStage, Option
 from witcurate.pipeline.tar_writer import TarWriter, check_key
 from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
@@ -323,7 +323,7 @@ class ShardsStage(BaseStage):
         p = make_pipeline(ctx.beam_args)
         rows = read_stage(p, ctx.input("in"), "ReadCapped")
         rejects = write_shards(p, rows, ctx.input("images"), out_dir, per_shard, info_prefix,
-                               count_rows(ctx.input("in")))
+                               ctx.rows())
         rejects | "WriteRejects" >> beam.io.WriteToParquet(
             fs.join(out_dir, "rejects", "part"), schemas.REJECTS, file_name_suffix=".parquet")
         run_pipeline(p)
