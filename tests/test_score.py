@@ -8,6 +8,8 @@ import io
 import os
 import json
 import random
+import shutil
+import sys
 import tarfile
 
 import numpy as np
@@ -345,3 +347,58 @@ def test_image_source_reads_each_shard_once_and_returns_every_row(tmp_path):
     assert by["gone.tar", "k1"].data is None and "does not exist" in by["gone.tar", "k1"].error
     # A shard's found images come out in the shard's own order, not the rows' order.
     assert [r.row["key"] for r in reads if r.row["shard"] == "a.tar" and r.data] == ["k0", "k2"]
+
+
+_watched: dict[str, int] = {}          # realpath -> opens seen while a test watches it
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    if event == "open" and _watched and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.realpath(os.fsdecode(args[0]))
+        if path in _watched:
+            _watched[path] += 1
+
+
+sys.addaudithook(_count_opens)         # hooks cannot be removed: it only counts watched paths
+
+
+@pytest.fixture
+def checkpoint_reads(world, tmp_path):
+    """A fresh copy of the world's checkpoint (so no earlier test has hashed it in this process)
+    and a function returning how many times it has been opened so far."""
+    path = str(tmp_path / "scorer-copy.pt")
+    shutil.copyfile(world["checkpoint"], path)
+    _watched[os.path.realpath(path)] = 0
+    yield path, lambda: _watched[os.path.realpath(path)]
+    _watched.clear()
+
+
+def test_scoring_n_images_reads_the_checkpoint_once_not_per_image(world, checkpoint_reads):
+    """The handler hashes the checkpoint for its label once and loads it once, however many
+    images and batches it scores (it used to hash the whole file for every prediction)."""
+    from witcurate.pipeline.inference import ClipScoreModelHandler, ScoreInput
+
+    path, reads = checkpoint_reads
+    handler = ClipScoreModelHandler(MODEL, path, device="cpu", max_batch_size=4)
+    loaded = handler.load_model()
+    assert reads() == 1
+    _, _, preprocess, _ = create_model(MODEL, world["checkpoint"])
+    inputs = [ScoreInput(prepare_image(d, preprocess, 64), c, {"uid": f"u{i}"}) for i, (d, c) in
+              enumerate(draw(i) for i in range(12))]
+    results = [r for s in range(0, 12, 4) for r in handler.run_inference(inputs[s:s + 4], loaded)]
+    assert len(results) == 12
+    assert {r.model_id for r in results} == {handler.label}
+    assert reads() == 2                    # the load, and the one hash for the label
+
+
+def test_a_stage_run_reads_the_checkpoint_a_fixed_number_of_times(world, checkpoint_reads):
+    """One run over 14 rows in batches of 4: the launcher hashes the checkpoint once (its label,
+    recorded in the manifest) and loads it once to check it; the worker loads it once."""
+    path, reads = checkpoint_reads
+    root = world["root"]
+    manifest = run_stage(ScoreStage(), config(path, threshold=-1.0), str(root / "reads"),
+                         {"in": str(root / "dedupe"), "images": str(root / "download")}, progress=lambda m: None)
+    assert manifest["images_scored"] == 12
+    same_bytes = hashlib.sha256(open(world["checkpoint"], "rb").read()).hexdigest()[:12]
+    assert manifest["model"] == f"{MODEL}:scorer-copy.pt@sha256:{same_bytes}"
+    assert reads() == 3

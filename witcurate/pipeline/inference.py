@@ -83,16 +83,29 @@ def local_weights(weights: str) -> str:
     return local
 
 
+# sha256 of each checkpoint version (URL or path, size, mtime) this process has hashed.
+_DIGESTS: dict[tuple[str, int, str], str] = {}
+
+
+def checkpoint_digest(path: str) -> str:
+    """The sha256 of a checkpoint's content, read in full once per process for each version of
+    the file (its size and modification time), however many times it is asked for."""
+    version = (path, *fs.size_and_mtime(path))
+    if version not in _DIGESTS:
+        digest = hashlib.sha256()
+        with fs.open_file(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[version] = digest.hexdigest()
+    return _DIGESTS[version]
+
+
 def model_label(model_name: str, weights: str) -> str:
     """What `clip_model` records: "ViT-B-32:openai", "witcurate-tiny:checkpoint.pt@sha256:<12 hex>"
     for a local checkpoint (its content, not where it lay, so the same data built elsewhere is
     byte-identical), or "ViT-B-32:random" for an untrained model."""
     if weights and fs.exists(weights):
-        digest = hashlib.sha256()
-        with fs.open_file(weights) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return f"{model_name}:{posixpath.basename(weights)}@sha256:{digest.hexdigest()[:12]}"
+        return f"{model_name}:{posixpath.basename(weights)}@sha256:{checkpoint_digest(weights)[:12]}"
     return f"{model_name}:{weights or 'random'}"
 
 
@@ -103,13 +116,14 @@ class ClipScoreModelHandler(ModelHandler[ScoreInput, PredictionResult, LoadedCli
     empty means random init (benchmarks). `device` is auto|cpu|cuda[:N]; `precision`
     fp16|bf16|fp32 sets the CUDA autocast dtype (CPU always runs float32); `accelerator` is a
     Beam resource hint for the inference step (e.g. "type:nvidia-l4;count:1;install-nvidia-driver");
-    `cpu_threads` caps torch's threads in the worker process when it runs on CPU.
+    `cpu_threads` caps torch's threads in the worker process when it runs on CPU; `label` is
+    the model's label when the caller has worked it out already (else it is, once).
     """
 
     def __init__(self, model_name: str, weights: str = "", *, device: str = "auto",
                  precision: str = "fp16", min_batch_size: int = 1, max_batch_size: int = 64,
                  share_model_across_processes: bool = False, accelerator: str = "",
-                 cpu_threads: int | None = None):
+                 cpu_threads: int | None = None, label: str = ""):
         if precision not in PRECISIONS:
             raise ConfigError(f"score.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
                               "fp16 or bf16 on GPU; CPU always runs fp32")
@@ -124,10 +138,14 @@ class ClipScoreModelHandler(ModelHandler[ScoreInput, PredictionResult, LoadedCli
         self.precision = precision
         self.accelerator = accelerator
         self.cpu_threads = cpu_threads
+        self._label = label
 
     @property
     def label(self) -> str:
-        return model_label(self.model_name, self.weights)
+        """The model's label, worked out (a checkpoint hashed) once per handler, not per prediction."""
+        if not self._label:
+            self._label = model_label(self.model_name, self.weights)
+        return self._label
 
     def load_model(self) -> LoadedClip:
         from witcurate.trainer.model import create_model, resolve_device

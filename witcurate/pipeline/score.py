@@ -403,12 +403,12 @@ class ScoreStage(BaseStage):
             device = str(resolve_device(cfg.device))
         source = resolve_inputs(ctx)
         weights = resolve_weights(ctx)
-        label = model_label(cfg.model, weights)
+        label = model_label(cfg.model, weights)       # the checkpoint hashed once, here
         handler = ClipScoreModelHandler(
             cfg.model, weights, device=cfg.device, precision=cfg.precision,
             min_batch_size=cfg.min_batch_size if cfg.min_batch_size is not None else cfg.batch_size,
             max_batch_size=cfg.batch_size, share_model_across_processes=cfg.share_model,
-            accelerator=cfg.accelerator, cpu_threads=cfg.cpu_threads)
+            accelerator=cfg.accelerator, cpu_threads=cfg.cpu_threads, label=label)
         preprocess, input_size = check_model(cfg.model, weights)
         ctx.progress(f"[score] {label} ({input_size}px input, device {device}), {rule.describe()}, "
                      f"input: {source.mode} {source.rows_dir}")
