@@ -376,17 +376,20 @@ def checkpoint_reads(world, tmp_path):
 def test_scoring_n_images_reads_the_checkpoint_once_not_per_image(world, checkpoint_reads):
     """The handler hashes the checkpoint for its label once and loads it once, however many
     images and batches it scores (it used to hash the whole file for every prediction)."""
-    from witcurate.pipeline.inference import ClipScoreModelHandler, ScoreInput
+    from witcurate.pipeline.inference import ClipScoreModelHandler
+    from witcurate.pipeline.score_decode import decode_batch, load_tokenizer, split_preprocess
 
     path, reads = checkpoint_reads
     handler = ClipScoreModelHandler(MODEL, path, device="cpu", max_batch_size=4)
     loaded = handler.load_model()
     assert reads() == 1
-    _, _, preprocess, _ = create_model(MODEL, world["checkpoint"])
-    inputs = [ScoreInput(prepare_image(d, preprocess, 64), c, {"uid": f"u{i}"}) for i, (d, c) in
-              enumerate(draw(i) for i in range(12))]
-    results = [r for s in range(0, 12, 4) for r in handler.run_inference(inputs[s:s + 4], loaded)]
-    assert len(results) == 12
+    _, _, preprocess, tokenizer = create_model(MODEL, world["checkpoint"])
+    steps = split_preprocess(preprocess)
+    samples = [draw(i) for i in range(12)]
+    batches = [decode_batch([({"uid": f"u{i}", "caption": c}, d) for i, (d, c) in enumerate(samples[s:s + 4], s)],
+                            steps, 64, load_tokenizer(MODEL), pin=False)[0] for s in range(0, 12, 4)]
+    results = [r for b in batches for r in handler.run_inference([b], loaded)]
+    assert sum(len(r.example) for r in results) == 12
     assert {r.model_id for r in results} == {handler.label}
     assert reads() == 2                    # the load, and the one hash for the label
 
@@ -402,3 +405,21 @@ def test_a_stage_run_reads_the_checkpoint_a_fixed_number_of_times(world, checkpo
     same_bytes = hashlib.sha256(open(world["checkpoint"], "rb").read()).hexdigest()[:12]
     assert manifest["model"] == f"{MODEL}:scorer-copy.pt@sha256:{same_bytes}"
     assert reads() == 3
+
+
+def test_batched_pixels_are_the_reference_preprocessing_value_for_value(world):
+    """The PIL steps per image into one uint8 batch, then ToTensor + Normalize once per batch:
+    exactly open_clip's own transform applied image by image (a bad image is left out)."""
+    from witcurate.pipeline.score_decode import decode_batch, split_preprocess, to_model_input
+
+    _, _, preprocess, tokenizer = create_model(MODEL, world["checkpoint"])
+    samples = [draw(i) for i in range(6)]
+    samples[2] = (b"not an image", "broken")
+    items = [({"uid": f"u{i}", "caption": c}, d) for i, (d, c) in enumerate(samples)]
+    batch, failed = decode_batch(items, split_preprocess(preprocess), 64, tokenizer, pin=False)
+    assert [row["uid"] for row, _ in failed] == ["u2"] and "UnidentifiedImageError" in failed[0][1]
+    assert [row["uid"] for row in batch.rows] == ["u0", "u1", "u3", "u4", "u5"]
+    assert batch.images.dtype == torch.uint8
+    expected = torch.stack([preprocess(Image.open(io.BytesIO(d))) for i, (d, _) in enumerate(samples) if i != 2])
+    assert torch.equal(to_model_input(batch, torch.device("cpu")), expected)
+    assert torch.equal(batch.tokens, tokenizer([c for i, (_, c) in enumerate(samples) if i != 2]))

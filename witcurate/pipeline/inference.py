@@ -1,18 +1,22 @@
 """The CLIP-score model for Beam RunInference: a ModelHandler around an open_clip model.
 
-An example is a ScoreInput (preprocessed image tensor, caption, and the metadata row it came
-with); a prediction is a PredictionResult whose `example` is that row (the tensor is dropped)
-and whose `inference` is a ClipScore: the cosine similarity of the L2-normalised image and text
-embeddings (a plain cosine in [-1, 1], not the x100 logit scale), plus both embeddings as
-float16 for later dedupe, clustering or retrieval. Captions are tokenised with the model's own
-open_clip tokenizer, a batch at a time.
+An example is a whole ScoreBatch (uint8 pixels, tokenised captions and the metadata rows they
+came with, as the decode step made it: `score_decode`); a prediction is one PredictionResult per
+batch whose `example` is the batch's rows (the pixels are dropped) and whose `inference` is a
+ScoredBatch: for every row the cosine similarity of the L2-normalised image and text embeddings
+(a plain cosine in [-1, 1], not the x100 logit scale), plus both embeddings as float16 for later
+dedupe, clustering or retrieval. Nothing here runs once per image.
 
 The model is loaded once per worker process by `load_model` (RunInference keeps it in a
 per-process shared handle); with `share_model_across_processes` one copy serves all processes of
-a machine, which suits one big GPU model and several SDK processes. Batches are sized by the
-config through `batch_elements_kwargs` (Beam's BatchElements). Inference runs under
-`torch.inference_mode`, with autocast (fp16 or bf16) on CUDA only; the similarity itself is
-always computed in float32.
+a machine, which suits one big GPU model and several SDK processes. The decode step makes the
+batches (score.batch_size images each), so RunInference passes them on one at a time. Inference
+runs under `torch.inference_mode`, with autocast (fp16 or bf16) on CUDA only; the similarity
+itself is always computed in float32.
+
+The model's label (`clip_model`) names a local checkpoint by its sha256: the stage works it out
+once in the launcher and hands it to the handler; `checkpoint_digest` reads a checkpoint in full
+at most once per process for each version of the file.
 """
 
 from __future__ import annotations
@@ -32,26 +36,20 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from witcurate.errors import ConfigError
 from witcurate.pipeline import fs
+from witcurate.pipeline.score_decode import ScoreBatch, to_model_input
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
 
-class ScoreInput(NamedTuple):
-    image: torch.Tensor               # the model's own preprocessing applied, CHW float32
-    caption: str
-    row: dict[str, Any]               # carried through to the PredictionResult
-
-
-class ClipScore(NamedTuple):
-    score: float                      # cosine similarity, float32 precision
-    image_embedding: np.ndarray       # float16, L2-normalised
-    text_embedding: np.ndarray        # float16, L2-normalised
+class ScoredBatch(NamedTuple):
+    scores: np.ndarray                # float32 [B]: cosine similarity per row
+    image_embeddings: np.ndarray      # float16 [B, D], L2-normalised
+    text_embeddings: np.ndarray       # float16 [B, D], L2-normalised
 
 
 @dataclass
 class LoadedClip:
     model: Any
-    tokenizer: Any
     device: torch.device
     autocast_dtype: torch.dtype | None
 
@@ -109,8 +107,8 @@ def model_label(model_name: str, weights: str) -> str:
     return f"{model_name}:{weights or 'random'}"
 
 
-class ClipScoreModelHandler(ModelHandler[ScoreInput, PredictionResult, LoadedClip]):
-    """Scores ScoreInputs (image tensor, caption, row) with an open_clip model.
+class ClipScoreModelHandler(ModelHandler[ScoreBatch, PredictionResult, LoadedClip]):
+    """Scores ScoreBatches (pixels, tokens, rows) with an open_clip model.
 
     `weights` is an open_clip pretrained tag ("openai") or a checkpoint path (local or gs://);
     empty means random init (benchmarks). `device` is auto|cpu|cuda[:N]; `precision`
@@ -130,8 +128,9 @@ class ClipScoreModelHandler(ModelHandler[ScoreInput, PredictionResult, LoadedCli
         if max_batch_size < 1 or not 1 <= min_batch_size <= max_batch_size:
             raise ConfigError(f"score batch sizes must satisfy 1 <= min ({min_batch_size}) <= max ({max_batch_size})",
                               "set score.batch_size (and score.min_batch_size) to positive integers")
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
-                         large_model=share_model_across_processes)
+        # Each element is already a batch of up to max_batch_size images (the decode step's).
+        super().__init__(min_batch_size=1, max_batch_size=1, large_model=share_model_across_processes)
+        self.batch_size = max_batch_size
         self.model_name = model_name
         self.weights = weights
         self.device = device
@@ -152,26 +151,25 @@ class ClipScoreModelHandler(ModelHandler[ScoreInput, PredictionResult, LoadedCli
         device = resolve_device(self.device)
         if device.type == "cpu" and self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
-        model, _, _, tokenizer = create_model(self.model_name, local_weights(self.weights), str(device))
+        model, *_ = create_model(self.model_name, local_weights(self.weights), str(device))
         model.eval()
         dtype = PRECISIONS[self.precision] if device.type == "cuda" else None
-        return LoadedClip(model, tokenizer, device, dtype)
+        return LoadedClip(model, device, dtype)
 
-    def run_inference(self, batch: Sequence[ScoreInput], model: LoadedClip,
+    def run_inference(self, batch: Sequence[ScoreBatch], model: LoadedClip,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        if not batch:
-            return []
-        images = torch.stack([ex.image for ex in batch])
-        tokens = model.tokenizer([ex.caption for ex in batch])
-        scores, image_emb, text_emb = score_batch(model, images, tokens)
-        image16 = image_emb.to(torch.float16).cpu().numpy()
-        text16 = text_emb.to(torch.float16).cpu().numpy()
-        return [PredictionResult(ex.row, ClipScore(s, i, t), self.label)
-                for ex, s, i, t in zip(batch, scores.cpu().tolist(), image16, text16)]
+        results = []
+        for images in batch:
+            scores, image_emb, text_emb = score_batch(model, to_model_input(images, model.device), images.tokens)
+            scored = ScoredBatch(scores.cpu().numpy(), image_emb.to(torch.float16).cpu().numpy(),
+                                 text_emb.to(torch.float16).cpu().numpy())
+            results.append(PredictionResult(images.rows, scored, self.label))
+        return results
 
-    def get_num_bytes(self, batch: Sequence[ScoreInput]) -> int:
+    def get_num_bytes(self, batch: Sequence[ScoreBatch]) -> int:
         # The default pickles the whole batch just to count it; the tensors' size is enough.
-        return sum(ex.image.element_size() * ex.image.nelement() + len(ex.caption) for ex in batch)
+        return sum(b.images.element_size() * b.images.nelement() + b.tokens.element_size() * b.tokens.nelement()
+                   for b in batch)
 
     def get_resource_hints(self) -> dict:
         # Beam's resource hint: on Dataflow, only the inference step asks for a GPU.

@@ -7,12 +7,14 @@ img2dataset output folder (NNNNN.tar + NNNNN.parquet, or NNNNN.parquet with imag
 
 Beam graph (image bytes never cross a shuffle; only metadata rows are grouped):
 
-    rows -> (shard, row) -> GroupByKey -> ReadAndPreprocess: read the shard once, decode and
-    apply the model's own preprocessing in a thread pool that runs ahead of the model
-         -> RunInference(ClipScoreModelHandler): batched, model loaded once per worker process
-         -> AttachScore: clip_score, clip_model; embeddings to a side output
+    rows -> (shard, row) -> GroupByKey -> DecodeBatches: read each shard once; decode threads
+    running ahead of the model apply the model's own preprocessing into uint8 batches of
+    score.batch_size images and tokenise their captions (score_decode)
+         -> RunInference(ClipScoreModelHandler): a batch per call, the model loaded once per
+            worker process; ToTensor + Normalize once per batch, on the model's device
+         -> AttachScores: rows with clip_score, clip_model; a table of embeddings per batch
          -> keep rule: threshold (one pass) or top_fraction (a global cutoff computed by a
-            combine over all scores, as a side input: the second pass)
+            combine over all scores, as a side input: the second pass) (score_keep)
 
 On Dataflow with GPU workers, either give the whole job GPUs with `--dataflow_service_options=
 "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"`, or only this stage's
@@ -21,8 +23,8 @@ resource hint), plus a custom SDK container with CUDA torch (`--sdk_container_im
 the repo's Dockerfile) and `--experiments=no_use_multiple_sdk_containers` or `score.share_model:
 true` so one model copy serves the GPU. With `score.device: auto` the handler uses the GPU where
 it finds one and autocasts to `score.precision`; decoding stays on the worker CPUs
-(score.num_workers threads per DoFn instance), so raise score.batch_size until decoding, not the
-model, is the bound.
+(score.num_workers threads per DoFn instance, working score.num_workers + 1 batches ahead, in
+pinned memory), so raise score.num_workers until the GPU, not decoding, is the bound.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.ml.inference.base import RunInference
 
 from witcurate import schemas
@@ -41,12 +44,11 @@ from witcurate.pipeline import fs, image_source
 from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage, run_pipeline
 from witcurate.pipeline.inference import ClipScoreModelHandler, model_label
 from witcurate.pipeline.runner import StageContext, StageResult, count_rows
-from witcurate.pipeline.score_decode import ReadAndPreprocess, prepare_image
+from witcurate.pipeline.score_decode import DecodeBatches, prepare_image, split_preprocess
 from witcurate.pipeline.score_inputs import (RUN_SCORER, ScoreInputs, StandaloneRow, check_model,
                                              resolve_inputs, resolve_weights, runs_locally)
 from witcurate.pipeline.score_keep import ApplyKeepRule, TopFractionCutoff, min_kept_score
-from witcurate.pipeline.score_outputs import (EMBEDDINGS, EMBEDDINGS_DIR, EMBEDDINGS_TAG, AttachScore,
-                                              embeddings_table)
+from witcurate.pipeline.score_outputs import EMBEDDINGS, EMBEDDINGS_DIR, EMBEDDINGS_TAG, AttachScores
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
 
 # Re-exported: what callers of the score stage's module use.
@@ -66,22 +68,23 @@ def _input_rows(p: beam.Pipeline, source: ScoreInputs) -> beam.PCollection:
               | "CompleteRows" >> beam.ParDo(StandaloneRow()))
 
 
-def _score(rows: beam.PCollection, cfg: Any, decode: ReadAndPreprocess,
+def _score(rows: beam.PCollection, cfg: Any, decode: DecodeBatches,
            handler: ClipScoreModelHandler, tmp_dir: str):
     """rows -> (decode rejects, scored rows); the embeddings are written on the way."""
     decoded = (rows
                | "KeyByShard" >> beam.Map(key_by_shard)
                | "GroupByShard" >> beam.GroupByKey()
-               | "ReadAndPreprocess" >> beam.ParDo(decode).with_outputs(REJECTED, main="images"))
-    scored = (decoded["images"]
+               | "DecodeBatches" >> beam.ParDo(decode).with_outputs(REJECTED, main="batches"))
+    scored = (decoded["batches"]
               | "RunInference" >> RunInference(handler)
-              | "AttachScore" >> beam.ParDo(AttachScore(handler.label)).with_outputs(EMBEDDINGS_TAG, main="scored"))
+              | "AttachScores" >> beam.ParDo(AttachScores(handler.label)).with_outputs(EMBEDDINGS_TAG, main="rows"))
     (scored[EMBEDDINGS_TAG]
-     | "BatchEmbeddings" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
-     | "EmbeddingsTable" >> beam.Map(embeddings_table)
+     | "BatchEmbeddings" >> beam.BatchElements(min_batch_size=max(1, 256 // cfg.batch_size),
+                                               max_batch_size=max(1, 4096 // cfg.batch_size))
+     | "EmbeddingsTable" >> beam.Map(pa.concat_tables)
      | "WriteEmbeddings" >> beam.io.WriteToParquetBatched(
          fs.join(tmp_dir, EMBEDDINGS_DIR, "part"), EMBEDDINGS, file_name_suffix=".parquet"))
-    return decoded[REJECTED], scored["scored"]
+    return decoded[REJECTED], scored["rows"]
 
 
 def _keep(scored: beam.PCollection, rule: rules.KeepRule):
@@ -133,8 +136,8 @@ class ScoreStage(BaseStage):
         preprocess, input_size = check_model(cfg.model, weights)
         ctx.progress(f"[score] {label} ({input_size}px input, device {device}), {rule.describe()}, "
                      f"input: {source.mode} {source.rows_dir}")
-        decode = ReadAndPreprocess(source.images_dir, preprocess, input_size, cfg.num_workers,
-                                   prefetch=max(2 * cfg.batch_size, 2 * cfg.num_workers))
+        decode = DecodeBatches(source.images_dir, split_preprocess(preprocess), input_size, cfg.model,
+                               cfg.batch_size, cfg.num_workers, cfg.device)
 
         p = make_pipeline(ctx.beam_args)
         unreadable, scored = _score(_input_rows(p, source), cfg, decode, handler, ctx.tmp_dir)
