@@ -1,4 +1,4 @@
-"""The stage runner: DESIGN.md's contracts in one place.
+"""The stage runner: the data contracts of docs/ARCHITECTURE.md in one place.
 
 A stage writes into a fresh temporary directory:
     TMP/part-*.parquet              kept records
