@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from witcurate import schemas
 from witcurate.config import Config, load_config
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.stages import get_stage
 
 QUERIES = ["red", "blue", "circle", "square", "grass", "red circle", "two", "star", "sky"]

@@ -12,7 +12,8 @@ from witcurate.errors import InputError
 from witcurate.filters.text import caption_rules, normalize_caption
 from witcurate.filters.url_format import normalize_url, url_rules
 from witcurate.pipeline.ingest import IngestStage
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.sources import read_source
 
 quiet = dict(progress=lambda s: None)

@@ -27,7 +27,8 @@ from witcurate.config import Config
 from witcurate.errors import ConfigError
 from witcurate.pipeline import download_worker
 from witcurate.pipeline.download import DownloadShard, DownloadStage, decide
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 
 N_OK = 16
 

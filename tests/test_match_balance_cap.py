@@ -15,7 +15,8 @@ from witcurate.pipeline.balance import BalanceStage
 from witcurate.pipeline.cap import CapStage
 from witcurate.pipeline.match import MatchStage
 from witcurate.pipeline.matcher import QueryMatcher, metaclip_reference_match
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 
 quiet = dict(progress=lambda s: None)
 ENTRIES = ["red", "red circle", "circle", "New York", "U.S.", "dog", "hot dog", "blue", "star",

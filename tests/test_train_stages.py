@@ -16,7 +16,8 @@ import synth_shapes  # noqa: E402
 
 from witcurate.config import Config  # noqa: E402
 from witcurate.errors import InputError  # noqa: E402
-from witcurate.pipeline.runner import count_rows, run_stage  # noqa: E402
+from witcurate.pipeline.runner import run_stage  # noqa: E402
+from witcurate.pipeline.tables import count_rows
 from witcurate.pipeline.stages import get_stage  # noqa: E402
 from witcurate.trainer.model import create_model  # noqa: E402
 

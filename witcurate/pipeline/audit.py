@@ -7,7 +7,8 @@ from typing import Any
 
 from witcurate.errors import InputError
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import MANIFEST, count_rows, fingerprint_input, reject_counts
+from witcurate.pipeline.runner import MANIFEST, fingerprint_input
+from witcurate.pipeline.tables import count_rows, reject_counts
 from witcurate.pipeline.stages import ORDER
 
 

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from witcurate.errors import UserError
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
 
 KEPT = "kept"

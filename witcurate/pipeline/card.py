@@ -23,7 +23,8 @@ import yaml
 import witcurate
 from witcurate.config import Config
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import MANIFEST, parquet_files, read_table, reject_counts
+from witcurate.pipeline.runner import MANIFEST
+from witcurate.pipeline.tables import parquet_files, read_table, reject_counts
 
 CARD_DIR = "card"
 README = "README.md"

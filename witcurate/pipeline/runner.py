@@ -13,7 +13,6 @@ kept across attempts and removed once the stage has landed.
 
 from __future__ import annotations
 
-import collections
 import errno
 import hashlib
 import json
@@ -23,13 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-import pyarrow.parquet as pq
-
 import witcurate
 from witcurate.config import Config
 from witcurate.errors import AccountingError, InputError, UserError
 from witcurate.pipeline import fs
 from witcurate.pipeline.code_hash import code_hash
+from witcurate.pipeline.tables import count_rows, open_parquet, parquet_files, reject_counts
 from witcurate.schemas import validate
 
 log = logging.getLogger("witcurate")
@@ -78,43 +76,6 @@ class Stage(Protocol):
     def run(self, ctx: StageContext) -> StageResult: ...
 
 
-def parquet_files(directory: str, pattern: str = "part-*.parquet") -> list[str]:
-    return fs.glob(fs.join(directory, pattern))
-
-
-def _open_parquet(path: str, columns: list[str] | None = None, footer_only: bool = False):
-    """A part's footer (FileMetaData) or its table; a damaged file is an InputError naming it."""
-    try:
-        with fs.open_file(path) as f:
-            return pq.ParquetFile(f).metadata if footer_only else pq.read_table(f, columns=columns)
-    except (OSError, ValueError) as e:           # ArrowInvalid is a ValueError
-        raise InputError(f"unreadable parquet file {path}: {e}",
-                         "the stage that wrote it was damaged after it finished: rerun that stage "
-                         "with --force") from None
-
-
-def count_rows(directory: str, pattern: str = "part-*.parquet") -> int:
-    return sum(_open_parquet(path, footer_only=True).num_rows for path in parquet_files(directory, pattern))
-
-
-def read_table(directory: str, columns: list[str] | None = None):
-    """All kept rows of a stage directory as one pyarrow table (metadata only: no image bytes)."""
-    import pyarrow as pa
-    tables = []
-    for path in parquet_files(directory):
-        tables.append(_open_parquet(path, columns))
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="default")
-
-
-def reject_counts(directory: str) -> dict[str, int]:
-    counts: collections.Counter[str] = collections.Counter()
-    for path in parquet_files(fs.join(directory, "rejects")):
-        counts.update(_open_parquet(path, ["reason"]).column("reason").to_pylist())
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
 def check_finished_inputs(stage: Stage, inputs: dict[str, str]) -> dict[str, int]:
     """Each input that is a finished stage must still hold the rows its manifest counted; returns
     those counts by input name.
@@ -157,7 +118,7 @@ def check_input(stage: Stage, inputs: dict[str, str]) -> dict[str, int]:
     if not files:
         raise InputError(f"stage {stage.name}: {path} holds no part-*.parquet files",
                          "point --in at a finished stage directory")
-    actual = _open_parquet(files[0], footer_only=True).schema.to_arrow_schema()
+    actual = open_parquet(files[0], footer_only=True).schema.to_arrow_schema()
     validate(schema, actual, f"stage {stage.name} input {files[0]}")
     return counted
 
