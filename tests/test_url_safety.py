@@ -48,13 +48,13 @@ def test_check_url_refuses_private_destinations_by_default():
                 "http://127.0.0.1:8080/x", "http://[::1]/x", "http://[::ffff:127.0.0.1]/x",
                 "http://0.0.0.0/x"):
         verdict = urls.check_url(url, policy, dns)
-        assert verdict is not True and verdict[1] == "private_address", url
-        assert urls.REFUSED_MARKER in verdict[2]
-    assert urls.check_url("file:///etc/passwd", policy, dns)[1] == "unsupported_scheme"
-    assert urls.check_url("ftp://public.example/a.jpg", policy, dns)[1] == "unsupported_scheme"
-    assert urls.check_url("http:///nohost", policy, dns)[1] == "invalid_url"
-    assert urls.check_url("", policy, dns)[1] == "invalid_url"
-    assert urls.check_url("http://public.example:99999/", policy, dns)[1] == "invalid_url"
+        assert verdict is not True and verdict.reason == "private_address", url
+        assert urls.REFUSED_MARKER in verdict.detail
+    assert urls.check_url("file:///etc/passwd", policy, dns).reason == "unsupported_scheme"
+    assert urls.check_url("ftp://public.example/a.jpg", policy, dns).reason == "unsupported_scheme"
+    assert urls.check_url("http:///nohost", policy, dns).reason == "invalid_url"
+    assert urls.check_url("", policy, dns).reason == "invalid_url"
+    assert urls.check_url("http://public.example:99999/", policy, dns).reason == "invalid_url"
     # a name that does not resolve is left to the fetch (which records the DNS error)
     assert urls.check_url("http://nowhere.example/a.jpg", policy, dns) is True
 

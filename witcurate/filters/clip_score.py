@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from witcurate.errors import ConfigError
+from witcurate.filters.base import Decision, Drop
 
 REASON_BELOW = "clip_score_below"
 REASON_UNREADABLE = "image_unreadable"
@@ -58,9 +59,9 @@ def as_stored(score: float) -> float:
     return float(np.float32(score))
 
 
-def keep_by_threshold(score: float, threshold: float) -> bool | tuple[bool, str]:
-    """True, or (False, "clip_score_below")."""
-    return True if as_stored(score) >= threshold else (False, REASON_BELOW)
+def keep_by_threshold(score: float, threshold: float) -> Decision:
+    """True, or Drop("clip_score_below")."""
+    return True if as_stored(score) >= threshold else Drop(REASON_BELOW)
 
 
 def tie_hash(uid: str) -> int:
@@ -137,14 +138,14 @@ def cutoff_in_bin(pairs: Sequence[tuple[float, int]], where: dict[str, int] | No
     return Cutoff(score=float(s[last]), tie=int(t[last]), kept=where["kept"], total=where["total"])
 
 
-def keep_by_cutoff(score: float, tie: int, cutoff: Cutoff | None) -> bool | tuple[bool, str]:
-    """True when a pair ranks at or above the cutoff, else (False, "clip_score_below")."""
+def keep_by_cutoff(score: float, tie: int, cutoff: Cutoff | None) -> Decision:
+    """True when a pair ranks at or above the cutoff, else Drop("clip_score_below")."""
     if cutoff is None:
-        return (False, REASON_BELOW)
+        return Drop(REASON_BELOW)
     s = as_stored(score)
     if s > cutoff.score or (s == cutoff.score and tie <= cutoff.tie):
         return True
-    return (False, REASON_BELOW)
+    return Drop(REASON_BELOW)
 
 
 def below_detail(score: float, rule: KeepRule, threshold_used: float | None) -> str:

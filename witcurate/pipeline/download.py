@@ -34,9 +34,10 @@ from witcurate import schemas
 from witcurate.config import Config, DownloadSection
 from witcurate.errors import ConfigError
 from witcurate.filters import images, urls
+from witcurate.filters.base import Decision, Drop, Required
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage,
-                                        read_json_lines, reject, run_pipeline)
+from witcurate.pipeline.beam_io import (KEPT, REJECTED, FilterRecords, WriteStageOutputs, make_pipeline,
+                                        read_json_lines, read_stage, reject, rejected, run_pipeline)
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
 from witcurate.pipeline.stages import BaseStage, Option
@@ -106,16 +107,6 @@ def final_tar_name(index: int, sub: int, processes: int) -> str:
 
 # ------------------------------------------------------------------ Beam DoFns -----------------
 
-class SplitMissingUid(beam.DoFn):
-    """Rows without a uid cannot be ranked into a shard: they are rejects straight away."""
-
-    def process(self, row):
-        if row.get("uid"):
-            yield beam.pvalue.TaggedOutput(KEPT, row)
-        else:
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(row, MISSING_UID, "the row has no uid"))
-
-
 def _balanced(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row.get(name) for name in _BALANCED_FIELDS}
 
@@ -179,11 +170,11 @@ class DownloadShard(beam.DoFn):
 
         rejects: list[dict[str, Any]] = []
         safe: list[dict[str, Any]] = []
-        for row, verdict in zip(rows, self.check_urls([r.get("url") for r in rows])):
-            if verdict is True:
+        for row, decision in zip(rows, self.check_urls([r.get("url") for r in rows])):
+            if decision is True:
                 safe.append(row)
             else:
-                rejects.append(reject(row, verdict[1], verdict[2]))
+                rejects.append(rejected(row, decision))
 
         processes = cfg.processes_count
         results: dict[str, dict[str, Any]] = {}
@@ -217,8 +208,8 @@ class DownloadShard(beam.DoFn):
         kept: list[dict[str, Any]] = []
         for row in safe:
             outcome = decide(row, results.get(row["uid"]), checks, cfg)
-            if isinstance(outcome, tuple):
-                rejects.append(reject(row, outcome[0], outcome[1]))
+            if isinstance(outcome, Drop):
+                rejects.append(rejected(row, outcome))
             else:
                 sub, key = outcome["_sub"], outcome["key"]
                 kept.append({**_balanced(row), **{k: outcome[k] for k in _IMAGE_FIELDS if k != "shard"},
@@ -241,7 +232,7 @@ class DownloadShard(beam.DoFn):
                  index, len(rows), len(kept), len(rejects), seconds)
         return done
 
-    def check_urls(self, url_list: list[Any]) -> list[urls.Verdict]:
+    def check_urls(self, url_list: list[Any]) -> list[Decision]:
         """The URL-safety verdict of each URL, resolving each distinct host once, in parallel."""
         hosts: set[tuple[str, int]] = set()
         for url in url_list:
@@ -318,21 +309,21 @@ def read_results(out_dir: str) -> tuple[dict[str, dict[str, Any]], dict[tuple[in
 
 def decide(row: dict[str, Any], result: dict[str, Any] | None,
            checks: dict[tuple[int, str], dict[str, Any]], cfg: DownloadSection):
-    """The image facts of a kept row, or (reason, detail) for a reject."""
+    """The image facts of a kept row, or the Drop that makes it a reject."""
     if result is None:
-        return NO_RESULT, "img2dataset returned no result for this URL (its shard failed)"
+        return Drop(NO_RESULT, "img2dataset returned no result for this URL (its shard failed)")
     if result.get("status") != "success":
         message = result.get("error_message") or f"status {result.get('status')}"
-        return images.classify_error(result.get("status"), message), message
+        return Drop(images.classify_error(result.get("status"), message), message)
     ow, oh = result.get("original_width"), result.get("original_height")
-    verdict = images.size_ok(ow, oh, cfg.min_side, cfg.max_aspect_ratio, cfg.max_pixels)
-    if verdict is not True:
-        return verdict[1], f"original size {ow}x{oh}"
+    size = images.size_ok(ow, oh, cfg.min_side, cfg.max_aspect_ratio, cfg.max_pixels)
+    if size is not True:
+        return size.explained(f"original size {ow}x{oh}")
     check = checks.get((result["_sub"], result["key"]))
     if check is None:
-        return NO_RESULT, f"image {result['key']} is missing from its tar"
+        return Drop(NO_RESULT, f"image {result['key']} is missing from its tar")
     if check["reason"]:
-        return check["reason"], f"the stored image {result['key']} failed: {check['reason']}"
+        return Drop(check["reason"], f"the stored image {result['key']} failed: {check['reason']}")
     return {"_sub": result["_sub"], "key": result["key"],
             "width": result.get("width") or check["width"],
             "height": result.get("height") or check["height"],
@@ -389,8 +380,10 @@ class DownloadStage(BaseStage):
         info_prefix = fs.join(ctx.tmp_dir, "_shards", "info")
         start = time.time()
         p = make_pipeline(ctx.beam_args)
+        # Rows without a uid cannot be ranked into a shard: they are rejects straight away.
         rows = (read_stage(p, in_dir, "ReadIn")
-                | "SplitMissingUid" >> beam.ParDo(SplitMissingUid()).with_outputs(KEPT, REJECTED))
+                | "SplitMissingUid" >> FilterRecords(Required("uid", MISSING_UID, "the row has no uid",
+                                                              allow_empty=False)))
         outs = (rows[KEPT]
                 | "CutShards" >> GroupByUidRank(cfg.urls_per_shard, bucket_width(n_rows))
                 | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token))

@@ -255,7 +255,7 @@ class ApplyKeepRule(beam.DoFn):
             yield row
         else:
             yield beam.pvalue.TaggedOutput(
-                REJECTED, reject(row, verdict[1], rules.below_detail(row["clip_score"], self.rule, used)))
+                REJECTED, reject(row, verdict.reason, rules.below_detail(row["clip_score"], self.rule, used)))
 
 
 def key_by_shard(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:

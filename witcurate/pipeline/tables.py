@@ -16,6 +16,8 @@ from witcurate.errors import InputError
 from witcurate.pipeline import fs
 
 KEPT_PARTS = "part-*.parquet"
+# Beside balance's output: pool captions per query (schemas.QUERY_COUNTS).
+QUERY_COUNTS_FILE = "query_counts.parquet"
 
 
 def parquet_files(directory: str, pattern: str = KEPT_PARTS) -> list[str]:
@@ -52,3 +54,13 @@ def reject_counts(directory: str) -> dict[str, int]:
     for path in parquet_files(fs.join(directory, "rejects")):
         counts.update(open_parquet(path, ["reason"]).column("reason").to_pylist())
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def query_counts_file(path: str) -> str:
+    """The query counts a balance stage saved: `path` is that stage's directory or the file."""
+    file = path if path.endswith(".parquet") else fs.join(path, QUERY_COUNTS_FILE)
+    if not fs.exists(file):
+        raise InputError(f"no per-query counts at {file}",
+                         "point it at a balance stage directory written by this version "
+                         "(rerun balance with --force if it predates query_counts.parquet)")
+    return file
