@@ -114,7 +114,7 @@ def run_chain(root: str, beam_args: list[str], stop_after: str = "cap") -> dict[
         "match": {"in": d["ingest"], "queries": paths["queries"]},
         "balance": {"in": d["match"]},
         "dedupe": {"in": d["download"]},
-        "cap": {"in": d["score"], "pool": d["match"], "queries": paths["queries"]},
+        "cap": {"in": d["score"], "query_counts": d["balance"], "queries": paths["queries"]},
     }
     manifests = {}
     for name in PURE_BEAM:
