@@ -178,6 +178,8 @@ def test_the_real_stages_hash_only_what_they_import():
     from witcurate.pipeline.code_hash import module_closure
     cap = module_closure("witcurate.pipeline.cap")
     assert "witcurate.filters.cap" in cap and "witcurate.trainer.model" not in cap
+    # the config's range checks know URL rules, but cap does not run them
+    assert "witcurate.filters.urls" not in cap and "witcurate.pipeline.balance" not in cap
     assert "witcurate.trainer.model" in module_closure("witcurate.pipeline.score")
 
 

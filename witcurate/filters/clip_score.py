@@ -37,20 +37,14 @@ class KeepRule:
 
 
 def keep_rule(threshold: float | None, top_fraction: float | None) -> KeepRule:
-    """The one keep rule a config asks for; a ConfigError unless exactly one is set and valid."""
+    """The one keep rule a config asks for; a ConfigError unless exactly one is set. (Their
+    ranges are checked when the config loads: witcurate.config_checks.)"""
     if (threshold is None) == (top_fraction is None):
         which = "both are set" if threshold is not None else "neither is set"
         raise ConfigError(f"score: set exactly one of threshold and top_fraction ({which})",
                           "e.g. --threshold 0.28 (LAION, ViT-B/32) or --top-fraction 0.3 (DataComp)")
     if threshold is not None:
-        if not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
-            raise ConfigError(f"score.threshold must be a cosine similarity in [-1, 1], got {threshold}",
-                              "scores are not x100: LAION's 28 is 0.28 here")
         return KeepRule("threshold", float(threshold))
-    assert top_fraction is not None
-    if not math.isfinite(top_fraction) or not 0.0 < top_fraction <= 1.0:
-        raise ConfigError(f"score.top_fraction must be in (0, 1], got {top_fraction}",
-                          "e.g. 0.3 keeps the best 30%")
     return KeepRule("top_fraction", float(top_fraction))
 
 

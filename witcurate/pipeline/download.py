@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 
 from witcurate import schemas
 from witcurate.config import Config, DownloadSection
-from witcurate.errors import ConfigError
 from witcurate.filters import images, urls
 from witcurate.filters.base import Decision, Drop, Required
 from witcurate.pipeline import fs
@@ -44,8 +43,6 @@ from witcurate.pipeline.stages import BaseStage, Option
 
 log = logging.getLogger("witcurate")
 
-RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border", "keep_ratio_largest")
-ENCODE_FORMATS = ("jpg", "png", "webp")
 DONE = "DONE.json"
 OOM_SHARD_COUNT = 5            # img2dataset's default: its shard files are named 00000.tar ...
 
@@ -60,32 +57,6 @@ _IMAGE_FIELDS = ["shard", "key", "width", "height", "original_width", "original_
 
 
 # ------------------------------------------------------------------ planning -------------------
-
-def validate_config(cfg: DownloadSection) -> urls.AddressPolicy:
-    """Check the download section up front (a bad value must not surface as a worker crash)."""
-    where = "download"
-    if cfg.resize_mode not in RESIZE_MODES:
-        raise ConfigError(f"{where}.resize_mode: unknown mode {cfg.resize_mode!r}",
-                          f"use one of {', '.join(RESIZE_MODES)}")
-    if cfg.encode_format not in ENCODE_FORMATS:
-        raise ConfigError(f"{where}.encode_format: unknown format {cfg.encode_format!r}",
-                          f"use one of {', '.join(ENCODE_FORMATS)}")
-    for key in ("image_size", "urls_per_shard", "processes_count", "thread_count", "timeout",
-                "max_pixels", "min_side"):
-        if getattr(cfg, key) < (0 if key == "min_side" else 1):
-            raise ConfigError(f"{where}.{key} must be positive, got {getattr(cfg, key)!r}",
-                              "set a positive number")
-    if cfg.retries < 0:
-        raise ConfigError(f"{where}.retries must be >= 0, got {cfg.retries}", "set 0 or more")
-    if cfg.max_aspect_ratio < 1:
-        raise ConfigError(f"{where}.max_aspect_ratio must be >= 1, got {cfg.max_aspect_ratio}",
-                          "e.g. 3.0")
-    try:
-        return urls.AddressPolicy.from_config(cfg.allow_private)
-    except ValueError as e:
-        raise ConfigError(f"{where}.allow_private: {e}",
-                          'write entries as "host:port", "host" or a CIDR network like 127.0.0.0/8') from None
-
 
 def shard_fingerprint(config_hash: str, uids: Iterable[str]) -> str:
     """Names a shard's work: the same uids under the same download config, the same work."""
@@ -368,7 +339,6 @@ class DownloadStage(BaseStage):
 
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config.download
-        validate_config(cfg)
         in_dir = ctx.input("in")
         config_hash = ctx.config.section_hash("download")
         n_rows = ctx.rows()

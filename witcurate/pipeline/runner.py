@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import witcurate
+from witcurate import config_checks
 from witcurate.config import Config
 from witcurate.errors import AccountingError, InputError, UserError
 from witcurate.pipeline import fs
@@ -175,6 +176,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
               beam_args: list[str] | None = None, force: bool = False,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one stage under the contracts into `final_dir` (OUT/STAGE in a full run)."""
+    config_checks.validate(config, stages=(stage.name,))   # also a config built in code
     final_dir = fs.normalize(final_dir).rstrip("/")
     inputs = {k: fs.normalize(v) for k, v in inputs.items()}
     out_root = posixpath.dirname(final_dir) or "."
