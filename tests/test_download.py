@@ -27,7 +27,9 @@ from witcurate.config import Config
 from witcurate.errors import ConfigError
 from witcurate.filters.base import Drop
 from witcurate.pipeline import download_worker
-from witcurate.pipeline.download import DownloadShard, DownloadStage, decide
+from witcurate.pipeline.download import DownloadStage
+from witcurate.pipeline.download_results import decide
+from witcurate.pipeline.download_shard import DownloadShard
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
 

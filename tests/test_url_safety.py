@@ -37,6 +37,24 @@ def test_address_categories(address, category):
     assert urls.address_category(ipaddress.ip_address(address)) == category
 
 
+def test_a_shard_of_urls_resolves_each_host_once():
+    asked = []
+    table = fake_dns({"public.example": ["93.184.216.34"], "internal.example": ["10.0.0.7"]})
+
+    def dns(host, port):
+        asked.append((host, port))
+        return table(host, port)
+
+    batch = ["http://public.example/1.jpg", "http://public.example/2.jpg", None,
+             "http://internal.example/x.jpg", "http://10.0.0.8/y.jpg", "http://gone.example/z.jpg",
+             "https://public.example/3.jpg"]
+    decisions = urls.check_urls(batch, urls.AddressPolicy(), dns)
+    assert sorted(asked) == [("gone.example", 80), ("internal.example", 80), ("public.example", 80),
+                             ("public.example", 443)]
+    assert [d if d is True else d.reason for d in decisions] == [
+        True, True, "invalid_url", "private_address", "private_address", True, True]
+
+
 def test_check_url_refuses_private_destinations_by_default():
     policy = urls.AddressPolicy()
     dns = fake_dns({"public.example": ["93.184.216.34"], "internal.example": ["10.0.0.7"],

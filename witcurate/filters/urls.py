@@ -22,6 +22,7 @@ import ipaddress
 import socket
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Union
 from urllib.parse import urljoin, urlsplit
@@ -326,3 +327,39 @@ def install(policy: AddressPolicy, content_type_ok: Callable[[str], object] | No
     """Make urllib.request.urlopen (what img2dataset calls) use the guarded opener in this
     process. Called in every download worker process before it fetches anything."""
     urllib.request.install_opener(build_opener(policy, content_type_ok))
+
+
+def check_urls(url_list: list[object], policy: AddressPolicy, resolver: Resolver = resolve,
+               max_threads: int = 32) -> list[Decision]:
+    """check_url for each URL (None and non-strings are invalid URLs), resolving each distinct
+    host once, in parallel: a shard of 10,000 URLs on 300 hosts makes 300 DNS lookups, not
+    10,000 one after another."""
+    hosts: set[tuple[str, int]] = set()
+    for url in url_list:
+        try:
+            scheme, host, port = split_url(str(url or ""))
+        except (ValueError, TypeError):
+            continue
+        if scheme in ALLOWED_SCHEMES and parse_ip(host) is None:
+            hosts.add((host, port))
+
+    def lookup(host_port: tuple[str, int]) -> tuple[tuple[str, int], list[str] | OSError]:
+        try:
+            return host_port, resolver(*host_port)
+        except (OSError, UnicodeError) as e:
+            return host_port, OSError(str(e))
+
+    resolved: dict[tuple[str, int], list[str] | OSError] = {}
+    if hosts:
+        with ThreadPoolExecutor(min(max_threads, len(hosts))) as pool:
+            resolved.update(pool.map(lookup, sorted(hosts)))
+
+    def answer(host: str, port: int) -> list[str]:
+        value = resolved.get((host, port))
+        if value is None:
+            return resolver(host, port)
+        if isinstance(value, OSError):
+            raise value
+        return value
+
+    return [check_url(str(url or ""), policy, answer) for url in url_list]
