@@ -18,7 +18,8 @@ import pytest
 from beam_chain import PURE_BEAM, outcome, run_chain, tiny_config, write_inputs
 from witcurate.errors import UserError
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import StageResult, count_rows, run_stage
+from witcurate.pipeline.runner import StageResult, run_stage
+from witcurate.pipeline.tables import count_rows
 from witcurate.pipeline.stages import get_stage
 
 MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]

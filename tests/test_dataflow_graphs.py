@@ -72,7 +72,7 @@ def stage_setup(name: str, root: str):
         "download": {"in": d("balance")},
         "dedupe": {"in": d("download")},
         "score": {"in": d("dedupe"), "images": d("download")},
-        "cap": {"in": d("score"), "pool": d("match"), "queries": queries},
+        "cap": {"in": d("score"), "query_counts": d("balance"), "queries": queries},
         "shards": {"in": d("cap"), "images": d("download")},
     }[name]
     return load_config(None, overrides), inputs

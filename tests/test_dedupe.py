@@ -20,7 +20,8 @@ from witcurate.errors import ConfigError
 from witcurate.filters import dedupe as rules
 from witcurate.filters.images import inspect_image
 from witcurate.pipeline.dedupe import DedupeStage
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 
 
 def components(edges, n=None):

@@ -49,7 +49,7 @@ from queries_support import write_plain
 from witcurate import schemas
 from witcurate.cli import main
 from witcurate.pipeline import download_worker
-from witcurate.pipeline.runner import read_table
+from witcurate.pipeline.tables import read_table
 
 LONG = 1_000_000
 

@@ -13,7 +13,8 @@ from queries_support import (ENWIKI, write_multistream, write_pageviews, write_p
                              wordnet_data_dir)
 from witcurate.config import Config, load_config
 from witcurate.errors import InputError, UserError
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.stages import get_stage
 from witcurate.queries.stage import QueriesStage
 

@@ -23,7 +23,8 @@ from webdataset.tariterators import tar_file_expander
 from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import ConfigError, InputError
-from witcurate.pipeline.runner import count_rows, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import count_rows
 from witcurate.pipeline.shards import SIDECAR, ShardsStage, index_image_tar, verify_manifest
 from witcurate.pipeline.tar_writer import TarWriter, sha256_file, write_tar
 

@@ -81,7 +81,7 @@ def _add_stage_parsers(sub, command: str | None) -> None:
 
 
 def _run_one_stage(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from witcurate.pipeline.runner import run_stage
+    from witcurate.pipeline.runner import describe, run_stage
     from witcurate.pipeline.stages import get_stage
     stage = get_stage(args.stage_name)
     values = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
@@ -98,8 +98,7 @@ def _run_one_stage(args: argparse.Namespace, beam_args: list[str]) -> int:
     inputs.update(given)
     with _maybe_host(config, args.stage_name):
         manifest = run_stage(stage, config, out_dir, inputs, beam_args + config.run.beam_args, force=args.force)
-    c = manifest["counts"]
-    print(f"{args.stage_name}: in={c['in']} kept={c['kept']} rejected={c['rejected']} -> {out_dir}")
+    print(f"{args.stage_name}: {describe(manifest)} -> {out_dir}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """Typed configuration: one dataclass section per stage, loaded from YAML plus `section.key=value`
-overrides. Unknown keys and wrongly typed values are errors that name the key and the file."""
+overrides. Unknown keys, wrongly typed values and values out of range are errors that name the
+key and the file, raised when the config is loaded: `witcurate run` fails before its first stage,
+never hours later inside one. The range checks are `validate` (config_checks.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from witcurate.config_checks import validate
 from witcurate.errors import ConfigError
 
 
@@ -307,4 +310,6 @@ def load_config(path: str | None, overrides: list[str] | None = None,
         if not isinstance(data[section], dict):
             data[section] = {}
         data[section][name] = value
-    return from_dict(data, where)
+    config = from_dict(data, where)
+    validate(config, where)
+    return config

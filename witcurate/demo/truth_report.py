@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files, read_table
+from witcurate.pipeline.tables import parquet_files, read_table
 from witcurate.pipeline.stages import ORDER
 
 BAD_FOR_CLIP = frozenset({"mismatched", "junk"})

@@ -23,7 +23,8 @@ import yaml
 import witcurate
 from witcurate.config import Config
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import MANIFEST, parquet_files, read_table, reject_counts
+from witcurate.pipeline.runner import MANIFEST
+from witcurate.pipeline.tables import parquet_files, read_table, reject_counts
 
 CARD_DIR = "card"
 README = "README.md"
@@ -357,11 +358,15 @@ def _stage_table(data: CardData) -> list[str]:
         if m is None:
             lines.append(f"| {name} | – | – | – | – | not found in this run (no {name}/_SUCCESS.json) | – | – |")
             continue
-        c = m["counts"]
-        pct = f"{100 * c['kept'] / c['in']:.1f}" if c["in"] else "–"
         tp = m.get("throughput") or {}
         rate = f"{tp['per_second']:,.1f} {tp.get('units', '')}/s" if tp.get("per_second") else "–"
         wall = _fmt(m.get("wall_seconds")) if m.get("wall_seconds") is not None else "(this run)"
+        c = m.get("counts")
+        if c is None:                      # a stage that produced a model: files, no records
+            lines.append(f"| {name} | – | – | – | – | model: {', '.join(sorted(m.get('outputs', {})))} "
+                         f"| {wall} | {rate} |")
+            continue
+        pct = f"{100 * c['kept'] / c['in']:.1f}" if c["in"] else "–"
         lines.append(f"| {name} | {_fmt(c['in'])} | {_fmt(c['kept'])} | {_fmt(c['rejected'])} | {pct} | "
                      f"{_top_reasons(c.get('reasons') or {})} | {wall} | {rate} |")
     return lines

@@ -29,7 +29,8 @@ from witcurate.filters import images
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage,
                                         reject, run_pipeline)
-from witcurate.pipeline.runner import StageContext, StageResult, parquet_files
+from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.tables import parquet_files
 from witcurate.pipeline.stages import BaseStage, Option
 
 log = logging.getLogger("witcurate")

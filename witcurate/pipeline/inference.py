@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from witcurate.errors import ConfigError
 from witcurate.pipeline import fs
 
+# score.precision's choices (config_checks.SCORE_PRECISIONS, checked when the config loads).
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
 
@@ -103,19 +103,15 @@ class ClipScoreModelHandler(ModelHandler[ScoreInput, PredictionResult, LoadedCli
     empty means random init (benchmarks). `device` is auto|cpu|cuda[:N]; `precision`
     fp16|bf16|fp32 sets the CUDA autocast dtype (CPU always runs float32); `accelerator` is a
     Beam resource hint for the inference step (e.g. "type:nvidia-l4;count:1;install-nvidia-driver");
-    `cpu_threads` caps torch's threads in the worker process when it runs on CPU.
+    `cpu_threads` caps torch's threads in the worker process when it runs on CPU. The values
+    come from a checked config (witcurate.config_checks): precision one of PRECISIONS,
+    1 <= min_batch_size <= max_batch_size.
     """
 
     def __init__(self, model_name: str, weights: str = "", *, device: str = "auto",
                  precision: str = "fp16", min_batch_size: int = 1, max_batch_size: int = 64,
                  share_model_across_processes: bool = False, accelerator: str = "",
                  cpu_threads: int | None = None):
-        if precision not in PRECISIONS:
-            raise ConfigError(f"score.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
-                              "fp16 or bf16 on GPU; CPU always runs fp32")
-        if max_batch_size < 1 or not 1 <= min_batch_size <= max_batch_size:
-            raise ConfigError(f"score batch sizes must satisfy 1 <= min ({min_batch_size}) <= max ({max_batch_size})",
-                              "set score.batch_size (and score.min_batch_size) to positive integers")
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
                          large_model=share_model_across_processes)
         self.model_name = model_name

@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable
 
 from witcurate.config import Config
+from witcurate.config_checks import validate
 from witcurate.errors import ConfigError
 from witcurate.pipeline import fs
 from witcurate.pipeline.audit import audit_run, format_table
@@ -40,6 +41,7 @@ def run_all(config: Config, out_root: str, beam_args: list[str], stages: list[st
     if unknown:
         raise ConfigError(f"unknown stage(s) in run.stages: {', '.join(unknown)}",
                           f"stages are: {', '.join(ORDER)}")
+    validate(config, stages=names)          # e.g. score's keep rule, before the first stage
     manifests = []
     start = time.time()
     with demo_world(config, config.run.demo, progress):

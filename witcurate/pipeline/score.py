@@ -48,7 +48,8 @@ from witcurate.pipeline import fs, image_source
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage,
                                         reject, run_pipeline)
 from witcurate.pipeline.inference import ClipScoreModelHandler, ScoreInput, local_weights, model_label
-from witcurate.pipeline.runner import StageContext, StageResult, count_rows, parquet_files
+from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.tables import count_rows, parquet_files
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
 
 RUN_SCORER = "run:scorer"           # score.pretrained: the checkpoint of this run's scorer stage
@@ -254,7 +255,7 @@ class ApplyKeepRule(beam.DoFn):
             yield row
         else:
             yield beam.pvalue.TaggedOutput(
-                REJECTED, reject(row, verdict[1], rules.below_detail(row["clip_score"], self.rule, used)))
+                REJECTED, reject(row, verdict.reason, rules.below_detail(row["clip_score"], self.rule, used)))
 
 
 def key_by_shard(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -42,7 +42,8 @@ from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, make_pipeline, read_json_lines, read_stage, reject,
                                         run_pipeline)
 from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
-from witcurate.pipeline.runner import StageContext, StageResult, reject_counts
+from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.tables import reject_counts
 from witcurate.pipeline.stages import BaseStage, Option
 from witcurate.pipeline.tar_writer import TarWriter, check_key
 from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from witcurate.config import Config
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.runner import RECORDS, StageContext, StageResult
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class BaseStage:
     options: ClassVar[tuple[Option, ...]] = ()
     # Columns the main input ("in") must carry; the runner checks before running.
     input_schema: ClassVar[pa.Schema | None] = None
+    # RECORDS: kept + rejected parts that balance against the input; MODEL: model files only.
+    produces: ClassVar[str] = RECORDS
 
     @property
     def help(self) -> str:

@@ -61,6 +61,14 @@ CAPPED = pa.schema(list(SCORED) + [
     ("query", pa.string()),
 ])
 
+# How many pool captions match each query (MetaCLIP's count_e), counted once by balance over
+# the whole match output and saved beside its output as `query_counts.parquet`; cap reads it to
+# find each pair's rarest query.
+QUERY_COUNTS = pa.schema([
+    ("query_id", pa.int32()),
+    ("pool_count", pa.int64()),
+])
+
 # Every stage's rejects: enough to find the record again and know why it went.
 REJECTS = pa.schema([
     ("uid", pa.string()),

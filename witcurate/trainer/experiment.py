@@ -64,7 +64,7 @@ def write_raw_shards(download_dir: str, out_dir: str, samples_per_shard: int,
     Skipped when out_dir's manifest was written from the same download stage output. Rows whose
     image cannot be found are counted in the manifest (`missing`), not silently dropped.
     """
-    from witcurate.pipeline.runner import read_table
+    from witcurate.pipeline.tables import read_table
     from witcurate.pipeline.shards import index_image_tar, read_member, shard_name
     from witcurate.pipeline.tar_writer import TarWriter
 
