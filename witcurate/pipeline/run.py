@@ -66,11 +66,11 @@ def demo_truth_report(config: Config, out_root: str) -> str:
     shards = fs.join(out_root, "shards")
     if fs.exists(fs.join(shards, "README.md")):
         from witcurate.demo.truth_report import plot_pr_curve
-        from witcurate.pipeline.card import add_card_section
+        from witcurate.pipeline.card import add_card_section, save_card_plot
         markdown = "```\n" + text + "\n```"
         if report.get("clip_filter"):
-            plot_pr_curve(report["clip_filter"], fs.join(shards, "card", "clip_pr_curve.png"))
-            markdown += "\n\n![CLIP filter precision and recall](card/clip_pr_curve.png)"
+            link = save_card_plot(plot_pr_curve(report["clip_filter"]), shards, "clip_pr_curve.png")
+            markdown += f"\n\n![CLIP filter precision and recall]({link})"
         add_card_section(shards, "demo-truth", "Filter quality against the demo's ground truth", markdown)
     return text
 
