@@ -99,7 +99,8 @@ def _summary(out_root: str, config: Config, data: CardData) -> list[str]:
              "alt-text pairs matched against a query list, balanced, downloaded, deduplicated, CLIP-score",
              f"filtered and capped per query, written by witcurate {witcurate.__version__}."]
     if missing:
-        lines.append(f"Not in this run, so not applied to these samples: {', '.join(missing)}.")
+        lines.append(f"No output of these stages beside the shards (not applied, or run elsewhere): "
+                     f"{', '.join(missing)}.")
     lines += ["", "## Summary", "", "| | |", "|---|---:|",
               f"| candidates in (ingest) | {fmt(candidates) if candidates is not None else 'not in this run'} |"]
     if candidates is None and first is not None:
