@@ -65,6 +65,7 @@ def test_card_ships_with_the_shards(full):
     for stage in ("queries", "ingest", "match", "balance", "download", "score", "cap"):
         assert "not found" not in " ".join(_row(readme, stage))
     assert "not found in this run" in " ".join(_row(readme, "scorer"))   # the fake run has none
+    assert "not applied, or run elsewhere" not in readme                # every record stage is here
     # Summary numbers.
     assert "| candidates in (ingest) | 40 |" in readme
     assert "| final samples | 11 |" in readme
@@ -101,6 +102,9 @@ def test_standalone_run_says_what_is_missing(tmp_path):
     assert "| candidates in (ingest) | not in this run |" in readme
     assert "Not in this run (no _SUCCESS.json): ingest, match, balance, download, dedupe, score, cap." in readme
     assert "The score stage is not in this run" in readme
+    # Said before the summary too, so the recipe described above it is not taken as applied.
+    intro = readme.split("## Summary")[0]
+    assert "(not applied, or run elsewhere): ingest, match, balance, download, dedupe, score, cap." in intro
     # Plots that only need the shards are still drawn.
     for name in PLOTS:
         assert (d / "card" / name).exists()

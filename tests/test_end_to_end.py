@@ -6,6 +6,7 @@ import pytest
 import webdataset as wds
 
 from witcurate.config import load_config
+from witcurate.demo.hooks import demo_hooks
 from witcurate.pipeline.audit import audit_run
 from witcurate.pipeline.matcher import QueryMatcher
 from witcurate.pipeline.run import run_all
@@ -32,7 +33,7 @@ def tiny_run(tmp_path_factory):
         "score.threshold=null", "score.top_fraction=0.7",
     ])
     log = []
-    run_all(cfg, str(out), [], progress=log.append)
+    run_all(cfg, str(out), [], progress=log.append, hooks=demo_hooks(cfg))
     return cfg, out, log
 
 
@@ -63,7 +64,7 @@ def test_shards_open_with_webdataset_and_captions_match_queries(tiny_run):
 def test_rerun_skips_every_stage(tiny_run):
     cfg, out, _ = tiny_run
     log = []
-    manifests = run_all(cfg, str(out), [], progress=log.append)
+    manifests = run_all(cfg, str(out), [], progress=log.append, hooks=demo_hooks(cfg))
     assert all(m.get("skipped") for m in manifests)
 
 

@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from typing import Sequence
@@ -96,23 +97,27 @@ def _run_one_stage(args: argparse.Namespace, beam_args: list[str]) -> int:
     if "in" in given:  # an explicit --in replaces config-derived raw inputs (e.g. ingest sources)
         inputs = {k: v for k, v in inputs.items() if k in stage.inputs}
     inputs.update(given)
-    with _maybe_host(config, args.stage_name):
+    with _maybe_host(config, args.stage_name, out_root):
         manifest = run_stage(stage, config, out_dir, inputs, beam_args + config.run.beam_args, force=args.force)
     print(f"{args.stage_name}: {describe(manifest)} -> {out_dir}")
     return 0
 
 
-def _maybe_host(config: Config, stage_name: str):
-    from witcurate.pipeline.run import demo_world
-    return demo_world(config, config.run.demo and stage_name == "download", print)
+def _maybe_host(config: Config, stage_name: str, out_root: str):
+    """The demo's image host while a demo run's download stage runs on its own."""
+    if not (config.run.demo and stage_name == "download"):
+        return contextlib.nullcontext()
+    from witcurate.demo.hooks import DemoHooks
+    return DemoHooks(config).running(out_root, print)
 
 
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from witcurate.demo.hooks import demo_hooks
     from witcurate.pipeline.run import run_all
     config = _load(args)
     out = args.out or config.run.out
     stages = args.stages.split(",") if args.stages else None
-    run_all(config, out, beam_args, stages=stages, force=args.force)
+    run_all(config, out, beam_args, stages=stages, force=args.force, hooks=demo_hooks(config))
     return 0
 
 
