@@ -99,7 +99,7 @@ def resolve_inputs(patterns: list[str], what: str, option: str) -> list[str]:
 
 def run_build(ctx: StageContext) -> StageResult:
     from witcurate.pipeline.beam_io import make_pipeline, run_pipeline
-    from witcurate.queries import transforms
+    from witcurate.queries import counting, lookups, transforms
 
     cfg = ctx.config.queries
     dumps = resolve_inputs(cfg.dumps, "dump", "queries.dumps / --dump")
@@ -121,13 +121,13 @@ def run_build(ctx: StageContext) -> StageResult:
     lookup_file = None
     if wordnet_names:
         lookup_file = fs.join(ctx.work_dir, "lookup_keys.json")
-        transforms.write_lookup_file(lookup_file, wordnet_names)
+        lookups.write_lookup_file(lookup_file, wordnet_names)
     start = time.time()
     p = make_pipeline(ctx.beam_args)
     transforms.build(p, splits, pv_files, lookup_file, cfg, out_dir,
                      extra_namespaces=sorted(namespaces),
-                     shards=transforms.shard_count(sum(d["size_bytes"] for d in dump_info)),
-                     pageview_shards=transforms.shard_count(
+                     shards=counting.shard_count(sum(d["size_bytes"] for d in dump_info)),
+                     pageview_shards=counting.shard_count(
                          sum(fs.size_and_mtime(f)[0] for f in pv_files)))
     run_pipeline(p)
     seconds = time.time() - start
