@@ -1,15 +1,22 @@
-"""The queries stage's Beam pipeline: dump splits -> pages -> text -> counts -> thresholded sources.
+"""The queries stage's Beam pipeline: dump splits -> counts -> sources within their budgets.
 
     splits --ReadPages--> article wikitext --CountPages--> (shard, {word: n}), (shard, {"w1 w2": n})
         --CombinePerKey(MergeCounts)--> unigram and bigram totals; N = sum of unigram totals
     bigrams with c >= min_bigram_count --join c(x), join c(y), N--> PMI
-    pageview files --ReadPageviews--> (shard, {title: views}) --CombinePerKey(MergeCounts)-->
-        titles with views >= min_title_views
+    pageview files --ReadPageviews--> (shard, {title: views}) --CombinePerKey(MergeCounts)--> views
+    each source: floor (min_*) --Top(max_*) by its ranking--> admitted entries (see `budgets`)
 
 Every count is a Beam combine, so a dump far larger than one machine's memory is counted on
-many workers (Dataflow) exactly as on the local runner (see `counting`). Results that are small
-by construction (thresholded entries, the corpus counts of the other sources' entries
-(`lookups`), statistics) are written as JSON lines under `out_dir` for the driver to read back.
+many workers (Dataflow) exactly as on the local runner (see `counting`); so is every budget
+(`Top.Of`: each worker keeps its bundle's best `budget` entries, then those are merged), so the
+driver only ever reads what is admitted. Results that are small by construction (admitted
+entries, the corpus counts of other sources' entries (`lookups`), statistics) are written as
+JSON lines under `out_dir` for the driver to read back (`read_output`):
+
+    unigrams, bigrams, titles     admitted entries: [word, n], ["w1 w2", n, pmi], [title, views]
+    unigram_lookups, bigram_lookups   corpus counts of WordNet names and admitted titles
+    eligible                      [source, entries passing its floor] (the count before the budget)
+    corpus, page_stats, pageview_stats, bad_inputs
 """
 
 from __future__ import annotations
@@ -20,10 +27,136 @@ from typing import Iterable
 import apache_beam as beam
 
 from witcurate.pipeline import fs
-from witcurate.queries import lookups, pmi
+from witcurate.queries import budgets, lookups, pmi
 from witcurate.queries.counting import (BAD, BI, FLUSH_KEYS, MIN_SHARDS, STATS, UNI, CountPages,
                                         MergeCounts, MergeStats, ReadPages, ReadPageviews)
 from witcurate.queries.dump import Split
+
+
+def build(p: beam.Pipeline, splits: list[Split], pageview_files: list[str],
+          lookup_file: str | None, cfg, out_dir: str, extra_namespaces: Iterable[str] = (),
+          shards: int = MIN_SHARDS, pageview_shards: int = MIN_SHARDS,
+          flush_keys: int = FLUSH_KEYS) -> None:
+    """Wire the counting pipeline into `p`; outputs land in `out_dir/<name>-*.jsonl`.
+
+    cfg: the `queries` config section (floors, budgets, projects). lookup_file: a JSON list of
+    lookup keys (`lookups.write_lookup_file`) of entries known before the pipeline (WordNet
+    names) whose corpus counts are wanted, or None.
+    shards / pageview_shards: hash shards of the word and title counts (`counting.shard_count`).
+    """
+    pages, counted, uni, bi = _count_dump(p, splits, shards, flush_keys)
+    views, title_views = _sum_pageviews(p, pageview_files, cfg, pageview_shards, extra_namespaces,
+                                        flush_keys)
+    n_tokens = uni | "ShardTokens" >> beam.Map(_shard_total) | "Tokens" >> beam.CombineGlobally(sum)
+    scored = _score_bigrams(uni, bi, n_tokens, cfg.min_bigram_count)
+
+    eligible = {
+        "unigram": uni | "UnigramFloor" >> beam.FlatMap(_over, cfg.min_unigram_count),
+        "bigram": scored | "BigramFloor" >> beam.Filter(_passes_bigram_floor, cfg.min_bigram_count,
+                                                       cfg.min_pmi),
+        "title": title_views | "TitleFloor" >> beam.FlatMap(_over, cfg.min_title_views),
+    }
+    admitted = {source: eligible[source] | f"Admit{source.capitalize()}s" >> Admit(
+                    budgets.budget_of(cfg, source), budgets.RANK[source])
+                for source in budgets.BUDGETED}
+    lookup_side = beam.pvalue.AsSingleton(_lookup_set(p, lookup_file, admitted["title"]))
+    unigram_lookups = uni | "UnigramLookups" >> beam.FlatMap(_looked_up, "u", lookup_side)
+    bigram_lookups = ((scored | "ScoredLookups" >> beam.Filter(_scored_looked_up, lookup_side),
+                       bi | "RareLookups" >> beam.FlatMap(_rare_looked_up, cfg.min_bigram_count,
+                                                          lookup_side))
+                      | "BigramLookups" >> beam.Flatten())
+    eligible_rows = ([eligible[s] | f"Eligible{s.capitalize()}s" >> beam.combiners.Count.Globally()
+                      | f"Eligible{s.capitalize()}Row" >> beam.Map(lambda n, s=s: (s, n))
+                      for s in budgets.BUDGETED]
+                     | "EligibleRows" >> beam.Flatten())
+
+    page_stats = ((pages[STATS], counted[STATS]) | "PageStatsAll" >> beam.Flatten()
+                  | "PageStats" >> beam.CombineGlobally(MergeStats()))
+    outputs = {
+        "unigrams": admitted["unigram"], "bigrams": admitted["bigram"], "titles": admitted["title"],
+        "unigram_lookups": unigram_lookups, "bigram_lookups": bigram_lookups,
+        "eligible": eligible_rows, "corpus": _corpus_rows(uni, bi, n_tokens, scored),
+        "page_stats": page_stats,
+        "pageview_stats": views[STATS] | "PageviewStats" >> beam.CombineGlobally(MergeStats()),
+        "bad_inputs": (pages[BAD], views[BAD]) | "BadInputs" >> beam.Flatten(),
+    }
+    for name, pcoll in outputs.items():
+        pcoll | f"Write_{name}" >> _Write(out_dir, name)
+
+
+def _count_dump(p, splits, shards, flush_keys):
+    """Dump splits -> pages -> summed unigram and bigram counts (shard, {key: n})."""
+    pages = (p | "Splits" >> beam.Create(splits)
+               | "SpreadSplits" >> beam.Reshuffle()
+               | "ReadPages" >> beam.ParDo(ReadPages()).with_outputs(STATS, BAD, main="pages"))
+    counted = pages.pages | "CountPages" >> beam.ParDo(CountPages(shards, flush_keys)).with_outputs(
+        UNI, BI, STATS, main="unused")
+    uni = counted[UNI] | "SumUnigrams" >> beam.CombinePerKey(MergeCounts())
+    bi = counted[BI] | "SumBigrams" >> beam.CombinePerKey(MergeCounts())
+    return pages, counted, uni, bi
+
+
+def _sum_pageviews(p, files, cfg, shards, extra_namespaces, flush_keys):
+    """Pageview files -> summed views of every title, (shard, {title: views})."""
+    views = (p | "PageviewFiles" >> beam.Create(files)
+               | "SpreadFiles" >> beam.Reshuffle()
+               | "ReadPageviews" >> beam.ParDo(ReadPageviews(
+                   cfg.pageview_projects, shards, extra_namespaces, flush_keys)
+               ).with_outputs(STATS, BAD, main="views"))
+    title_views = views.views | "SumViews" >> beam.CombinePerKey(MergeCounts())
+    return views, title_views
+
+
+def _score_bigrams(uni, bi, n_tokens, min_bigram_count):
+    """("w1 w2", n, PMI) of every bigram counted >= min_bigram_count.
+
+    Each bigram is joined with c(x), then c(y). c(x) >= c(xy), so only words counted
+    >= min_bigram_count take part in the joins.
+    """
+    uni_join = uni | "JoinableWords" >> beam.FlatMap(_over, min_bigram_count)
+    bi_join = bi | "FrequentBigrams" >> beam.FlatMap(_frequent_bigrams, min_bigram_count)
+    with_first = ({"c": uni_join, "b": bi_join} | "JoinFirst" >> beam.CoGroupByKey()
+                  | "AttachFirst" >> beam.FlatMap(_attach_first))
+    with_both = ({"c": uni_join, "b": with_first} | "JoinSecond" >> beam.CoGroupByKey()
+                 | "AttachSecond" >> beam.FlatMap(_attach_second))
+    return with_both | "PMI" >> beam.Map(_score, beam.pvalue.AsSingleton(n_tokens))
+
+
+def _lookup_set(p, lookup_file, admitted_titles):
+    """One set of the lookup keys of WordNet names (read from a file the driver wrote) and of
+    the admitted titles."""
+    return ((p | "LookupFile" >> beam.Create([lookup_file] if lookup_file else [])
+               | "ReadLookupFile" >> beam.Map(lookups.read_lookup_file),
+             admitted_titles | "TitleLookupKeys" >> beam.FlatMap(
+                 lambda row: lookups.entry_lookup_keys(row[0])))
+            | "AllLookups" >> beam.Flatten()
+            | "LookupSet" >> beam.CombineGlobally(lookups.KeySet()))
+
+
+def _corpus_rows(uni, bi, n_tokens, scored):
+    return ((n_tokens | "TokensRow" >> beam.Map(lambda n: ("tokens", n)),
+             uni | "ShardWords" >> beam.Map(_shard_size) | "CountWords" >> beam.CombineGlobally(sum)
+                 | "WordsRow" >> beam.Map(lambda n: ("distinct_words", n)),
+             bi | "ShardBigrams" >> beam.Map(_shard_size) | "CountBigrams" >> beam.CombineGlobally(sum)
+                | "BigramsRow" >> beam.Map(lambda n: ("distinct_bigrams", n)),
+             scored | "CountScored" >> beam.combiners.Count.Globally()
+                    | "ScoredRow" >> beam.Map(lambda n: ("bigrams_with_pmi", n)))
+            | "CorpusRows" >> beam.Flatten())
+
+
+class Admit(beam.PTransform):
+    """The first `budget` elements by `rank` (smallest first); all of them when budget < 0."""
+
+    def __init__(self, budget: int, rank):
+        super().__init__()
+        self.budget = budget
+        self.rank = rank
+
+    def expand(self, pcoll):
+        if self.budget < 0:
+            return pcoll
+        return (pcoll | "Top" >> beam.combiners.Top.Of(self.budget, key=self.rank, reverse=True)
+                      | "Each" >> beam.FlatMap(lambda rows: rows))
 
 
 def _over(shard_counts, minimum):
@@ -32,22 +165,30 @@ def _over(shard_counts, minimum):
             yield key, n
 
 
-def _unigrams_out(shard_counts, min_count, lookups):
-    for word, n in shard_counts[1].items():
-        if n >= min_count or f"u\t{word}" in lookups:
-            yield word, n
+def _passes_bigram_floor(row, min_bigram_count, min_pmi):
+    return pmi.keep_bigram(row[1], row[2], min_bigram_count, min_pmi)
+
+
+def _looked_up(shard_counts, kind, lookup_set):
+    for key, n in shard_counts[1].items():
+        if f"{kind}\t{key}" in lookup_set:
+            yield key, n
+
+
+def _scored_looked_up(row, lookup_set):
+    return f"b\t{row[0]}" in lookup_set
+
+
+def _rare_looked_up(shard_counts, min_count, lookup_set):
+    for key, n in shard_counts[1].items():
+        if n < min_count and f"b\t{key}" in lookup_set:
+            yield key, n, None
 
 
 def _frequent_bigrams(shard_counts, min_count):
     for key, n in shard_counts[1].items():
         if n >= min_count:
             yield key.split(" ", 1)[0], (key, n)
-
-
-def _rare_lookup_bigrams(shard_counts, min_count, lookups):
-    for key, n in shard_counts[1].items():
-        if n < min_count and f"b\t{key}" in lookups:
-            yield key, n, None
 
 
 def _shard_total(shard_counts):
@@ -81,10 +222,6 @@ def _score(row, n_tokens):
     return key, n, pmi.pmi(n, c_x, c_y, n_tokens)
 
 
-def _keep_scored(row, min_pmi, lookups):
-    return row[2] >= min_pmi or f"b\t{row[0]}" in lookups
-
-
 def _to_json(value) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
@@ -99,84 +236,6 @@ class _Write(beam.PTransform):
         return (pcoll | "Json" >> beam.Map(_to_json)
                       | "Text" >> beam.io.WriteToText(fs.join(self.out_dir, self.name),
                                                       file_name_suffix=".jsonl", num_shards=1))
-
-
-def build(p: beam.Pipeline, splits: list[Split], pageview_files: list[str],
-          lookup_file: str | None, cfg, out_dir: str, extra_namespaces: Iterable[str] = (),
-          shards: int = MIN_SHARDS, pageview_shards: int = MIN_SHARDS,
-          flush_keys: int = FLUSH_KEYS) -> None:
-    """Wire the counting pipeline into `p`; outputs land in `out_dir/<name>-*.jsonl`.
-
-    cfg: the `queries` config section (thresholds, projects). lookup_file: a JSON list of lookup
-    keys (`lookups.write_lookup_file`) of entries known before the pipeline (WordNet names) whose
-    corpus counts are wanted, or None.
-    shards / pageview_shards: hash shards of the word and title counts (see `counting.shard_count`).
-    """
-    # Dump: splits -> pages -> counts.
-    pages = (p | "Splits" >> beam.Create(splits)
-               | "SpreadSplits" >> beam.Reshuffle()
-               | "ReadPages" >> beam.ParDo(ReadPages()).with_outputs(STATS, BAD, main="pages"))
-    counted = pages.pages | "CountPages" >> beam.ParDo(CountPages(shards, flush_keys)).with_outputs(
-        UNI, BI, STATS, main="unused")
-    uni = counted[UNI] | "SumUnigrams" >> beam.CombinePerKey(MergeCounts())
-    bi = counted[BI] | "SumBigrams" >> beam.CombinePerKey(MergeCounts())
-    n_tokens = uni | "ShardTokens" >> beam.Map(_shard_total) | "Tokens" >> beam.CombineGlobally(sum)
-
-    # Pageviews: files -> {title: views} -> sums -> titles over the threshold.
-    views = (p | "PageviewFiles" >> beam.Create(pageview_files)
-               | "SpreadFiles" >> beam.Reshuffle()
-               | "ReadPageviews" >> beam.ParDo(ReadPageviews(
-                   cfg.pageview_projects, pageview_shards, extra_namespaces, flush_keys)
-               ).with_outputs(STATS, BAD, main="views"))
-    titles = (views.views | "SumViews" >> beam.CombinePerKey(MergeCounts())
-                          | "TitlesOverMin" >> beam.FlatMap(_over, cfg.min_title_views))
-
-    # The corpus counts of other sources' entries are looked up too (WordNet names, titles):
-    # one set of lookup keys, the WordNet part read from a file the driver wrote.
-    lookup_set = ((p | "LookupFile" >> beam.Create([lookup_file] if lookup_file else [])
-                     | "ReadLookupFile" >> beam.Map(lookups.read_lookup_file),
-                   titles | "TitleLookupKeys" >> beam.FlatMap(
-                       lambda kv: lookups.entry_lookup_keys(kv[0])))
-                  | "AllLookups" >> beam.Flatten()
-                  | "LookupSet" >> beam.CombineGlobally(lookups.KeySet()))
-    lookup_side = beam.pvalue.AsSingleton(lookup_set)
-
-    unigrams_out = uni | "UnigramsOut" >> beam.FlatMap(_unigrams_out, cfg.min_unigram_count, lookup_side)
-
-    # PMI: join each bigram counted >= min_bigram_count with c(x), then c(y). c(x) >= c(xy), so
-    # only words counted >= min_bigram_count take part in the join.
-    uni_join = uni | "JoinableWords" >> beam.FlatMap(_over, cfg.min_bigram_count)
-    bi_join = bi | "FrequentBigrams" >> beam.FlatMap(_frequent_bigrams, cfg.min_bigram_count)
-    with_first = ({"c": uni_join, "b": bi_join} | "JoinFirst" >> beam.CoGroupByKey()
-                  | "AttachFirst" >> beam.FlatMap(_attach_first))
-    with_both = ({"c": uni_join, "b": with_first} | "JoinSecond" >> beam.CoGroupByKey()
-                 | "AttachSecond" >> beam.FlatMap(_attach_second))
-    scored = with_both | "PMI" >> beam.Map(_score, beam.pvalue.AsSingleton(n_tokens))
-    bigrams_out = ((scored | "BigramsOut" >> beam.Filter(_keep_scored, cfg.min_pmi, lookup_side),
-                    bi | "RareLookupBigrams" >> beam.FlatMap(_rare_lookup_bigrams, cfg.min_bigram_count,
-                                                             lookup_side))
-                   | "AllBigramsOut" >> beam.Flatten())
-
-    page_stats = ((pages[STATS], counted[STATS]) | "PageStatsAll" >> beam.Flatten()
-                  | "PageStats" >> beam.CombineGlobally(MergeStats()))
-    pv_stats = views[STATS] | "PageviewStats" >> beam.CombineGlobally(MergeStats())
-    bad = (pages[BAD], views[BAD]) | "BadInputs" >> beam.Flatten()
-    corpus = ((n_tokens | "TokensRow" >> beam.Map(lambda n: ("tokens", n)),
-               uni | "ShardWords" >> beam.Map(_shard_size) | "CountWords" >> beam.CombineGlobally(sum)
-                   | "WordsRow" >> beam.Map(lambda n: ("distinct_words", n)),
-               bi | "ShardBigrams" >> beam.Map(_shard_size) | "CountBigrams" >> beam.CombineGlobally(sum)
-                  | "BigramsRow" >> beam.Map(lambda n: ("distinct_bigrams", n)),
-               bi_join | "CountFrequentBigrams" >> beam.combiners.Count.Globally()
-                       | "FrequentRow" >> beam.Map(lambda n: ("bigrams_with_pmi", n)))
-              | "CorpusRows" >> beam.Flatten())
-
-    unigrams_out | "WriteUnigrams" >> _Write(out_dir, "unigrams")
-    bigrams_out | "WriteBigrams" >> _Write(out_dir, "bigrams")
-    titles | "WriteTitles" >> _Write(out_dir, "titles")
-    page_stats | "WritePageStats" >> _Write(out_dir, "page_stats")
-    pv_stats | "WritePageviewStats" >> _Write(out_dir, "pageview_stats")
-    bad | "WriteBad" >> _Write(out_dir, "bad_inputs")
-    corpus | "WriteCorpus" >> _Write(out_dir, "corpus")
 
 
 def read_output(out_dir: str, name: str) -> list:
