@@ -179,7 +179,8 @@ def test_setup_file_ships_the_whole_package(tmp_path):
 def test_wikipedia_config_loads_with_full_scale_values():
     cfg = load_config(str(ROOT / "configs" / "wikipedia.yaml"))
     q = cfg.queries
-    assert (q.min_unigram_count, q.min_bigram_count, q.min_pmi, q.min_title_views) == (100, 30, 30.0, 70)
+    assert (q.min_unigram_count, q.min_bigram_count, q.min_pmi, q.min_title_views) == (100, 30, None, 70)
+    assert (q.max_unigrams, q.max_bigrams, q.max_titles) == (251_465, 100_646, 61_235)
     assert q.max_queries == 500_000 and cfg.cap.per_query == 20_000 == cfg.balance.per_query
     assert (cfg.score.model, cfg.score.pretrained, cfg.score.threshold) == ("ViT-B-32", "openai", 0.28)
     assert cfg.download.image_size == 256 and not cfg.run.demo

@@ -38,10 +38,15 @@ class QueriesSection:
     dumps: list[str] = field(default_factory=list)          # pages-articles*.xml.bz2 paths/globs
     pageviews: list[str] = field(default_factory=list)      # pageview file paths/globs
     import_json: str = ""                                    # MetaCLIP metadata.json instead of building
+    # Floors, then per-source budgets (MetaCLIP's sizes; see witcurate/queries/budgets.py):
+    # a source's entries that pass its floor, ranked, the first max_* admitted (-1: no budget).
     min_unigram_count: int = 100
     min_bigram_count: int = 30                               # bigrams seen fewer times get no PMI
-    min_pmi: float = 30.0
+    min_pmi: float | None = None                             # optional PMI floor (log2), none by default
     min_title_views: int = 70
+    max_unigrams: int = 251_465                              # most frequent first
+    max_bigrams: int = 100_646                               # highest PMI first
+    max_titles: int = 61_235                                 # most viewed first
     wordnet: bool = True
     max_queries: int = 500_000
     pageview_projects: list[str] = field(default_factory=lambda: ["en", "en.m"])
