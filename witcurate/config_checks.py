@@ -24,6 +24,8 @@ TRAIN_PRECISIONS = ("amp", "amp_bf16", "amp_fp16", "fp32")
 AT_LEAST: dict[str, float] = {
     "queries.min_unigram_count": 1, "queries.min_bigram_count": 1, "queries.min_title_views": 0,
     "queries.max_queries": 1, "queries.split_mb": 1,
+    # per-source budgets: -1 means no budget, 0 leaves a source out
+    "queries.max_unigrams": -1, "queries.max_bigrams": -1, "queries.max_titles": -1,
     "ingest.min_words": 0, "ingest.min_chars": 0, "ingest.max_chars": 1, "ingest.max_url_length": 1,
     "balance.per_query": 1,
     "download.image_size": 1, "download.urls_per_shard": 1, "download.processes_count": 1,
