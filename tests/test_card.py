@@ -66,6 +66,10 @@ def test_card_ships_with_the_shards(full):
         assert "not found" not in " ".join(_row(readme, stage))
     assert "not found in this run" in " ".join(_row(readme, "scorer"))   # the fake run has none
     assert "not applied, or run elsewhere" not in readme                # every record stage is here
+    # The query list: each source's floor, budget and last entry admitted (the queries manifest).
+    assert "| bigram | min_bigram_count 30 | 9 | 1 | 1 | 1 | red grass (count 31, pmi 7.25) |" in readme
+    assert "| wordnet | – | 2 | none | 2 | 2 | – |" in readme
+    assert "The last bigram admitted has PMI 7.25." in readme
     # Summary numbers.
     assert "| candidates in (ingest) | 40 |" in readme
     assert "| final samples | 11 |" in readme

@@ -11,6 +11,34 @@ from witcurate.pipeline.card.plots import (CARD_DIR, plot_query_counts, plot_rej
 from witcurate.pipeline.card.render import README, Section, fmt, render_readme
 
 
+def query_sources(out_root: str, data: CardData, config: Config, card_dir: str) -> Section:
+    """Each query source's floor, budget and what it put in the list (the queries manifest's
+    `sources`), and the PMI of the last bigram admitted."""
+    section = Section("Query list")
+    sources = (data.manifests.get("queries") or {}).get("sources")
+    if not sources:
+        section.note = "Skipped: no queries stage in this run."
+        return section
+    section.extra = ["| source | floor | eligible | budget | admitted | in the list | last admitted |",
+                     "|---|---|---:|---:|---:|---:|---|"]
+    for name, s in sources.items():
+        floors = ", ".join(f"{k} {v:g}" for k, v in (s.get("floors") or {}).items() if v is not None) or "–"
+        last = s.get("last_admitted") or {}
+        figures = ", ".join(f"{k} {last[k]:,.2f}" if isinstance(last[k], float) else f"{k} {last[k]:,}"
+                            for k in ("count", "pmi", "views") if k in last)
+        last_text = f"{last['query']} ({figures})" if last else "–"
+        budget = s.get("budget")
+        section.extra.append(f"| {name} | {floors} | {fmt(s.get('before_budget'))} | "
+                             f"{fmt(budget) if budget is not None else 'none'} | {fmt(s.get('after_budget'))} | "
+                             f"{fmt(s.get('in_list'))} | {last_text} |")
+    bigram = (sources.get("bigram") or {}).get("last_admitted")
+    total = data.manifests["queries"]["counts"]["kept"]
+    section.note = (f"{total:,} queries in the list (an entry may come from several sources)."
+                    + (f" The last bigram admitted has PMI {bigram['pmi']:.2f}." if bigram else ""))
+    section.extra.append("")
+    return section
+
+
 def pairs_per_query(out_root: str, data: CardData, config: Config, card_dir: str) -> Section:
     section = Section("Pairs per query")
     counted = query_counts(out_root, data)
@@ -85,7 +113,7 @@ def image_sizes(out_root: str, data: CardData, config: Config, card_dir: str) ->
 
 
 # The plotted sections, keyed as build_card reports its plots, in the README's order.
-SECTIONS = {"pairs_per_query": pairs_per_query, "clip_score": clip_score, "rejects": rejects,
+SECTIONS = {"query_sources": query_sources, "pairs_per_query": pairs_per_query, "clip_score": clip_score, "rejects": rejects,
             "image_sizes": image_sizes}
 
 
