@@ -1,0 +1,57 @@
+"""The queries view: pairs per query, the queries at their cap, and a few samples of each.
+
+Read from the cap stage's kept rows (each pair counts toward one query there), batch by batch:
+memory holds a counter per query and `per_query` samples per query, and the view lists at most
+`max_queries` queries (the most pairs first), so its size is bounded whatever the run's size.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from witcurate.browse.run_state import StageState
+from witcurate.browse.samples import make_sample
+from witcurate.browse.sampling import Smallest, iter_batches, order_key
+from witcurate.pipeline import fs
+from witcurate.pipeline.runner import parquet_files
+
+COLUMNS = ["uid", "url", "caption", "shard", "key", "clip_score", "query_id", "query"]
+
+
+def _query_name(row: dict[str, Any]) -> str:
+    if row.get("query") is not None:
+        return str(row["query"])
+    return f"query {row.get('query_id')}"
+
+
+def _scan(cap_dir: str, per_query: int) -> tuple[collections.Counter, dict[str, Smallest]]:
+    counts: collections.Counter[str] = collections.Counter()
+    best: dict[str, Smallest] = {}
+    for path in parquet_files(cap_dir):
+        for batch in iter_batches(path, COLUMNS):
+            n = len(batch.get("uid", []))
+            rows = ({name: batch[name][i] for name in batch} for i in range(n))
+            for row in rows:
+                name = _query_name(row)
+                counts[name] += 1
+                bucket = best.setdefault(name, Smallest(per_query))
+                key = order_key(str(row.get("uid") or ""))
+                if bucket.would_take(key):
+                    bucket.offer(key, row)
+    return counts, best
+
+
+def queries_view(out_root: str, cap: StageState, per_query: int, max_queries: int) -> dict[str, Any]:
+    """{"queries": [{"q", "n", "at_cap", "samples"}...]} for the cap stage's kept pairs."""
+    cap_limit = (cap.manifest.get("config", {}).get("cap", {}) or {}).get("per_query")
+    counts, best = _scan(fs.join(out_root, cap.name), per_query)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    listed = []
+    for name, n in ranked[:max_queries]:
+        samples = [make_sample(row, cap.name) for row in best[name].items()]
+        listed.append({"q": name, "n": n, "at_cap": bool(cap_limit) and n >= cap_limit, "samples": samples})
+    return {"id": "queries", "type": "queries", "title": "Queries", "per_query_cap": cap_limit,
+            "total_queries": len(counts), "total_pairs": sum(counts.values()),
+            "at_cap": sum(1 for n in counts.values() if cap_limit and n >= cap_limit),
+            "not_listed": max(0, len(counts) - max_queries), "queries": listed}
