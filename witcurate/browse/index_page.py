@@ -25,7 +25,8 @@ def page(title: str, body: str, scripts: tuple[str, ...] = ()) -> str:
     tags = "".join(f'<script src="{esc(s)}"></script>' for s in scripts)
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(title)}</title><link rel=\"stylesheet\" href=\"assets/report.css\"></head>\n"
+            f"<title>{esc(title)}</title><link rel=\"icon\" href=\"data:,\">"   # no favicon request
+            "<link rel=\"stylesheet\" href=\"assets/report.css\"></head>\n"
             f"<body>{body}{tags}</body></html>\n")
 
 
@@ -65,8 +66,10 @@ def _row(state: StageState) -> str:
         return f'<tr class="model">{name}<td colspan="4">produced {esc(made)} (a model, not a filter)</td></tr>'
     c = state.counts
     n_in, kept = int(c.get("in", 0) or 0), int(c.get("kept", 0) or 0)
-    return (f"<tr>{name}<td class=\"num\">{num(n_in)}</td><td class=\"num\">{num(kept)} {_bar(kept, n_in)}</td>"
-            f"<td class=\"num\">{num(int(c.get('rejected', 0) or 0))}</td><td>{_reasons(state)}</td></tr>")
+    return (f'<tr>{name}<td class="num" data-label="in">{num(n_in)}</td>'
+            f'<td class="num" data-label="kept">{num(kept)} {_bar(kept, n_in)}</td>'
+            f'<td class="num" data-label="rejected">{num(int(c.get("rejected", 0) or 0))}</td>'
+            f"<td>{_reasons(state)}</td></tr>")
 
 
 def funnel_table(states: list[StageState]) -> str:
