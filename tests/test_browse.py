@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import urllib.request
 from pathlib import Path
 import threading
@@ -189,31 +190,58 @@ def test_outside_demo_mode_nothing_refers_to_ground_truth(run, tmp_path):
     assert "ground truth" in (out / "browse" / "index.html").read_text()
 
 
-def test_thumbnails_read_only_the_members_they_need(tmp_path, monkeypatch):
-    """The tar is walked header by header and each image read at its offset: a wanted image
-    near the start of a large tar costs a small part of the tar's bytes."""
+def test_thumbnails_read_a_window_of_the_tar_never_the_whole_of_it(tmp_path, monkeypatch):
+    """Headers are walked through a bounded window and a member larger than the window is
+    skipped with a seek: a wanted image after an 8 MB member, in a 12 MB tar, costs two windows."""
     from fake_run import _image
-    members = {}
-    for i in range(400):
-        members.update({f"{i:07d}.jpg": _image(i % 50), f"{i:07d}.txt": b"caption", f"{i:07d}.json": b"{}"})
+    from witcurate.browse.tar_index import WINDOW
+    members = {"0000000.bin": bytes(8 << 20)}
+    for i in range(1, 400):
+        members.update({f"{i:07d}.jpg": _image(i % 50) + bytes(10_000), f"{i:07d}.txt": b"caption"})
     images = tmp_path / "download" / "images"
     images.mkdir(parents=True)
     write_img2dataset_tar(images / "00000.tar", members)
-    read = []
+    reads = []
     real_open = thumbs.fs.open_file
 
     def counting_open(path, mode="rb", **kw):
         handle = real_open(path, mode, **kw)
         original = handle.read
-        handle.read = lambda n=-1: read.append(n) or original(n)     # noqa: E731
+        handle.read = lambda n=-1: reads.append(n) or original(n)     # noqa: E731
         return handle
 
     monkeypatch.setattr(thumbs.fs, "open_file", counting_open)
     problems = thumbs.write_thumbnails(str(tmp_path / "download"), {"u1": ("images/00000.tar", "0000003")},
                                        str(tmp_path / "out"))
-    assert problems == {} and (tmp_path / "out" / "thumbs").exists()
-    size = (images / "00000.tar").stat().st_size
-    assert -1 not in read and sum(read) < size / 20
+    assert problems == {} and (tmp_path / "out" / "thumbs" / "u1.jpg").exists() is False   # not a hex uid
+    assert len(list((tmp_path / "out" / "thumbs").glob("*.jpg"))) == 1
+    assert (images / "00000.tar").stat().st_size > 12 << 20
+    assert -1 not in reads and max(reads) <= WINDOW and sum(reads) <= 2 * WINDOW
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_walk_finds_what_tarfile_finds(tar_format):
+    """Long names (ustar prefix, GNU longname, pax), directories, upper-case extensions, a key
+    that is absent: the header walk gives tarfile's offsets, or hands the tar to tarfile."""
+    import io
+    from witcurate.browse import tar_index
+    names = ["0000001.jpg", "0000001.txt", "d/0000002.png", "x" * 120 + "/0000003.jpg", "ünï/0000004.webp",
+             "0000005.JPG", "0000006.jpg.txt"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tar_format) as tar:
+        directory = tarfile.TarInfo("somedir")
+        directory.type = tarfile.DIRTYPE
+        tar.addfile(directory)
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(name) * 3
+            tar.addfile(info, io.BytesIO(name.encode() * 3))
+    keys = {"0000001", "d/0000002", "x" * 120 + "/0000003", "ünï/0000004", "0000005", "0000006", "absent"}
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        expected = {tar_index.sample_key(m.name)[0]: (m.offset_data, m.size) for m in tar
+                    if m.isfile() and not m.name.endswith(".txt")}
+    assert tar_index.index_tar(tar_index.Window(io.BytesIO(buf.getvalue())), keys) == expected
+    assert set(expected) == keys - {"absent", "0000006"}
 
 
 def test_thumbnails_say_why_an_image_is_missing(tmp_path):

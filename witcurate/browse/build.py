@@ -25,10 +25,10 @@ class Budget:
     per_reason: int = 50           # samples per stage x reason
     per_side: int = 60             # kept and rejected samples on each side of the CLIP threshold
     per_query: int = 8             # samples listed per query
-    thumbs_per_query: int = 4      # of which with a thumbnail
+    thumbs_per_query: int = 2      # of which with a thumbnail
     max_queries: int = 50_000      # queries listed (the most pairs first)
     per_kind: int = 50             # demo: samples per injected kind
-    max_thumbnails: int = 3_000    # thumbnails in all
+    max_thumbnails: int = 2_000    # thumbnails in all
 
 
 def _thumbnail_groups(views: list[dict[str, Any]], budget: Budget) -> list[tuple[list[dict[str, Any]], int]]:

@@ -19,10 +19,11 @@ from witcurate.pipeline.runner import parquet_files
 COLUMNS = ["uid", "url", "caption", "shard", "key", "clip_score", "query_id", "query"]
 
 
-def _query_name(row: dict[str, Any]) -> str:
-    if row.get("query") is not None:
-        return str(row["query"])
-    return f"query {row.get('query_id')}"
+def _query_names(batch: dict[str, list]) -> list[str]:
+    n = len(batch.get("uid", []))
+    names = batch.get("query") or [None] * n
+    ids = batch.get("query_id") or [None] * n
+    return [str(q) if q is not None else f"query {i}" for q, i in zip(names, ids)]
 
 
 def _scan(cap_dir: str, per_query: int) -> tuple[collections.Counter, dict[str, Smallest]]:
@@ -30,15 +31,13 @@ def _scan(cap_dir: str, per_query: int) -> tuple[collections.Counter, dict[str, 
     best: dict[str, Smallest] = {}
     for path in parquet_files(cap_dir):
         for batch in iter_batches(path, COLUMNS):
-            n = len(batch.get("uid", []))
-            rows = ({name: batch[name][i] for name in batch} for i in range(n))
-            for row in rows:
-                name = _query_name(row)
-                counts[name] += 1
-                bucket = best.setdefault(name, Smallest(per_query))
-                key = order_key(str(row.get("uid") or ""))
+            names = _query_names(batch)
+            counts.update(names)
+            for i, (uid, name) in enumerate(zip(batch["uid"], names)):
+                bucket = best.get(name) or best.setdefault(name, Smallest(per_query))
+                key = order_key(uid or "")
                 if bucket.would_take(key):
-                    bucket.offer(key, row)
+                    bucket.offer(key, {column: values[i] for column, values in batch.items()})
     return counts, best
 
 

@@ -22,29 +22,29 @@ BATCH_ROWS = 65_536
 REJECT_COLUMNS = ["uid", "reason", "detail", "record"]
 
 
-def order_key(uid: str) -> bytes:
+def order_key(uid: str) -> int:
     """The sampling order of a row: a hash of its uid, so samples do not follow uid order."""
-    return hashlib.blake2b(uid.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(hashlib.blake2b(uid.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 class Smallest:
-    """The `k` items with the smallest keys seen so far (ties broken by the key alone)."""
+    """The `k` items with the smallest keys seen so far (equal keys: the first seen wins)."""
 
     def __init__(self, k: int):
         self.k = k
-        self._heap: list[tuple[bytes, int, Any]] = []    # max-heap through negated ranks
+        self._heap: list[tuple[int, int, Any]] = []       # a max-heap through negated keys
         self._seen = 0
 
-    def offer(self, key: bytes, item: Any) -> None:
+    def would_take(self, key: int) -> bool:
+        return len(self._heap) < self.k or -key > self._heap[0][0]
+
+    def offer(self, key: int, item: Any) -> None:
         self._seen += 1
-        entry = (bytes(255 - b for b in key), self._seen, item)
+        entry = (-key, -self._seen, item)
         if len(self._heap) < self.k:
             heapq.heappush(self._heap, entry)
         elif entry[0] > self._heap[0][0]:
             heapq.heapreplace(self._heap, entry)
-
-    def would_take(self, key: bytes) -> bool:
-        return len(self._heap) < self.k or bytes(255 - b for b in key) > self._heap[0][0]
 
     def items(self) -> list[Any]:
         """Smallest key first."""

@@ -41,17 +41,25 @@ def _public_view(view: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def write_bytes(path: str, data: bytes) -> None:
+    """A file of the report: plain `open` on local disk (thousands of thumbnails), fsspec elsewhere."""
+    if "://" in path:
+        with fs.open_file(path, "wb") as f:
+            f.write(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+
+
 def write_text(path: str, text: str) -> None:
-    with fs.open_file(path, "wb") as f:
-        f.write(text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_assets(dest: str) -> None:
     fs.makedirs(fs.join(dest, "assets"))
     for name in ASSETS:
         data = importlib.resources.files("witcurate.browse").joinpath("assets", name).read_bytes()
-        with fs.open_file(fs.join(dest, "assets", name), "wb") as f:
-            f.write(data)
+        write_bytes(fs.join(dest, "assets", name), data)
 
 
 def write_views(dest: str, views: list[dict[str, Any]]) -> int:

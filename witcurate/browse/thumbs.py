@@ -1,8 +1,8 @@
 """Thumbnails: small JPEGs written once from the download stage's tars, within a budget.
 
-A tar is indexed by walking its headers (tarfile seeks over each member's data) only until every
-wanted key is found; each image is then read by seeking to its offset and reading its bytes, so
-no tar is ever read whole. The JPEG settings are fixed and nothing time-dependent goes in, so the
+A tar is indexed by walking its headers (tar_index: a seek over each member's data) only until
+every wanted key is found; each image is then read by seeking to its offset and reading its
+bytes, so no tar is ever read whole. The JPEG settings are fixed and nothing time-dependent goes in, so the
 same images give the same thumbnail files, byte for byte.
 """
 
@@ -12,12 +12,13 @@ import hashlib
 import io
 import re
 import tarfile
-from typing import Any, BinaryIO, Iterable
+from typing import Any, Iterable
 
 from PIL import Image
 
+from witcurate.browse.site import write_bytes
+from witcurate.browse.tar_index import Window, index_tar
 from witcurate.pipeline import fs
-from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
 
 SIZE = 128                      # longest side, pixels
 QUALITY = 80
@@ -50,27 +51,8 @@ def make_thumbnail(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def index_tar(handle: BinaryIO, keys: set[str]) -> dict[str, tuple[int, int]]:
-    """{key: (data offset, size)} of the image members for `keys`, walking headers only until
-    all are found (a damaged tail is never reached when nothing wanted is there)."""
-    found: dict[str, tuple[int, int]] = {}
-    with tarfile.open(fileobj=handle, mode="r:") as tar:
-        while len(found) < len(keys):
-            member = tar.next()
-            if member is None:
-                break
-            if not member.isfile():
-                continue
-            key, ext = sample_key(member.name)
-            if key in keys and ext in IMAGE_EXTENSIONS and key not in found:
-                found[key] = (member.offset_data, member.size)
-            tar.members.clear()       # the walk keeps no list of every member
-    return found
-
-
-def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
-    handle.seek(offset)
-    data = handle.read(size)
+def _read_at(window: Window, offset: int, size: int) -> bytes:
+    data = window.read(offset, size)
     if len(data) != size:
         raise OSError(f"short read: {len(data)} of {size} bytes")
     return data
@@ -81,19 +63,19 @@ def _write_tar_thumbs(images_dir: str, shard: str, wanted: dict[str, list[str]],
     problems: dict[str, str] = {}
     try:
         with fs.open_file(fs.join(images_dir, shard)) as handle:
-            where = index_tar(handle, set(wanted))
-            for key in sorted(wanted):
+            window = Window(handle)
+            where = index_tar(window, set(wanted))
+            for key in sorted(wanted, key=lambda k: where.get(k, (0, 0))):      # in file order
                 if key not in where:
                     problems.update({uid: f"image not found in {shard}" for uid in wanted[key]})
                     continue
                 try:
-                    thumb = make_thumbnail(_read_at(handle, *where[key]))
+                    thumb = make_thumbnail(_read_at(window, *where[key]))
                 except Exception as e:          # any undecodable image becomes a placeholder
                     problems.update({uid: f"image does not decode ({type(e).__name__})" for uid in wanted[key]})
                     continue
                 for uid in wanted[key]:
-                    with fs.open_file(fs.join(dest, thumb_name(uid)), "wb") as out:
-                        out.write(thumb)
+                    write_bytes(fs.join(dest, thumb_name(uid)), thumb)
     except FileNotFoundError:
         problems.update({uid: f"image not found: {shard} does not exist" for uids in wanted.values() for uid in uids})
     except (OSError, tarfile.TarError, EOFError) as e:

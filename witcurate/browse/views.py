@@ -44,12 +44,12 @@ def reject_views(out_root: str, state: StageState, per_reason: int) -> tuple[lis
     for reason in sorted(set(counted) | set(found)):
         rows = found.get(reason, [])
         samples = [make_sample(r["record"] | {"uid": r["uid"]}, state.name, r["detail"]) for r in rows]
-        if state.name == DUPLICATE_STAGE:
-            attach_survivors(out_root, samples)
         views.append({"id": view_id("rejects", state.name, reason), "type": "samples",
                       "title": f"{state.name}: {reason}", "stage": state.name, "reason": reason,
                       "total": int(counted.get(reason, len(rows))), "samples": samples,
                       "empty": problem or "the rejects files hold no row with this reason"})
+    if state.name == DUPLICATE_STAGE:                  # one read of dedupe's kept rows for all reasons
+        attach_survivors(out_root, [s for view in views for s in view["samples"]])
     return views, problem
 
 
