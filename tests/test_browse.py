@@ -173,6 +173,17 @@ def test_budget_bounds_samples_and_thumbnails(run):
     assert any("budget" in n for n in notes)
 
 
+def test_queries_view_bounds_its_samples_and_keeps_the_busiest_queries_first(run):
+    from witcurate.browse.queries import samples_each
+    assert samples_each(10, 8, 1000) == 8 and samples_each(3000, 8, 20_000) == 6
+    assert samples_each(50_000, 8, 20_000) == 1
+    out, _ = run
+    build_report(str(out), budget=Budget(per_query=4, max_query_samples=2), progress=lambda _: None)
+    queries = load_view(out / "browse", "queries")["queries"]
+    assert [len(q["samples"]) for q in queries] == [1, 1, 0]
+    assert [q["n"] for q in queries] == sorted((q["n"] for q in queries), reverse=True)
+
+
 def test_outside_demo_mode_nothing_refers_to_ground_truth(run, tmp_path):
     out, expect = run
     build_report(str(out), progress=lambda _: None)

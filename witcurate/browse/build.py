@@ -27,8 +27,9 @@ class Budget:
     per_query: int = 8             # samples listed per query
     thumbs_per_query: int = 2      # of which with a thumbnail
     max_queries: int = 50_000      # queries listed (the most pairs first)
+    max_query_samples: int = 20_000  # samples over all listed queries (fewer per query if needed)
     per_kind: int = 50             # demo: samples per injected kind
-    max_thumbnails: int = 2_000    # thumbnails in all
+    max_thumbnails: int = 1_500    # thumbnails in all
 
 
 def _thumbnail_groups(views: list[dict[str, Any]], budget: Budget) -> list[tuple[list[dict[str, Any]], int]]:

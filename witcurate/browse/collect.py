@@ -81,7 +81,8 @@ def collect(out_root: str, truth: str | None, budget) -> dict[str, Any]:
             links.append(_score_link(view))
     if by_name["cap"].done:
         view = _guarded(notes, "cap's kept rows",
-                        lambda: queries_view(out_root, by_name["cap"], budget.per_query, budget.max_queries))
+                        lambda: queries_view(out_root, by_name["cap"], budget.per_query, budget.max_queries,
+                                             budget.max_query_samples))
         if view:
             views.append(view)
             links.append(_queries_link(view))

@@ -2,7 +2,8 @@
 
 Read from the cap stage's kept rows (each pair counts toward one query there), batch by batch:
 memory holds a counter per query and `per_query` samples per query, and the view lists at most
-`max_queries` queries (the most pairs first), so its size is bounded whatever the run's size.
+`max_queries` queries (the most pairs first) with at most `max_samples` samples in all, so its
+size is bounded whatever the run's size.
 """
 
 from __future__ import annotations
@@ -41,15 +42,27 @@ def _scan(cap_dir: str, per_query: int) -> tuple[collections.Counter, dict[str, 
     return counts, best
 
 
-def queries_view(out_root: str, cap: StageState, per_query: int, max_queries: int) -> dict[str, Any]:
-    """{"queries": [{"q", "n", "at_cap", "samples"}...]} for the cap stage's kept pairs."""
+def samples_each(n_listed: int, per_query: int, max_samples: int) -> int:
+    """Samples kept per listed query: `per_query`, fewer when that many queries would pass
+    `max_samples` in all, and at least one (the first `max_samples` queries then have one)."""
+    if n_listed == 0:
+        return per_query
+    return max(1, min(per_query, max_samples // n_listed))
+
+
+def queries_view(out_root: str, cap: StageState, per_query: int, max_queries: int,
+                 max_samples: int) -> dict[str, Any]:
+    """{"queries": [{"q", "n", "at_cap", "samples"}...]} for the cap stage's kept pairs, the
+    queries with the most pairs first, at most `max_queries` of them and `max_samples` samples."""
     cap_limit = (cap.manifest.get("config", {}).get("cap", {}) or {}).get("per_query")
     counts, best = _scan(fs.join(out_root, cap.name), per_query)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_queries]
+    each = samples_each(len(ranked), per_query, max_samples)
     listed = []
-    for name, n in ranked[:max_queries]:
-        samples = [make_sample(row, cap.name) for row in best[name].items()]
-        listed.append({"q": name, "n": n, "at_cap": bool(cap_limit) and n >= cap_limit, "samples": samples})
+    for rank, (name, n) in enumerate(ranked):
+        rows = best[name].items()[:each] if rank * each < max_samples else []
+        listed.append({"q": name, "n": n, "at_cap": bool(cap_limit) and n >= cap_limit,
+                       "samples": [make_sample(row, cap.name) for row in rows]})
     return {"id": "queries", "type": "queries", "title": "Queries", "per_query_cap": cap_limit,
             "total_queries": len(counts), "total_pairs": sum(counts.values()),
             "at_cap": sum(1 for n in counts.values() if cap_limit and n >= cap_limit),

@@ -160,7 +160,9 @@
     main.appendChild(el("h1", {}, ["Query: " + q.q]));
     main.appendChild(el("p", {"class": "summary"}, [pairs(q.n) + " count toward this query" +
       (q.at_cap ? ", at the cap" : "") + "; showing " + fmt(q.samples.length) + "."]));
-    main.appendChild(grid(q.samples, null));
+    if (q.samples.length) main.appendChild(grid(q.samples, null));
+    else main.appendChild(el("p", {"class": "empty"}, ["No samples of this query are kept in the report " +
+      "(it holds samples of the queries with the most pairs, within its budget)."]));
   }
 
   function show() {
