@@ -160,6 +160,20 @@ def test_damaged_rejects_file_is_a_note_not_a_crash(run):
     assert load_view(out / "browse", "rejects-score-clip_score_below")["samples"] == []
 
 
+def test_manifest_with_nonsense_counts_still_gives_a_report(run):
+    out, _ = run
+    manifest = json.loads((out / "download" / "_SUCCESS.json").read_text())
+    manifest["counts"] = {"in": "lots", "kept": None, "rejected": [1], "reasons": ["http_404"]}
+    (out / "download" / "_SUCCESS.json").write_text(json.dumps(manifest))
+    score = json.loads((out / "score" / "_SUCCESS.json").read_text())
+    score["threshold_used"], score["keep_rule"] = "high", "top"
+    (out / "score" / "_SUCCESS.json").write_text(json.dumps(score))
+    build_report(str(out), progress=lambda _: None)
+    index = (out / "browse" / "index.html").read_text()
+    assert '<th scope="row">download</th>' in index and 'href="view.html#rejects-dedupe-near_duplicate"' in index
+    assert load_view(out / "browse", "score")["threshold"] is None
+
+
 def test_budget_bounds_samples_and_thumbnails(run):
     out, _ = run
     report = build_report(str(out), budget=Budget(per_reason=1, per_side=2, per_query=1, max_thumbnails=3),

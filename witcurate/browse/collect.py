@@ -20,7 +20,7 @@ from witcurate.pipeline import fs
 def _guarded(notes: list[str], what: str, build: Callable[[], Any]) -> Any:
     try:
         return build()
-    except (InputError, OSError, ValueError, KeyError) as e:
+    except (InputError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         notes.append(f"{what} could not be read ({type(e).__name__}: {str(e)[:160]})")
         return None
 
@@ -69,7 +69,8 @@ def collect(out_root: str, truth: str | None, budget) -> dict[str, Any]:
     notes: list[str] = []
     for state in states:
         if state.done and not state.is_model:
-            stage_views, problem = reject_views(out_root, state, budget.per_reason)
+            stage_views, problem = _guarded(notes, f"{state.name}'s rejects",
+                                            lambda: reject_views(out_root, state, budget.per_reason)) or ([], "")
             views += stage_views
             if problem:
                 notes.append(f"{state.name}: {problem}")

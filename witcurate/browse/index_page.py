@@ -21,6 +21,11 @@ def num(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else esc(value)
 
 
+def count(value: Any) -> int:
+    """A count from a manifest; anything but an integer (a damaged manifest) counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def page(title: str, body: str, scripts: tuple[str, ...] = ()) -> str:
     tags = "".join(f'<script src="{esc(s)}"></script>' for s in scripts)
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -38,13 +43,13 @@ def header(run_name: str, links: list[tuple[str, str]]) -> str:
 
 
 def _reasons(state: StageState) -> str:
-    reasons = state.counts.get("reasons", {}) or {}
-    if not reasons:
+    reasons = state.counts.get("reasons")
+    if not reasons or not isinstance(reasons, dict):
         return ""
     items = "".join(
         f'<li><a class="reason" href="view.html#{esc(view_id("rejects", state.name, reason))}">'
         f'{esc(reason)} <span class="n">{num(n)}</span></a></li>'
-        for reason, n in sorted(reasons.items(), key=lambda kv: (-int(kv[1]), kv[0])))
+        for reason, n in sorted(reasons.items(), key=lambda kv: (-count(kv[1]), str(kv[0]))))
     return f'<ul class="reasons">{items}</ul>'
 
 
@@ -65,10 +70,10 @@ def _row(state: StageState) -> str:
         made = state.manifest.get("model") or state.manifest.get("checkpoint") or "a model"
         return f'<tr class="model">{name}<td colspan="4">produced {esc(made)} (a model, not a filter)</td></tr>'
     c = state.counts
-    n_in, kept = int(c.get("in", 0) or 0), int(c.get("kept", 0) or 0)
+    n_in, kept = count(c.get("in")), count(c.get("kept"))
     return (f'<tr>{name}<td class="num" data-label="in">{num(n_in)}</td>'
             f'<td class="num" data-label="kept">{num(kept)} {_bar(kept, n_in)}</td>'
-            f'<td class="num" data-label="rejected">{num(int(c.get("rejected", 0) or 0))}</td>'
+            f'<td class="num" data-label="rejected">{num(count(c.get("rejected")))}</td>'
             f"<td>{_reasons(state)}</td></tr>")
 
 
@@ -101,8 +106,8 @@ def links_section(title: str, links: list[tuple[str, str, str]]) -> str:
 def index_html(run_name: str, states: list[StageState], nav: list[tuple[str, str]],
                sections: list[str], notes: list[str]) -> str:
     done = [s for s in states if s.done and not s.is_model and s.name != "queries"]   # the candidates' stages
-    first_in = int(done[0].counts.get("in", 0) or 0) if done else 0
-    last_kept = int(done[-1].counts.get("kept", 0) or 0) if done else 0
+    first_in = count(done[0].counts.get("in")) if done else 0
+    last_kept = count(done[-1].counts.get("kept")) if done else 0
     summary = (f'<p class="summary">{num(first_in)} records entered {esc(done[0].name)}; '
                f'{num(last_kept)} left {esc(done[-1].name)}.</p>' if done else
                '<p class="summary">No stage of this run has finished.</p>')

@@ -6,6 +6,7 @@ the builder's own (where the image lives in the download stage's tars) and never
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -30,7 +31,7 @@ def make_sample(row: dict[str, Any], stage: str, detail: str = "") -> dict[str, 
     if detail:
         sample["detail"] = detail
     score = row.get("clip_score")
-    if isinstance(score, (int, float)):
+    if isinstance(score, (int, float)) and math.isfinite(score):
         sample["score"] = round(float(score), 4)
     if row.get("shard") and row.get("key") is not None:
         sample["_img"] = (str(row["shard"]), str(row["key"]))

@@ -6,6 +6,7 @@ A view is a dict written to `data/<id>.js`; its `samples` are built by samples.m
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Any
 
@@ -39,18 +40,22 @@ def reject_views(out_root: str, state: StageState, per_reason: int) -> tuple[lis
         found = sample_rejects(stage_dir, per_reason)
     except (InputError, OSError, ValueError) as e:
         found, problem = {}, f"its rejects files do not read ({type(e).__name__}: {str(e)[:160]})"
-    counted = state.counts.get("reasons", {}) or {}
+    counted = state.counts.get("reasons") if isinstance(state.counts.get("reasons"), dict) else {}
     views = []
     for reason in sorted(set(counted) | set(found)):
         rows = found.get(reason, [])
         samples = [make_sample(r["record"] | {"uid": r["uid"]}, state.name, r["detail"]) for r in rows]
         views.append({"id": view_id("rejects", state.name, reason), "type": "samples",
                       "title": f"{state.name}: {reason}", "stage": state.name, "reason": reason,
-                      "total": int(counted.get(reason, len(rows))), "samples": samples,
+                      "total": _count(counted.get(reason), len(rows)), "samples": samples,
                       "empty": problem or "the rejects files hold no row with this reason"})
     if state.name == DUPLICATE_STAGE:                  # one read of dedupe's kept rows for all reasons
         attach_survivors(out_root, [s for view in views for s in view["samples"]])
     return views, problem
+
+
+def _count(value: Any, default: int) -> int:
+    return value if isinstance(value, int) else default
 
 
 def _lowest_kept(score_dir: str, k: int) -> list[dict[str, Any]]:
@@ -58,7 +63,8 @@ def _lowest_kept(score_dir: str, k: int) -> list[dict[str, Any]]:
     best: list[pa.Table] = []
     for path in parquet_files(score_dir):
         for batch in iter_record_batches(path, columns):
-            table = pa.Table.from_batches([batch]).filter(pc.is_valid(batch.column("clip_score")))
+            scores = pc.cast(batch.column("clip_score"), pa.float64())
+            table = pa.Table.from_batches([batch]).filter(pc.and_kleene(pc.is_valid(scores), pc.is_finite(scores)))
             best.append(table.take(pc.select_k_unstable(
                 table, k, sort_keys=[("clip_score", "ascending"), ("uid", "ascending")])))
     if not best:
@@ -91,8 +97,11 @@ def score_view(out_root: str, state: StageState, per_side: int) -> dict[str, Any
     manifest = state.manifest
     kept = [make_sample(r, "score") for r in _lowest_kept(score_dir, per_side)]
     rejected = [make_sample(r, "score", r.get("detail", "")) for r in _highest_rejected(score_dir, per_side)]
-    rule = manifest.get("keep_rule") or {}
+    rule = manifest.get("keep_rule") if isinstance(manifest.get("keep_rule"), dict) else {}
+    threshold = manifest.get("threshold_used")
     return {"id": "score", "type": "score", "title": "Both sides of the CLIP-score threshold",
-            "threshold": manifest.get("threshold_used"), "rule": rule, "model": manifest.get("model", ""),
-            "kept_total": int(state.counts.get("kept", 0)), "rejected_total": int(state.counts.get("rejected", 0)),
+            "threshold": threshold if isinstance(threshold, (int, float)) and math.isfinite(threshold) else None,
+            "rule": rule, "model": str(manifest.get("model", "")),
+            "kept_total": _count(state.counts.get("kept"), len(kept)),
+            "rejected_total": _count(state.counts.get("rejected"), len(rejected)),
             "kept": kept, "rejected": rejected}

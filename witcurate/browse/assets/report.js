@@ -81,7 +81,9 @@
   function showScore(data) {
     main.appendChild(el("h1", {}, [data.title]));
     var rule = data.rule && data.rule.kind ? " (" + data.rule.kind + " " + data.rule.value + ")" : "";
-    main.appendChild(el("p", {"class": "summary"}, ["Threshold " + score(data.threshold) + rule + ", model " +
+    var cut = typeof data.threshold === "number" ? "Threshold " + score(data.threshold) + rule :
+      "No threshold in the score stage's manifest";
+    main.appendChild(el("p", {"class": "summary"}, [cut + ", model " +
       data.model + ". The kept pairs with the lowest scores and the rejected pairs with the highest: " +
       "the two sides of the threshold, to see where it cuts."]));
     var sides = el("div", {"class": "sides"}, []);
