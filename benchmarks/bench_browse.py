@@ -149,27 +149,31 @@ def time_shards_stage(out: Path) -> float:
 
 
 def plain_libraries(out: Path, n_thumbs: int, dest: Path) -> float:
-    """The same reads and writes with pyarrow, tarfile, Pillow and json alone."""
+    """The same reads and writes with pyarrow, tarfile, Pillow and json alone: the same parquet
+    columns, and as many thumbnails of images spread evenly through the tars, each tar walked
+    with tarfile until its last wanted image."""
     start = time.perf_counter()
     for name in ("ingest", "download", "dedupe", "score", "cap"):
         pq.read_table(out / name / "rejects", columns=["uid", "reason", "detail", "record"])
+    pq.read_table(out / "dedupe", columns=["uid", "url", "caption", "shard", "key"])
     pq.read_table(out / "score", columns=["uid", "url", "caption", "shard", "key", "clip_score"])
-    pq.read_table(out / "cap", columns=["uid", "url", "caption", "shard", "key", "clip_score", "query_id", "query"])
+    cap = pq.read_table(out / "cap", columns=["uid", "url", "caption", "shard", "key", "clip_score", "query"])
+    downloaded = FLOW["download"][1]
+    wanted = {f"{i:07d}.jpg" for i in range(0, downloaded, max(1, downloaded // n_thumbs))}
     dest.mkdir(parents=True, exist_ok=True)
-    tars = sorted((out / "download" / "images").glob("*.tar"))
-    made = 0
-    for path in tars:
+    for path in sorted((out / "download" / "images").glob("*.tar")):
         with tarfile.open(path) as tar:
+            left = {m for m in wanted if int(m[:7]) // PER_TAR == int(path.stem)}
             for member in tar:
-                if made >= n_thumbs or made >= (tars.index(path) + 1) * n_thumbs // len(tars):
+                if not left:
                     break
-                if member.name.endswith(".jpg"):
+                if member.name in left:
+                    left.discard(member.name)
                     with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
                         small = img.convert("RGB")
                         small.thumbnail((128, 128))
-                        small.save(dest / f"{made}.jpg", "JPEG", quality=80)
-                    made += 1
-    (dest / "data.json").write_text(json.dumps({"n": made}))
+                        small.save(dest / member.name, "JPEG", quality=80)
+    (dest / "queries.json").write_text(json.dumps(cap.slice(0, 20_000).to_pylist(), default=str))
     return time.perf_counter() - start
 
 

@@ -136,6 +136,26 @@ def test_same_run_gives_the_same_files_byte_for_byte(run, tmp_path):
     assert mismatch == [] and errors == []
 
 
+def test_report_of_a_run_on_a_non_local_filesystem_is_the_same(run):
+    """Every read and write goes through fsspec: a run on memory:// (as on gs://) gives the
+    same report, file for file, as the same run on local disk."""
+    import fsspec
+    out, _ = run
+    memory = fsspec.filesystem("memory")
+    root = f"/browse-{out.parent.name}/run"
+    memory.put(str(out), root, recursive=True)
+    try:
+        build_report(f"memory://{root}", progress=lambda _: None)
+        build_report(str(out), progress=lambda _: None)
+        local = sorted(p.relative_to(out / "browse") for p in (out / "browse").rglob("*") if p.is_file())
+        remote = sorted(p[len(root + "/browse/"):] for p in memory.find(root + "/browse"))
+        assert [str(p) for p in local] == remote and len(remote) > 10
+        for rel in local:
+            assert memory.cat(f"{root}/browse/{rel}") == (out / "browse" / rel).read_bytes(), rel
+    finally:
+        memory.rm(root.rsplit("/", 1)[0], recursive=True)
+
+
 def test_failed_and_missing_stages_are_named_and_the_rest_is_shown(run):
     out, _ = run
     shutil.rmtree(out / "balance")

@@ -49,9 +49,19 @@ def reject_views(out_root: str, state: StageState, per_reason: int) -> tuple[lis
                       "title": f"{state.name}: {reason}", "stage": state.name, "reason": reason,
                       "total": _count(counted.get(reason), len(rows)), "samples": samples,
                       "empty": problem or "the rejects files hold no row with this reason"})
+    threshold = _threshold(state.manifest)
+    if threshold is not None:                         # the CLIP filter's rejects: scores against it
+        for view in views:
+            view["threshold"] = threshold
     if state.name == DUPLICATE_STAGE:                  # one read of dedupe's kept rows for all reasons
         attach_survivors(out_root, [s for view in views for s in view["samples"]])
     return views, problem
+
+
+def _threshold(manifest: dict[str, Any]) -> float | None:
+    """The score stage's threshold (set, or the cutoff of a top fraction), if its manifest has one."""
+    value = manifest.get("threshold_used")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _count(value: Any, default: int) -> int:
@@ -98,9 +108,8 @@ def score_view(out_root: str, state: StageState, per_side: int) -> dict[str, Any
     kept = [make_sample(r, "score") for r in _lowest_kept(score_dir, per_side)]
     rejected = [make_sample(r, "score", r.get("detail", "")) for r in _highest_rejected(score_dir, per_side)]
     rule = manifest.get("keep_rule") if isinstance(manifest.get("keep_rule"), dict) else {}
-    threshold = manifest.get("threshold_used")
     return {"id": "score", "type": "score", "title": "Both sides of the CLIP-score threshold",
-            "threshold": threshold if isinstance(threshold, (int, float)) and math.isfinite(threshold) else None,
+            "threshold": _threshold(manifest),
             "rule": rule, "model": str(manifest.get("model", "")),
             "kept_total": _count(state.counts.get("kept"), len(kept)),
             "rejected_total": _count(state.counts.get("rejected"), len(rejected)),

@@ -75,7 +75,7 @@
     main.appendChild(el("p", {"class": "summary"}, [n ? "Showing " + fmt(n) + " of " + fmt(data.total) +
       " (a fixed sample chosen by a hash of each uid: the same run always shows the same rows)." :
       fmt(data.total) + " records; no samples to show: " + data.empty + "."]));
-    if (n) main.appendChild(grid(data.samples, null));
+    if (n) main.appendChild(grid(data.samples, typeof data.threshold === "number" ? data.threshold : null));
   }
 
   function showScore(data) {
