@@ -17,15 +17,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from ports import free_port
+from selenium import webdriver  # the test extra (pip install -e '.[test]')
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 from witcurate.browse.build import build_report
 from witcurate.browse.serve import make_server
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra: pip install -e '.[test]'")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -168,9 +168,8 @@ def test_clicking_a_reason_shows_that_reasons_samples(browse_run, browser):
 def test_keyboard_alone_reaches_a_reason_and_opens_it(browse_run, browser):
     viewport(browser, DESKTOP)
     open_page(browser, uri(browse_run, "index.html"))
-    body = browser.find_element(By.TAG_NAME, "body")
     for _ in range(40):
-        body.send_keys(Keys.TAB) if _ == 0 else browser.switch_to.active_element.send_keys(Keys.TAB)
+        ActionChains(browser).send_keys(Keys.TAB).perform()
         focused = browser.switch_to.active_element
         if "reason" in (focused.get_attribute("class") or ""):
             break
