@@ -72,6 +72,16 @@ def test_first_page_shows_every_stage_and_links_every_reason(run):
     assert "shards" in index and "not run" in index
 
 
+def test_model_stage_shows_what_it_produced(run):
+    out, _ = run
+    (out / "scorer").mkdir()
+    (out / "scorer" / "_SUCCESS.json").write_text(json.dumps(
+        {"stage": "scorer", "produces": "model", "outputs": {"checkpoint.pt": 10, "metrics.jsonl": 2}}))
+    build_report(str(out), progress=lambda _: None)
+    index = (out / "browse" / "index.html").read_text()
+    assert "produced checkpoint.pt, metrics.jsonl (a model, not a filter)" in index
+
+
 def test_reason_without_rows_in_its_files_says_so(run):
     out, _ = run
     build_report(str(out), progress=lambda _: None)

@@ -67,7 +67,9 @@ def _row(state: StageState) -> str:
         return (f'<tr class="not-done">{name}<td colspan="4"><span class="status {esc(state.status.replace(" ", "-"))}">'
                 f'{esc(state.status)}</span> {esc(state.note)}</td></tr>')
     if state.is_model:
-        made = state.manifest.get("model") or state.manifest.get("checkpoint") or "a model"
+        outputs = state.manifest.get("outputs")
+        made = (", ".join(sorted(outputs)) if isinstance(outputs, dict) and outputs else
+                state.manifest.get("model") or state.manifest.get("checkpoint") or "a model")
         return f'<tr class="model">{name}<td colspan="4">produced {esc(made)} (a model, not a filter)</td></tr>'
     c = state.counts
     n_in, kept = count(c.get("in")), count(c.get("kept"))

@@ -16,7 +16,8 @@ from witcurate.pipeline.runner import MANIFEST
 from witcurate.pipeline.stages import ORDER
 
 # Stages that produce a model rather than filter records (the runner exempts them from the
-# accounting); the funnel shows what they produced instead of counts.
+# accounting); the funnel shows what they produced instead of counts. Newer manifests say so
+# themselves (`produces: model`); this list covers runs from before.
 MODEL_STAGES = ("scorer", "train")
 
 DONE, FAILED, MISSING, NOT_RUN = "done", "failed", "missing", "not run"
@@ -39,7 +40,9 @@ class StageState:
 
     @property
     def is_model(self) -> bool:
-        return self.name in MODEL_STAGES
+        """A stage that produces a model: its manifest says so (`produces: model`), or, in a run
+        from before manifests said it, it is one of the known model stages."""
+        return self.manifest.get("produces") == "model" or self.name in MODEL_STAGES
 
 
 def _read_manifest(stage_dir: str) -> tuple[dict[str, Any] | None, str]:
