@@ -9,7 +9,7 @@ export NLTK_DATA
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install wordnet dataset test bench experiment audit clean
+.PHONY: install wordnet chromium dataset test bench experiment audit clean
 
 install: $(STAMP)
 
@@ -29,10 +29,23 @@ $(WORDNET): $(STAMP)
 		 (apt-get update -qq && apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null)); fi
 	$(BIN)/python -m witcurate.queries.wordnet_setup $(NLTK_DATA)
 
+# Headless Chromium and its WebDriver for the run report's browser tests: Debian's packages,
+# installed when missing and we are root; otherwise one line says what to install.
+CHROMEDRIVER := /usr/bin/chromedriver
+
+chromium: $(CHROMEDRIVER)
+
+$(CHROMEDRIVER):
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		 (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)); \
+	else echo "the report's browser tests need Chromium: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; fi
+
 dataset: $(STAMP) $(WORDNET)
 	$(BIN)/witcurate run --config configs/demo.yaml
+	$(BIN)/witcurate browse runs/demo
 
-test: $(STAMP) $(WORDNET)
+test: $(STAMP) $(WORDNET) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(WORDNET)

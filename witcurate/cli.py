@@ -134,6 +134,15 @@ def _cmd_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 1 if bad else 0
 
 
+def _cmd_browse(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from witcurate.browse.build import build_report
+    from witcurate.browse.serve import serve
+    report = build_report(args.run_dir, truth=args.truth)
+    if args.serve:
+        serve(report["path"], args.host, args.port)
+    return 0
+
+
 def _cmd_experiment(args: argparse.Namespace, beam_args: list[str]) -> int:
     from witcurate.trainer.experiment import run_experiment
     results = run_experiment(args.run_dir, seeds=args.seeds, steps=args.steps, eval_dir=args.eval,
@@ -180,6 +189,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="verify a finished run's manifests and accounting")
     p.add_argument("run_dir", metavar="OUT")
     p.set_defaults(handler=_cmd_audit)
+
+    p = sub.add_parser("browse", help="write OUT/browse/, a static report of a run to open in a browser",
+                       description="Write OUT/browse/: the funnel, samples of every stage's rejects by reason, "
+                                   "both sides of the CLIP threshold and the queries, as static pages that open "
+                                   "from disk with no network; --serve serves them on loopback.")
+    p.add_argument("run_dir", metavar="OUT")
+    p.add_argument("--serve", action="store_true", help="serve the report over HTTP after building it")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000; 0 picks a free one)")
+    p.add_argument("--truth", default=None, metavar="PATH",
+                   help="demo runs: the world's truth.parquet (default: demo.root from the run's config)")
+    p.set_defaults(handler=_cmd_browse)
 
     from witcurate.trainer.experiment import DEFAULT_SEEDS, DEFAULT_STEPS
     p = sub.add_parser("experiment", help="train on curated vs raw shards at equal compute and compare",
