@@ -69,9 +69,9 @@ def chains_and_a_giant(seed: int = 3) -> list[tuple[int, int]]:
     return edges
 
 
-def beam_components(edges, work: Path, first_rounds: int) -> tuple[dict, Contraction, bool]:
+def beam_components(edges, work: Path, **options) -> tuple[dict, Contraction, bool]:
     """(vertex -> survivor, the contraction, whether the first pipeline's survivors stood)."""
-    cc = Contraction(str(work / "work"), itself, rounds_bound(2 * len(edges)), first_rounds=first_rounds)
+    cc = Contraction(str(work / "work"), itself, rounds_bound(2 * len(edges)), **options)
     p = make_pipeline([])
     pairs = p | "Edges" >> beam.Create(edges)
     first = cc.start(pairs, pairs | "Payloads" >> beam.FlatMap(both_ends))
@@ -96,7 +96,7 @@ def beam_components(edges, work: Path, first_rounds: int) -> tuple[dict, Contrac
 
 def test_components_equal_a_union_find_on_chains_and_a_giant_component(tmp_path):
     edges = chains_and_a_giant()
-    got, cc, stood = beam_components(edges, tmp_path, first_rounds=2)
+    got, cc, stood = beam_components(edges, tmp_path)
     assert got == union_find(edges)
     summary = cc.summary()
     sizes = collections.Counter(got.values())
@@ -113,7 +113,7 @@ def test_small_groups_finish_in_the_first_pipeline(tmp_path):
     pipeline's survivors stand and no other pipeline runs."""
     edges = [(1, 2), (3, 4), (4, 5), (4, 6), (4, 7)]
     edges += [(a, b) for a in range(10, 16) for b in range(a + 1, 16)]
-    got, cc, stood = beam_components(edges, tmp_path, first_rounds=2)
+    got, cc, stood = beam_components(edges, tmp_path)
     assert stood and cc.summary()["passes"] == 1 and cc.summary()["rounds_to_converge"] == 1
     assert got == union_find(edges)
 
