@@ -16,7 +16,7 @@ from witcurate.browse.samples import make_sample
 from witcurate.browse.sampling import Smallest, iter_batches, order_key
 from witcurate.browse.views import view_id
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 
 CLEAN = "clean"
 

@@ -15,7 +15,7 @@ from witcurate.browse.run_state import StageState
 from witcurate.browse.samples import make_sample
 from witcurate.browse.sampling import Smallest, iter_batches, order_key
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 
 COLUMNS = ["uid", "url", "caption", "shard", "key", "clip_score", "query_id", "query"]
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 from witcurate.browse.sampling import iter_record_batches
 
 # Stages whose rows were never downloaded: their samples have no image at all.

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 
 BATCH_ROWS = 65_536
 REJECT_COLUMNS = ["uid", "reason", "detail", "record"]

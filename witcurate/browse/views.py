@@ -18,7 +18,7 @@ from witcurate.browse.samples import attach_survivors, make_sample
 from witcurate.browse.sampling import iter_record_batches, parse_record, sample_rejects
 from witcurate.errors import InputError
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 SCORE_IN_RECORD = r'"clip_score":\s*(?P<score>-?[0-9][0-9.eE+-]*)'

@@ -77,6 +77,9 @@ REJECTS = pa.schema([
     ("record", pa.string()),       # the rejected record as JSON, so nothing vanishes
 ])
 
+# Dedupe's rejects also name the survivor they duplicate (null for its other reasons).
+DEDUPE_REJECTS = pa.schema(list(REJECTS) + [("survivor_uid", pa.string())])
+
 SCHEMAS = {
     "queries": QUERIES,
     "ingest": CANDIDATES,
