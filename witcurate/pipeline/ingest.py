@@ -63,7 +63,8 @@ def check_candidate(row: dict, cfg: IngestSection):
     if decision is not True:
         return REJECTED, reject({**row, "caption": caption[:2000]}, decision[1], _clipped(caption))
     uid = schemas.candidate_uid(url, caption)
-    return KEPT, {"uid": uid, "url": url, "caption": caption, "source": row["source"]}
+    return KEPT, {"uid": uid, "url": url, "caption": caption, "source": row["source"],
+                  "page_url": row.get("page_url")}
 
 
 def _clipped(text: str) -> str:
@@ -109,7 +110,7 @@ class IngestStage(BaseStage):
         files = fs.expand(patterns)
         if not files:
             raise InputError(f"no candidate files match {', '.join(patterns) or '(nothing given)'}",
-                             "set ingest.sources or pass --in with parquet/csv/tsv/jsonl/wat files")
+                             "set ingest.sources or pass --in with parquet/csv/tsv/jsonl/wat/warc files")
         for path in files:
             detect_format(path)  # fail fast on an unknown extension
         p = make_pipeline(ctx.beam_args)
@@ -122,7 +123,7 @@ class IngestStage(BaseStage):
                    | "PickSurvivor" >> beam.FlatMap(pick_url_survivor).with_outputs(KEPT, REJECTED))
         rejected = ((checked[REJECTED], deduped[REJECTED]) | "AllRejects" >> beam.Flatten())
         ({KEPT: deduped[KEPT], REJECTED: rejected}
-         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.CANDIDATES))
+         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.INGESTED))
         result = p.run()
         result.wait_until_finish()
         n_in = counter_value(result, ROWS_READ)
