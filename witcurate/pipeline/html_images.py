@@ -49,7 +49,7 @@ def meta_charset(head: bytes) -> str | None:
     doc = tree.document
     if doc is None:
         return None
-    for meta in doc.query_selector_all("meta[charset], meta[http-equiv][content]"):
+    for meta in doc.query_selector_all("meta[charset], meta[http-equiv][content]").values():
         label = meta.getattr("charset")
         if label is None:
             if meta.getattr("http-equiv", "").strip().lower() != "content-type":
@@ -119,6 +119,7 @@ def page_images(html: str, page_url: str) -> Iterator[tuple[str | None, str]]:
     if tree.document is None:
         return
     base = page_base(tree, page_url)
-    for img in tree.document.get_elements_by_tag_name("img"):
+    # .values(): iterating a resiliparse NodeList itself walks the tree again for every item
+    for img in tree.document.get_elements_by_tag_name("img").values():
         url = _image_url(img)
         yield (absolute(base, url) if url is not None else None), img.getattr("alt") or ""

@@ -10,8 +10,9 @@ turns into a reject:
   `<img>` that comes out is whole, with the src and alt the server sent. The reject records
   that the rest of the page, and any images in it, are missing.
 - `warc_record_cut`: the file ends inside the record (a cut download, or a Content-Length past
-  the end). As for `warc_truncated`, an HTML prefix still yields its images; a WAT record's
-  JSON cannot be read from a prefix and yields none.
+  the end). The record yields no images: unlike a crawler's truncation, nothing says its bytes
+  are one page (a lying length swallows the records after it, and their pages' images would be
+  credited to this one). It is at most one record per file.
 - `warc_read_error`: a damaged record header or gzip member; reading stops there.
 - `warc_not_html`: a response that is not HTML (PDF, image, redirect without a body, ...).
 - `http_decode_error`: a payload whose HTTP content coding (gzip, br, chunked) is broken.
@@ -134,10 +135,11 @@ def _warc_record_rows(record: Record, source: str) -> Iterator[dict[str, Any]]:
         except ValueError as e:
             yield _error(source, page_url, "http_decode_error", str(e)[:200])
             return
-    html, _ = decode_html(body, record.charset)
-    for url, alt in page_images(html, page_url or ""):
-        yield _row(url, alt, source, page_url)
     loss = _loss(record, "HTML")
+    if not loss or loss[0] != "warc_record_cut":
+        html, _ = decode_html(body, record.charset)
+        for url, alt in page_images(html, page_url or ""):
+            yield _row(url, alt, source, page_url)
     if loss:
         yield _error(source, page_url, *loss)
 
