@@ -354,3 +354,47 @@ def test_damaged_copies_of_the_real_files_never_crash(tmp_path):
         assert all(set(r) >= {"url", "caption", "source", "page_url"} for r in rows)
         outcomes.update(reasons(rows) or {"clean": 1})
     assert outcomes["warc_read_error"] + outcomes["warc_record_cut"] > 0
+
+
+# ---- resolving image URLs ----------------------------------------------------------------------
+
+def test_resolver_gives_exactly_what_urljoin_gives():
+    """The fast resolver against urljoin: the awkward URL forms in pairs, alone and in mixed pages,
+    and the real pages' links."""
+    import itertools
+    import random
+    from witcurate.pipeline.url_base import Resolver, absolute
+    bases = ["http://a.org", "http://a.org/b/c", "https://a.org/b/c/?q=1#f", "http://a.org/b/c;p?q",
+             "http://a.org/b//c/d", "http://u@a.org:8080/x", "HTTP://A.org/x", "http://a.org/x y/z",
+             "ftp://a.org/x/", "javascript:void(0)", "", "http://[::1]/a/b", "http://a.org/b/..", "http://:80/x"]
+    atoms = ["", "/", "//", ".", "..", "./", "../", "a", "b.jpg", "?", "#", ";", "?x=1", "#f", ";p", ":", "c:",
+             "http:", "https://", "//cdn.org", " ", "\\", "%20", "é", "\t", "x.", ".x", "HTTP://Q.org", "[", "\x00"]
+    urls = ["".join(c) for k in (1, 2) for c in itertools.product(atoms, repeat=k)]
+    rng = random.Random(7)
+    for base in bases:
+        resolver = Resolver(base)
+        assert [resolver.all([u])[0] for u in urls] == [absolute(base, u) for u in urls]
+        for _ in range(200):
+            page = rng.sample(urls, rng.randint(1, 8))
+            assert resolver.all(page) == [absolute(base, u) for u in page]
+    common = ["a", "b.jpg", "/a", "/b.jpg", "./a", "./b.jpg", "//cdn.org/b.jpg", "http://x.org/a", "a?x=1",
+              "a/b.jpg#f", "a;p", "%20.jpg", "a b.jpg", "https://x.org:8443/a?b", "/a:b", "a:b/c"]
+    for base in bases:
+        resolver = Resolver(base)
+        for _ in range(300):                       # mostly the common forms, now and then an awkward one
+            page = rng.sample(common, rng.randint(1, 6)) + ([rng.choice(urls)] if rng.random() < 0.3 else [])
+            rng.shuffle(page)
+            assert resolver.all(page) == [absolute(base, u) for u in page]
+
+
+def test_real_pages_resolve_without_urljoin(monkeypatch):
+    """The real pages' links take the fast path (and give urljoin's answers), but for the one page
+    with a "../" in a link, which goes to urljoin whole."""
+    from witcurate.pipeline import url_base
+    calls = []
+    monkeypatch.setattr(url_base, "absolute", lambda base, url: calls.append(url) or urljoin(base, url))
+    for uri, imgs in stdlib_images(CC2014.read_bytes()) + stdlib_images(gzip.decompress(WIKI_WARC.read_bytes())):
+        srcs = [src for src, _ in imgs if src]
+        assert url_base.Resolver(uri).all(srcs) == [urljoin(uri, src) for src in srcs]
+    assert calls == ["/smw/skins/vector/images/search-ltr.png?303", "/smw/skins/common/images/poweredby_mediawiki_88x31.png",
+                     "/smw/extensions/SemanticMediaWiki/includes/../resources/images/smw_button.png"]

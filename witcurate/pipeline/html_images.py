@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import codecs
 from typing import Iterator
-from urllib.parse import urljoin, urlsplit
 
 from resiliparse.parse.encoding import map_encoding_to_html5
 from resiliparse.parse.html import HTMLTree
 
+from witcurate.pipeline.url_base import Resolver, resolve_base
+
 META_SCAN_BYTES = 4096      # browsers scan 1024 bytes by spec; real pages put <meta> later, behind scripts
-WEB_SCHEMES = ("http", "https")
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
@@ -78,26 +78,6 @@ def decode_html(body: bytes, http_charset: str | None) -> tuple[str, str]:
         return body.decode("cp1252", errors="replace"), "cp1252"
 
 
-def absolute(base: str, url: str) -> str:
-    """`url` resolved against `base`; kept as written where it does not parse (the URL rules reject it)."""
-    try:
-        return urljoin(base, url)
-    except ValueError:            # e.g. a bracketed host that is not an IPv6 address
-        return url
-
-
-def resolve_base(href: str | None, page_url: str) -> str:
-    """The base for relative URLs: `href` resolved against the page when that is http(s), else the page URL."""
-    if not isinstance(href, str) or not href.strip():
-        return page_url
-    resolved = absolute(page_url, href.strip())
-    try:
-        scheme = urlsplit(resolved).scheme.lower()
-    except ValueError:
-        return page_url
-    return resolved if scheme in WEB_SCHEMES else page_url
-
-
 def page_base(tree: HTMLTree, page_url: str) -> str:
     """The URL relative image URLs resolve against: the first `<base href>` if http(s), else the page URL."""
     base = tree.document.query_selector("base[href]") if tree.document is not None else None
@@ -118,8 +98,9 @@ def page_images(html: str, page_url: str) -> Iterator[tuple[str | None, str]]:
     tree = HTMLTree.parse(html)
     if tree.document is None:
         return
-    base = page_base(tree, page_url)
     # .values(): iterating a resiliparse NodeList itself walks the tree again for every item
-    for img in tree.document.get_elements_by_tag_name("img").values():
-        url = _image_url(img)
-        yield (absolute(base, url) if url is not None else None), img.getattr("alt") or ""
+    found = [(_image_url(img), img.getattr("alt") or "")
+             for img in tree.document.get_elements_by_tag_name("img").values()]
+    resolved = iter(Resolver(page_base(tree, page_url)).all([u for u, _ in found if u is not None]))
+    for url, alt in found:
+        yield (next(resolved) if url is not None else None), alt

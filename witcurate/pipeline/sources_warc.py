@@ -30,7 +30,8 @@ from typing import Any, Iterator
 
 from fastwarc import WarcRecordType
 
-from witcurate.pipeline.html_images import absolute, decode_html, page_images, resolve_base
+from witcurate.pipeline.html_images import decode_html, page_images
+from witcurate.pipeline.url_base import Resolver, resolve_base
 from witcurate.pipeline.warc_records import MAX_PAYLOAD_BYTES, Damage, Record, read_records, undo_codings
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -60,47 +61,45 @@ def _loss(record: Record, what: str) -> tuple[str, str] | None:
 
 # ---- WAT ---------------------------------------------------------------------------------------
 
-def wat_links(payload: dict[str, Any]) -> Iterator[tuple[str | None, str]]:
-    """(absolute image url, alt text) of every IMG link in one WAT metadata record."""
-    env = payload.get("Envelope") or {}
-    page_url = (env.get("WARC-Header-Metadata") or {}).get("WARC-Target-URI") or ""
-    html_meta = ((env.get("Payload-Metadata") or {}).get("HTTP-Response-Metadata") or {}).get("HTML-Metadata") or {}
-    base = resolve_base((html_meta.get("Head") or {}).get("Base"), page_url)
-    for link in html_meta.get("Links") or []:
-        if link.get("path") == "IMG@/src" and link.get("url"):
-            yield absolute(base, link["url"]), link.get("alt") or ""
+def wat_image_rows(payload: dict[str, Any], source: str, page_url: str | None) -> list[dict[str, Any]]:
+    """A row for every IMG link in one WAT metadata record, its URL made absolute."""
+    html_meta = ((payload["Envelope"].get("Payload-Metadata") or {}).get("HTTP-Response-Metadata")
+                 or {}).get("HTML-Metadata") or {}
+    imgs = [link for link in html_meta.get("Links") or () if link.get("path") == "IMG@/src" and link.get("url")]
+    if not imgs:
+        return []
+    resolver = Resolver(resolve_base((html_meta.get("Head") or {}).get("Base"), page_url or ""))
+    urls = resolver.all([link["url"] for link in imgs])
+    return [{"url": url, "caption": link.get("alt") or "", "source": source, "page_url": page_url}
+            for url, link in zip(urls, imgs)]
 
 
-def _wat_record_rows(record: Record, source: str) -> Iterator[dict[str, Any]]:
+def _wat_record_rows(record: Record, source: str) -> list[dict[str, Any]]:
     loss = _loss(record, "JSON")
     if loss and loss[0] != "warc_truncated":
-        yield _error(source, record.target_uri, *loss)
-        return
+        return [_error(source, record.target_uri, *loss)]
     try:
         payload = json.loads(record.payload)
         page_url = payload["Envelope"]["WARC-Header-Metadata"].get("WARC-Target-URI") or record.target_uri
-        links = list(wat_links(payload))
+        return wat_image_rows(payload, source, page_url) + _wat_response_rejects(payload, source, page_url)
     except (ValueError, TypeError, KeyError, AttributeError) as e:   # UnicodeDecodeError is a ValueError
-        yield _error(source, record.target_uri, "invalid_wat_json", f"{type(e).__name__}: {str(e)[:160]}")
-        return
-    for url, alt in links:
-        yield _row(url, alt, source, page_url)
-    yield from _wat_response_rejects(payload, source, page_url)
+        return [_error(source, record.target_uri, "invalid_wat_json", f"{type(e).__name__}: {str(e)[:160]}")]
 
 
-def _wat_response_rejects(payload: dict[str, Any], source: str, page_url: str | None) -> Iterator[dict]:
+def _wat_response_rejects(payload: dict[str, Any], source: str, page_url: str | None) -> list[dict]:
     """The rejects a WARC response yields, from its WAT record: the same crawl reads the same either way."""
     env = payload["Envelope"]
     response = (env.get("Payload-Metadata") or {}).get("HTTP-Response-Metadata")
     if not isinstance(response, dict):
-        return                              # a request or metadata record's WAT: nothing to say
+        return []                           # a request or metadata record's WAT: nothing to say
     if "HTML-Metadata" not in response:
         content_type = (response.get("Headers") or {}).get("Content-Type") or "no content type"
-        yield _error(source, page_url, "warc_not_html", f"{content_type}")
+        return [_error(source, page_url, "warc_not_html", f"{content_type}")]
     truncated = (env.get("WARC-Header-Metadata") or {}).get("WARC-Truncated")
-    if truncated and "HTML-Metadata" in response:
-        yield _error(source, page_url, "warc_truncated",
-                     f"WARC-Truncated: {truncated}; links from the part the crawler kept")
+    if truncated:
+        return [_error(source, page_url, "warc_truncated",
+                       f"WARC-Truncated: {truncated}; links from the part the crawler kept")]
+    return []
 
 
 def read_wat(path: str, url_col: str = "url", caption_col: str = "caption") -> Iterator[dict]:
