@@ -88,7 +88,8 @@ def real_pages() -> list[dict]:
                 body = rec.reader.read()
                 if rec.http_content_type == "text/html":
                     pages.append({"warc": dict(rec.headers.items()), "status": rec.http_headers.status_line,
-                                  "http": dict(rec.http_headers.items()), "body": body})
+                                  "http": dict(rec.http_headers.items()), "body": body,
+                                  "content_type": rec.http_headers.get("Content-Type")})
     return pages
 
 
@@ -154,7 +155,7 @@ def make_warc(path: Path, target_bytes: int = WARC_BYTES) -> int:
             page = pages[i % len(pages)]
             uri = page["warc"]["WARC-Target-URI"]
             host = uri.split("/")[2]
-            http = f"HTTP/1.1 200 OK\r\nContent-Type: {page['http']['Content-Type']}\r\n\r\n".encode() + page["body"]
+            http = f"HTTP/1.1 200 OK\r\nContent-Type: {page['content_type']}\r\n\r\n".encode() + page["body"]
             head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {uri.replace(host, f'h{i}.{host}', 1)}\r\n"
                     f"WARC-Date: 2024-05-18T01:58:10Z\r\nWARC-Record-ID: <urn:uuid:{i:032x}>\r\n"
                     f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n")

@@ -310,10 +310,14 @@ def test_wat_records_cut_json_non_html_truncated_and_bases(tmp_path):
         wat_record("http://d.org/doc.pdf", {"HTTP-Response-Metadata": {"Headers": {"Content-Type": "application/pdf"}}}),
         wat_record("http://t.org/", html_meta([img]), {"WARC-Truncated": "length"}),
         wat_record("http://r.org/", {"HTTP-Request-Metadata": {}}),
+        wat_record("http://n.org/", html_meta([{"path": "IMG@/src", "url": "/n.jpg", "alt": 5}])),
+        wat_record("http://m.org/", html_meta([{"path": "IMG@/src", "url": 7, "alt": "x"}])),
+        wat_record("http://o.org/", html_meta(["not a link"])),
         cut_json])))
     assert images(rows) == [("http://a.org/p/i.jpg", "a grey heron"), ("http://b.org/p/i.jpg", "a grey heron"),
-                            ("http://cdn.c.org/i.jpg", "a grey heron"), ("http://t.org/i.jpg", "a grey heron")]
-    assert reasons(rows) == {"warc_not_html": 1, "warc_truncated": 1, "invalid_wat_json": 1}
+                            ("http://cdn.c.org/i.jpg", "a grey heron"), ("http://t.org/i.jpg", "a grey heron"),
+                            ("http://n.org/n.jpg", "")]
+    assert reasons(rows) == {"warc_not_html": 1, "warc_truncated": 1, "invalid_wat_json": 3}
     assert [r["page_url"] for r in rows if "error" not in r][0] == "http://a.org/p/"
 
 

@@ -32,7 +32,7 @@ from fastwarc import WarcRecordType
 
 from witcurate.pipeline.html_images import decode_html, page_images
 from witcurate.pipeline.url_base import Resolver, resolve_base
-from witcurate.pipeline.warc_records import MAX_PAYLOAD_BYTES, Damage, Record, read_records, undo_codings
+from witcurate.pipeline.warc_records import Damage, Record, read_records, undo_codings
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -52,7 +52,7 @@ def _loss(record: Record, what: str) -> tuple[str, str] | None:
                                    f"{what} bytes the record promises")
     if record.skipped:
         return "record_too_large", (f"{record.promised:,} {what} bytes; read the first "
-                                    f"{MAX_PAYLOAD_BYTES:,}")
+                                    f"{len(record.payload):,}")
     if record.truncated:
         return "warc_truncated", (f"WARC-Truncated: {record.truncated}; the crawler kept the first "
                                   f"{len(record.payload):,} {what} bytes")
@@ -70,8 +70,9 @@ def wat_image_rows(payload: dict[str, Any], source: str, page_url: str | None) -
         return []
     resolver = Resolver(resolve_base((html_meta.get("Head") or {}).get("Base"), page_url or ""))
     urls = resolver.all([link["url"] for link in imgs])
-    return [{"url": url, "caption": link.get("alt") or "", "source": source, "page_url": page_url}
-            for url, link in zip(urls, imgs)]
+    # an alt that is not a string (a damaged record) counts as none: caption_empty, not a crash
+    return [{"url": url, "caption": alt if (alt := link.get("alt")).__class__ is str else "", "source": source,
+             "page_url": page_url} for url, link in zip(urls, imgs)]
 
 
 def _wat_record_rows(record: Record, source: str) -> list[dict[str, Any]]:
