@@ -30,6 +30,12 @@ CANDIDATES = pa.schema([
     ("source", pa.string()),       # the file it came from
 ])
 
+# Ingest's output: the candidates and the page each image was found on (WAT/WARC sources; null for
+# tables). Match and later stages need only CANDIDATES' columns, so their inputs stay as they were.
+INGESTED = pa.schema(list(CANDIDATES) + [
+    ("page_url", pa.string()),
+])
+
 MATCHED = pa.schema(list(CANDIDATES) + [
     ("query_ids", pa.list_(pa.int32())),
 ])
@@ -82,7 +88,7 @@ DEDUPE_REJECTS = pa.schema(list(REJECTS) + [("survivor_uid", pa.string())])
 
 SCHEMAS = {
     "queries": QUERIES,
-    "ingest": CANDIDATES,
+    "ingest": INGESTED,
     "match": MATCHED,
     "balance": BALANCED,
     "download": DOWNLOADED,
