@@ -19,7 +19,8 @@ from semantic_world import duplicate_world, embeddings_table, scored_row, target
 
 from witcurate.cli import main
 from witcurate.config import load_config
-from witcurate.errors import InputError
+from witcurate.config_checks import validate
+from witcurate.errors import ConfigError, InputError
 from witcurate.filters.semantic_dedup import INVALID_EMBEDDING, SEMANTIC_DUPLICATE
 from witcurate.filters.target import OFF_TARGET_CLUSTER
 from witcurate.pipeline import embeddings as emb
@@ -261,3 +262,32 @@ def test_multi_process_runs_equal_in_process(dup_score, tgt, tmp_path):
         assert _kept(one) == _kept(two)
         assert sorted((r["uid"], r["reason"], r["detail"]) for r in _rejects(one)) == \
             sorted((r["uid"], r["reason"], r["detail"]) for r in _rejects(two))
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,needle", [
+    ("semdedup.threshold=0", "semdedup.threshold must be a cosine in (0, 1], got 0"),
+    ("semdedup.threshold=1.5", "semdedup.threshold must be a cosine in (0, 1], got 1.5"),
+    ("semdedup.threshold=.nan", "semdedup.threshold must be a cosine in (0, 1]"),
+    ("semdedup.sample=10", "semdedup.sample (10) is below semdedup.clusters (1000)"),
+    ("target.sample=999", "target.sample (999) is below target.clusters (1000)"),
+    ("semdedup.clusters=0", "semdedup.clusters must be at least 1"),
+    ("semdedup.max_cluster_size=1", "semdedup.max_cluster_size must be at least 2"),
+    ("target.keep_fraction=0", "target.keep_fraction must be in (0, 1], got 0"),
+    ("target.keep_fraction=1.01", "target.keep_fraction must be in (0, 1]"),
+])
+def test_config_values_are_range_checked_at_load(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert needle in e.value.message
+
+
+def test_the_target_filter_needs_one_target_set_when_it_runs():
+    config = load_config(None, ["target.enabled=true"])          # fine until the stage runs
+    with pytest.raises(ConfigError, match="no target set is given"):
+        validate(config, stages=("target",))
+    with pytest.raises(ConfigError, match="set one of embeddings and images"):
+        load_config(None, ["target.embeddings=t.npy", "target.images=imgs/"])
+    assert load_config("configs/demo.yaml").run.stages.index("semdedup") == \
+        load_config("configs/demo.yaml").run.stages.index("score") + 1

@@ -160,7 +160,7 @@ class TargetSection:
     # with an image_embedding (or embedding) list column, from the scorer's model.
     embeddings: str = ""
     # Or target images (a folder of images and WebDataset tars, or a glob of tars), embedded by
-    # the stage with the score stage's model and weights.
+    # the stage with the score stage's model and weights; "run:trusted" is scorer.trusted.
     images: str = ""
     clusters: int = 1000         # k-means clusters over the pool; more than the pool is clamped
     sample: int = 100_000        # embeddings the k-means is fitted on

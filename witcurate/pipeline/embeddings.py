@@ -199,9 +199,8 @@ class FitClusters(beam.PTransform):
         return (nodes
                 | "SampleEntries" >> beam.Map(_sample_entry)
                 | "Sample" >> beam.combiners.Top.Smallest(self.sample)
-                | "FitKMeans" >> beam.Map(
-                    lambda sample, n: fit_model(sample, n, self.clusters, self.max_size, self.seed, self.niter),
-                    beam.pvalue.AsSingleton(total)))
+                | "FitKMeans" >> beam.Map(fit_model, beam.pvalue.AsSingleton(total), self.clusters,
+                                          self.max_size, self.seed, self.niter))
 
 
 def model_summary(model: kmeans.ClusterModel) -> str:

@@ -33,6 +33,7 @@ from witcurate.pipeline.stages import BaseStage, Option, last_run, stage_dir
 from witcurate.pipeline.target_set import check_targets, embed_images, target_chunks
 
 RUN_SCORER = "run:scorer"          # score.pretrained naming the run's scorer checkpoint
+RUN_TRUSTED = "run:trusted"        # target.images naming the scorer's trusted set (scorer.trusted)
 TARGET_EMBEDDINGS = "target_embeddings.npy"
 CLUSTERS_FILE = "clusters.json"
 JUDGE_BATCH = 4096
@@ -64,7 +65,7 @@ def _merge(all_stats):
     return merged
 
 
-def _choose(stats, model, keep_fraction):
+def _choose(_, stats, model, keep_fraction):
     return rules.choose_clusters(stats if stats is not None else rules.TargetStats.empty(model.k),
                                  keep_fraction)
 
@@ -85,8 +86,8 @@ class ChooseClusters(beam.PTransform):
                  | "MergeStats" >> beam.CombineGlobally(_merge).without_defaults())
         return (self.model.pipeline
                 | "One" >> beam.Create([None])
-                | "Choose" >> beam.Map(lambda _, s, m: _choose(s, m, self.keep_fraction),
-                                       beam.pvalue.AsSingleton(stats, default_value=None), model))
+                | "Choose" >> beam.Map(_choose, beam.pvalue.AsSingleton(stats, default_value=None), model,
+                                       self.keep_fraction))
 
 
 def choice_json(choice: rules.ClusterChoice) -> str:
@@ -97,8 +98,9 @@ def choice_json(choice: rules.ClusterChoice) -> str:
 
 class TargetStage(BaseStage):
     name = "target"
-    # score.model / score.pretrained: the model target images are embedded with
-    sections = ("target", "score.model", "score.pretrained")
+    # score.model / score.pretrained: the model target images are embedded with; scorer.trusted:
+    # the images of target.images "run:trusted"
+    sections = ("target", "score.model", "score.pretrained", "scorer.trusted")
     inputs = ("in", "score", "checkpoint")
     input_schema = schemas.SCORED
     options = (
@@ -161,10 +163,14 @@ class TargetStage(BaseStage):
         cfg = ctx.config.target
         if cfg.embeddings:
             return cfg.embeddings, {}
+        images = ctx.config.scorer.trusted if cfg.images == RUN_TRUSTED else cfg.images
+        if not images:
+            raise InputError("target.images is 'run:trusted' but scorer.trusted is empty",
+                             "set scorer.trusted, or point target.images at a folder of images")
         weights = self.weights(ctx)
         out = fs.join(ctx.tmp_dir, TARGET_EMBEDDINGS)
-        facts = embed_images(cfg.images, ctx.config.score.model, weights, out, ctx.progress)
-        return out, {"target_images": cfg.images, "embedded": facts}
+        facts = embed_images(images, ctx.config.score.model, weights, out, ctx.progress)
+        return out, {"target_images": images, "embedded": facts}
 
     @staticmethod
     def weights(ctx: StageContext) -> str:
