@@ -10,6 +10,7 @@ import tarfile
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -17,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 from semantic_world import duplicate_world, embeddings_table, scored_row, target_world, unit, write_score_dir
 
+from witcurate import schemas
 from witcurate.cli import main
 from witcurate.config import load_config
 from witcurate.config_checks import validate
@@ -61,28 +63,39 @@ def test_join_embeddings_routes_every_row(tmp_path):
     vectors[2, 3] = np.nan
     uids = ["a", "b", "c", "x"]                   # "x": an embedding without a row (score rejected it)
     pq.write_table(embeddings_table(uids, vectors), tmp_path / "e.parquet")
-    rows = [scored_row(u, i, 0.5) for i, u in enumerate(["a", "b", "c", "d"])]   # "d": no embedding
+    rows = pa.Table.from_pylist([scored_row(u, i, 0.5) for i, u in enumerate(["a", "b", "c", "d"])],
+                                schemas.SCORED)                         # "d": no embedding
     with TestPipeline() as p:
-        outs = p | beam.Create(rows) | emb.JoinEmbeddings([str(tmp_path / "e.parquet")], 8)
-        assert_that(outs[emb.NODES] | "NodeUids" >> beam.Map(lambda n: (n[0], len(n[2]))),
-                    equal_to([("a", 16), ("b", 16)]), label="nodes")
-        assert_that(outs[REJECTED] | "RejectReasons" >> beam.Map(lambda r: (r["uid"], r["reason"], r["detail"])),
-                    equal_to([("c", INVALID_EMBEDDING, "embedding holds NaN or infinite values")]),
-                    label="rejects")
-        assert_that(outs[emb.MISSING], equal_to(["d"]), label="missing")
+        outs = (p | beam.Create([rows.slice(0, 2), rows.slice(2)])
+                  | emb.JoinEmbeddings([str(tmp_path / "e.parquet")], 8, buckets=3))
+        assert_that(outs[emb.NODES] | "NodeUids" >> beam.FlatMap(
+            lambda b: [(u, v.shape, bool(np.allclose(v, vectors[uids.index(u)], atol=1e-3)))
+                       for u, v in zip(b.uids, b.vectors)]),
+            equal_to([("a", (8,), True), ("b", (8,), True)]), label="nodes")
+        assert_that(outs[REJECTED] | "RejectReasons" >> beam.FlatMap(
+            lambda t: [(r["uid"], r["reason"], r["detail"]) for r in t.to_pylist()]),
+            equal_to([("c", INVALID_EMBEDDING, "embedding holds NaN or infinite values")]), label="rejects")
+        assert_that(outs[emb.MISSING], equal_to([{"count": 1, "examples": ["d"]}]), label="missing")
+
+
+def _batch(uids, scores, vectors) -> emb.NodeBatch:
+    rows = pa.Table.from_pylist([scored_row(u, i, s) for i, (u, s) in enumerate(zip(uids, scores))],
+                                schemas.SCORED)
+    return emb.NodeBatch(rows, np.asarray(vectors, np.float16), emb.uid_keys(uids))
 
 
 def test_dedup_cluster_keeps_the_best_scored_and_names_it():
-    x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0]])).astype(np.float16)
-    nodes = [(u, scored_row(u, i, s), x[i].tobytes()) for i, (u, s) in enumerate(
-        [("u0", 0.3), ("u1", 0.7), ("u2", 0.1)])]
+    x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0]]))
+    batches = [_batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]), _batch(["u1"], [0.7], x[[1]])]
     with TestPipeline() as p:
-        outs = (p | beam.Create([((5, -1), nodes)])
+        outs = (p | beam.Create([((5, -1), batches)])
                   | beam.ParDo(DedupCluster(0.95, 1000)).with_outputs(REJECTED, main=KEPT))
-        assert_that(outs[KEPT] | "KeptUids" >> beam.Map(lambda r: r["uid"]), equal_to(["u1", "u2"]), label="kept")
-        assert_that(outs[REJECTED] | "Survivors" >> beam.Map(
-            lambda r: (r["uid"], r["reason"], json.loads(r["record"])["survivor_uid"],
-                       r["detail"].startswith("semantic duplicate of u1: cosine 0.99") and "cluster 5" in r["detail"])),
+        assert_that(outs[KEPT] | "KeptUids" >> beam.FlatMap(lambda t: t.column("uid").to_pylist()),
+                    equal_to(["u1", "u2"]), label="kept")
+        assert_that(outs[REJECTED] | "Survivors" >> beam.FlatMap(lambda t: [
+            (r["uid"], r["reason"], json.loads(r["record"])["survivor_uid"],
+             r["detail"].startswith("semantic duplicate of u1: cosine 0.99") and "cluster 5" in r["detail"])
+            for r in t.to_pylist()]),
             equal_to([("u0", SEMANTIC_DUPLICATE, "u1", True)]), label="rejects")
 
 

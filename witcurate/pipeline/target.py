@@ -3,7 +3,7 @@
     rows + embeddings --JoinEmbeddings--> nodes (invalid embeddings -> rejects)
     nodes --sample--> k-means fit (one worker, a bounded sample) --> ClusterModel
     target embeddings (chunks) --TargetStats per chunk--> merged --> ClusterChoice (side input)
-    nodes --BatchElements--> Judge: nearest centroid kept, or an `off_target_cluster` reject
+    node batches --Judge--> nearest centroid kept, or an `off_target_cluster` reject
                               naming the cluster and its distance to the target set
 
 No grouping by cluster is needed: a pair's fate is its cluster's, decided once from the
@@ -16,40 +16,45 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 
 from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import InputError
 from witcurate.filters import target as rules
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_json_lines,
-                                        read_stage, rejected, run_pipeline)
-from witcurate.pipeline.embeddings import (MISSING, NODES, FitClusters, JoinEmbeddings, check_missing,
-                                           embedding_files, note_clusters, pool_dim, read_model_summary,
-                                           vectors_matrix, write_missing, write_model_summary)
+from witcurate.filters.kmeans import normalise
+from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, read_json_lines, rejected, run_pipeline
+from witcurate.pipeline.embedding_fit import FitClusters, WriteTables, read_model_summary, write_model_summary
+from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
+                                           check_missing, embedding_files, note_clusters, pool_dim,
+                                           read_tables, write_missing)
 from witcurate.pipeline.inference import model_label
 from witcurate.pipeline.runner import StageContext, StageResult, load_manifest
 from witcurate.pipeline.stages import BaseStage, Option, last_run, stage_dir
+from witcurate.pipeline.tables import parquet_files
 from witcurate.pipeline.target_set import check_targets, embed_images, target_chunks
 
 RUN_SCORER = "run:scorer"          # score.pretrained naming the run's scorer checkpoint
 RUN_TRUSTED = "run:trusted"        # target.images naming the scorer's trusted set (scorer.trusted)
 TARGET_EMBEDDINGS = "target_embeddings.npy"
 CLUSTERS_FILE = "clusters.json"
-JUDGE_BATCH = 4096
 
 
 class Judge(beam.DoFn):
-    """A batch of nodes -> kept rows, or `off_target_cluster` rejects."""
+    """A NodeBatch -> its rows in kept clusters (a table), and `off_target_cluster` rejects."""
 
-    def process(self, batch, model, choice):
-        top, _, _ = model.assign(vectors_matrix(node[2] for node in batch))
-        for (_, row, _), cluster in zip(batch, top.tolist()):
-            decision = rules.on_target(cluster, choice)
-            if decision is True:
-                yield row
-            else:
-                yield beam.pvalue.TaggedOutput(REJECTED, rejected(row, decision))
+    def process(self, batch: NodeBatch, model, choice):
+        top, _, _ = model.assign(normalise(batch.vectors))
+        kept = np.array([choice.kept[c] for c in top.tolist()], dtype=bool)
+        yield batch.rows.filter(pa.array(kept))
+        if not kept.all():
+            off = np.flatnonzero(~kept)
+            rows = batch.rows.take(pa.array(off)).to_pylist()
+            yield beam.pvalue.TaggedOutput(REJECTED, pa.Table.from_pylist(
+                [rejected(row, rules.on_target(int(top[i]), choice)) for i, row in zip(off, rows)],
+                schemas.REJECTS))
 
 
 def _stats(chunk, model):
@@ -119,10 +124,10 @@ class TargetStage(BaseStage):
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config.target
         p = make_pipeline(ctx.beam_args)
-        rows = read_stage(p, ctx.input("in"), "ReadIn")
+        rows = read_tables(p, parquet_files(ctx.input("in")), "ReadIn")
         if not cfg.enabled:
             ctx.progress("[target] target.enabled is false: every pair passes")
-            {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteStageOutputs(
+            {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteTables(
                 ctx.tmp_dir, schemas.SCORED)
             run_pipeline(p)
             return StageResult(units="pairs", extra={"target": {"enabled": False}})
@@ -133,7 +138,8 @@ class TargetStage(BaseStage):
         facts = check_targets(targets, dim)
         ctx.progress(f"[target] target set: {facts['usable']} usable embeddings of {facts['rows']}")
         note_clusters(ctx, "target", cfg.clusters)
-        joined = rows | "Embeddings" >> JoinEmbeddings(files, dim)
+        buckets = bucket_count(ctx.input("in"), ctx.input("score"))
+        joined = rows | "Embeddings" >> JoinEmbeddings(files, dim, buckets)
         write_missing(joined[MISSING], ctx.work_dir)
         model = joined[NODES] | "Fit" >> FitClusters(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
         write_model_summary(model, ctx.work_dir)
@@ -141,11 +147,10 @@ class TargetStage(BaseStage):
         (choice | "ClustersJson" >> beam.Map(choice_json)
          | "WriteClusters" >> beam.io.WriteToText(fs.join(ctx.work_dir, "clusters"), ".jsonl", num_shards=1))
         decided = (joined[NODES]
-                   | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=JUDGE_BATCH)
                    | "Judge" >> beam.ParDo(Judge(), beam.pvalue.AsSingleton(model),
                                            beam.pvalue.AsSingleton(choice)).with_outputs(REJECTED, main=KEPT))
         rejects = (joined[REJECTED], decided[REJECTED]) | "AllRejects" >> beam.Flatten()
-        {KEPT: decided[KEPT], REJECTED: rejects} | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.SCORED)
+        {KEPT: decided[KEPT], REJECTED: rejects} | "Write" >> WriteTables(ctx.tmp_dir, schemas.SCORED)
         run_pipeline(p)
 
         check_missing(ctx.work_dir, ctx.input("score"), self.name)
