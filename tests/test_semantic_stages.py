@@ -304,3 +304,14 @@ def test_the_target_filter_needs_one_target_set_when_it_runs():
         load_config(None, ["target.embeddings=t.npy", "target.images=imgs/"])
     assert load_config("configs/demo.yaml").run.stages.index("semdedup") == \
         load_config("configs/demo.yaml").run.stages.index("score") + 1
+
+
+def test_cap_reads_the_last_embedding_step_the_run_has():
+    def cap_input(stages):
+        config = load_config(None, [f"run.stages=[{','.join(stages)}]"])
+        return get_stage("cap").default_inputs(config, "OUT")["in"]
+    assert cap_input(["score", "semdedup", "target", "cap"]) == "OUT/target"
+    assert cap_input(["score", "semdedup", "cap"]) == "OUT/semdedup"
+    assert cap_input(["score", "cap"]) == "OUT/score"
+    assert get_stage("target").default_inputs(load_config(None, ["run.stages=[score,target]"]), "OUT")["in"] \
+        == "OUT/score"
