@@ -233,6 +233,13 @@ def check_missing(work_dir: str, score_dir: str, stage: str) -> None:
                          "its embeddings are incomplete: rerun the score stage with --force")
 
 
+def clear_side_files(work_dir: str) -> None:
+    """Remove the small side outputs (missing, model, clusters) a killed attempt left in the work
+    directory, so the driver reads only this attempt's."""
+    for path in fs.glob(fs.join(work_dir, "*.jsonl")):
+        fs.rm(path)
+
+
 def note_clusters(ctx: StageContext, stage: str, clusters: int) -> None:
     """Say so when the configured cluster count exceeds the pool: the fit uses one cluster per
     sampled vector at most (clamped, not an error, so a small run still works)."""

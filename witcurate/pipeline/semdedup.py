@@ -29,8 +29,8 @@ from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, reject, run_pipeline
 from witcurate.pipeline.embedding_fit import FitClusters, WriteTables, read_model_summary, write_model_summary
 from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
-                                           check_missing, embedding_files, note_clusters, pool_dim,
-                                           read_tables, write_missing)
+                                           check_missing, clear_side_files, embedding_files,
+                                           note_clusters, pool_dim, read_tables, write_missing)
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
 from witcurate.pipeline.tables import parquet_files
@@ -112,6 +112,7 @@ class SemdedupStage(BaseStage):
             return StageResult(units="pairs", extra={"semdedup": {"enabled": False}})
 
         files = embedding_files(ctx.input("score"))
+        clear_side_files(ctx.work_dir)
         note_clusters(ctx, "semdedup", cfg.clusters)
         buckets = bucket_count(ctx.input("in"), ctx.input("score"))
         joined = rows | "Embeddings" >> JoinEmbeddings(files, pool_dim(files), buckets)

@@ -28,8 +28,8 @@ from witcurate.filters.kmeans import normalise
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, read_json_lines, rejected, run_pipeline
 from witcurate.pipeline.embedding_fit import FitClusters, WriteTables, read_model_summary, write_model_summary
 from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
-                                           check_missing, embedding_files, note_clusters, pool_dim,
-                                           read_tables, write_missing)
+                                           check_missing, clear_side_files, embedding_files,
+                                           note_clusters, pool_dim, read_tables, write_missing)
 from witcurate.pipeline.inference import model_label
 from witcurate.pipeline.runner import StageContext, StageResult, load_manifest
 from witcurate.pipeline.stages import BaseStage, Option, last_run, stage_dir
@@ -133,6 +133,7 @@ class TargetStage(BaseStage):
             return StageResult(units="pairs", extra={"target": {"enabled": False}})
 
         files = embedding_files(ctx.input("score"))
+        clear_side_files(ctx.work_dir)
         dim = pool_dim(files)
         targets, embedded = self.target_set(ctx)
         facts = check_targets(targets, dim)
