@@ -1,7 +1,7 @@
 """The whole chain is portable: in Beam's worker processes, and on a non-local filesystem.
 
 A tiny demo world is run three times through queries, ingest, match, balance, download, dedupe,
-scorer, score, cap and shards: in-process under a local directory (the reference); with Beam's
+scorer, score, semdedup, target, cap and shards: in-process under a local directory (the reference); with Beam's
 local runner in multi-process mode (`--direct_num_workers=2
 --direct_running_mode=multi_processing`), where unpicklable DoFns, driver-only state, per-process
 model and pool set-up and non-deterministic keys show up before Dataflow does; and in-process
@@ -47,8 +47,8 @@ from witcurate.pipeline.stages import get_stage
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "demo.yaml")
 MEMORY_ROOT = "memory://witcurate-fsspec-paths/run"
-STAGES = ["queries", "ingest", "match", "balance", "download", "dedupe", "scorer", "score", "cap",
-          "shards"]
+STAGES = ["queries", "ingest", "match", "balance", "download", "dedupe", "scorer", "score", "semdedup",
+          "target", "cap", "shards"]
 
 
 def _quiet(_msg: str) -> None:

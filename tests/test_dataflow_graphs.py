@@ -63,6 +63,9 @@ def stage_setup(name: str, root: str):
     overrides = {
         "queries": [f"queries.dumps=[{FIXTURE_DUMP}]", "queries.wordnet=false"],
         "score": ["score.model=witcurate-tiny", "score.pretrained=''", "score.threshold=0.2"],
+        "semdedup": ["semdedup.clusters=4", "semdedup.sample=100"],
+        "target": ["target.enabled=true", f"target.embeddings={_embeddings(root)}", "target.clusters=4",
+                   "target.sample=100"],
     }.get(name, [])
     inputs = {
         "queries": {"dump0": str(FIXTURE_DUMP)},
@@ -72,10 +75,29 @@ def stage_setup(name: str, root: str):
         "download": {"in": d("balance")},
         "dedupe": {"in": d("download")},
         "score": {"in": d("dedupe"), "images": d("download")},
+        "semdedup": {"in": d("score"), "score": d("score")},
+        "target": {"in": d("score"), "score": d("score")},
         "cap": {"in": d("score"), "query_counts": d("balance"), "queries": queries},
         "shards": {"in": d("cap"), "images": d("download")},
     }[name]
     return load_config(None, overrides), inputs
+
+
+def _embeddings(root: str) -> str:
+    """Image embeddings beside the fake score rows (as the score stage saves them) and a target
+    set; returns the target set's path."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from witcurate.pipeline.tables import read_table
+    uids = read_table(fs.join(root, "score"), ["uid"]).column("uid").to_pylist()
+    vectors = np.random.default_rng(0).normal(size=(len(uids) + 8, 16)).astype(np.float16)
+    fs.makedirs(fs.join(root, "score", "embeddings"))
+    column = pa.array([v.tolist() for v in vectors[:len(uids)]], pa.list_(pa.float16()))
+    pq.write_table(pa.table({"uid": uids, "image_embedding": column, "text_embedding": column}),
+                   fs.join(root, "score", "embeddings", "part-00000.parquet"))
+    np.save(fs.join(root, "targets.npy"), vectors[len(uids):])
+    return fs.join(root, "targets.npy")
 
 
 BEAM_STAGES = [n for n in ORDER if n not in NOT_BEAM]
@@ -84,7 +106,7 @@ BEAM_STAGES = [n for n in ORDER if n not in NOT_BEAM]
 def test_the_beam_stage_list_is_complete():
     assert set(ORDER) - set(BEAM_STAGES) == NOT_BEAM
     assert BEAM_STAGES == ["queries", "ingest", "match", "balance", "download", "dedupe",
-                           "score", "cap", "shards"]
+                           "score", "semdedup", "target", "cap", "shards"]
 
 
 @pytest.mark.parametrize("name", BEAM_STAGES)

@@ -31,7 +31,7 @@ import pytest
 from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = "queries,ingest,match,balance,download,dedupe,scorer,score,cap,shards"
+STAGES = "queries,ingest,match,balance,download,dedupe,scorer,score,semdedup,target,cap,shards"
 RUN_TIMEOUT = 120
 
 
