@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"     # real-data samples kept in the repo (see their PROVENANCE.md)
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 if (REPO / ".nltk_data").exists():

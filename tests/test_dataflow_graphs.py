@@ -22,7 +22,7 @@ from witcurate.pipeline.runner import StageContext
 from witcurate.pipeline.stages import ORDER, get_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_DUMP = ROOT.parent / "shared" / "fixtures" / "wikipedia" / \
+FIXTURE_DUMP = ROOT / "tests" / "fixtures" / "wikipedia" / \
     "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Beam validates these at pipeline construction: project ids and bucket names must look real.
 DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=witcurate-test", "--region=us-central1",
