@@ -29,6 +29,16 @@ def test_threshold_keeps_scores_at_or_above_it():
     assert rules.keep_by_threshold(-0.5, -1.0) is True
 
 
+@pytest.mark.parametrize("threshold", [0.25, 0.5, -0.125, 0.3125, float(np.float32(0.28))])
+def test_a_score_exactly_at_the_threshold_is_kept(threshold):
+    """Values float32 holds exactly: the stored score equals the threshold, so only `>=` keeps
+    it (0.28 itself rounds up in float32 and cannot tell `>=` from `>`)."""
+    assert float(np.float32(threshold)) == threshold
+    assert rules.keep_by_threshold(threshold, threshold) is True
+    below = float(np.nextafter(np.float32(threshold), np.float32(-1)))
+    assert rules.keep_by_threshold(below, threshold) == (False, "clip_score_below")
+
+
 def test_threshold_is_applied_to_the_stored_float32_score():
     # 0.28 rounds up in float32; a stored clip_score of 0.28 must pass a 0.28 threshold.
     assert float(np.float32(0.28)) > 0.28
