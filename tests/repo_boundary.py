@@ -6,10 +6,12 @@ Two checks, both run by every `pytest` session:
   every file this process opens, lists or copies. A path under the folder that holds the clone
   but outside the clone itself (`../shared/...`, a sibling checkout) is recorded against the
   test that was running, and that test fails in its teardown; anything read outside a test
-  (at collection) fails the session. Temporary directories, the Python installation and the
-  virtual environment are allowed even when they sit beside the clone. The hook sees this
-  process only (not the CLI subprocesses some tests start) and only Python-level file access
-  (not files pyarrow opens in C++): the static check below covers the test sources themselves.
+  (at collection) fails the session. So is a file written inside the clone (a test that
+  leaves `demo_world/` in the checkout fails in a clone it cannot write), bytecode caches
+  aside. Temporary directories, the Python installation and the virtual environment are
+  allowed even when they sit beside the clone. The hook sees this process only (not the CLI
+  subprocesses some tests start) and only Python-level file access (not files pyarrow opens
+  in C++): the static check below covers the test sources themselves.
 - Statically, `outside_references` scans the test sources for ways out of the repository:
   `.parent` of the repository root, `parents[n]` of a test file that climbs above it, and
   `..` in path literals.
@@ -27,9 +29,11 @@ from pathlib import Path
 
 import pytest
 
-# Audit events that name a file or folder the process reads, lists or copies.
+# Audit events that name a file or folder the process reads, lists, copies or creates.
 WATCHED = {"open", "os.listdir", "os.scandir", "glob.glob", "shutil.copyfile", "shutil.copytree",
-           "os.chdir"}
+           "os.chdir", "os.mkdir"}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+_CACHES = (f"{os.sep}__pycache__{os.sep}", f"{os.sep}.pytest_cache{os.sep}")
 
 
 def _under(path: str, folder: str) -> bool:
@@ -52,6 +56,18 @@ def allowed_roots() -> list[str]:
             *(os.path.join(home, d) for d in (".cache", ".config", ".local", ".matplotlib", "nltk_data")),
             *(p for name in env for p in os.environ.get(name, "").split(os.pathsep)),
             "/dev", "/proc", "/sys", "/etc", "/usr", "/lib", "/lib64", "/bin", "/sbin"]
+
+
+def _writes(event: str, args: tuple) -> bool:
+    """Whether an "open" creates or changes its file (or the event makes a folder)."""
+    if event == "os.mkdir":
+        return True
+    if event != "open" or len(args) < 3:
+        return False
+    mode, flags = args[1], args[2]
+    if isinstance(flags, int) and flags & _WRITE_FLAGS:
+        return True
+    return isinstance(mode, str) and any(c in mode for c in "wax+")
 
 
 class RepoBoundary:
@@ -79,8 +95,22 @@ class RepoBoundary:
             path = self.outside(args[0])
             if path:
                 self.seen.setdefault(self.current, []).append(f"{event} {path}")
+            elif _writes(event, args):
+                path = self.inside(args[0])
+                if path:
+                    self.seen.setdefault(self.current, []).append(f"write inside the repository {path}")
         finally:
             self._busy.on = False
+
+    def inside(self, target) -> str | None:
+        """`target` as an absolute path when it lies in the repository (caches and an
+        in-repository virtual environment aside), else None."""
+        if target is None or isinstance(target, int):
+            return None
+        path = os.path.abspath(os.fsdecode(target))
+        if not any(_under(path, r) for r in self.repo) or any(c in path for c in _CACHES):
+            return None
+        return None if any(_under(path, a) for a in self.allowed) else path
 
     def outside(self, target) -> str | None:
         """`target` as an absolute path when it lies beside the repository, else None."""
@@ -116,7 +146,8 @@ class RepoBoundary:
         if call.when == "teardown" and reads and report.outcome != "failed":
             report.outcome = "failed"
             report.longrepr = ("the test reached outside the repository (a fresh clone has nothing "
-                               "beside it; put what it needs under tests/fixtures/):\n  "
+                               "beside it: put what it reads under tests/fixtures/) or wrote inside "
+                               "it (write under tmp_path instead):\n  "
                                + "\n  ".join(sorted(set(reads))[:20]))
 
     def pytest_sessionfinish(self, session) -> None:
@@ -127,7 +158,7 @@ class RepoBoundary:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.seen:
             return
-        terminalreporter.section("reads outside the repository", sep="-", red=True, bold=True)
+        terminalreporter.section("reads outside the repository, writes inside it", sep="-", red=True, bold=True)
         for who, reads in sorted(self.seen.items()):
             for line in sorted(set(reads))[:20]:
                 terminalreporter.write_line(f"{who}: {line}")

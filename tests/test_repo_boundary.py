@@ -55,9 +55,9 @@ def test_the_static_check_lets_paths_inside_pass(line, depth):
     assert outside_references(line, depth) == []
 
 
-def test_a_test_that_opens_a_file_beside_the_clone_fails(tmp_path):
-    """A throwaway clone whose test reads ../shared/... : its pytest run fails, naming the test
-    and the file, while the same tests without that read pass."""
+def test_a_test_that_reads_beside_or_writes_inside_the_clone_fails(tmp_path):
+    """A throwaway clone whose tests read ../shared/... and write into the checkout: its pytest
+    run fails, naming each test and file, while the test that does neither passes."""
     shared = tmp_path / "shared" / "fixtures"
     shared.mkdir(parents=True)
     (shared / "data.txt").write_text("outside")
@@ -82,6 +82,9 @@ def test_a_test_that_opens_a_file_beside_the_clone_fails(tmp_path):
             (tmp_path / "x").write_text("temporary files are fine")
             assert Path(__file__).read_text()
 
+        def test_writes_inside():
+            (Path(__file__).parent / "made.txt").write_text("left in the checkout")
+
         def test_outside():
             assert open(Path.cwd() / ".." / "shared" / "fixtures" / "data.txt").read() == "outside"  # boundary-ok: the bad test
     """))
@@ -94,10 +97,12 @@ def test_a_test_that_opens_a_file_beside_the_clone_fails(tmp_path):
 
     bad = pytest_in_clone()
     assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert "2 passed, 1 error" in bad.stdout, bad.stdout
+    assert "3 passed, 2 errors" in bad.stdout, bad.stdout
     assert "ERROR tests/test_reads.py::test_outside" in bad.stdout, bad.stdout
     assert f"open {shared / 'data.txt'}" in bad.stdout, bad.stdout
-    assert "test_inside" not in bad.stdout.split("reads outside the repository")[-1]
+    assert "ERROR tests/test_reads.py::test_writes_inside" in bad.stdout, bad.stdout
+    assert f"write inside the repository {clone / 'tests' / 'made.txt'}" in bad.stdout, bad.stdout
+    assert "test_inside" not in bad.stdout.split("writes inside it")[-1]
 
-    good = pytest_in_clone("-k", "inside")
+    good = pytest_in_clone("-k", "test_inside")
     assert good.returncode == 0, good.stdout + good.stderr
