@@ -41,3 +41,12 @@ def demo_run(demo_world, tmp_path_factory) -> DemoRun:
     """Every stage of `witcurate run` on the shared world, once per session; tests only read it.
     Its image host is stopped when the run returns, so the next user can serve the same port."""
     return make_run(demo_world, tmp_path_factory.mktemp("demo-run") / "run")
+
+
+@pytest.fixture(scope="session")
+def beam_chain_run(tmp_path_factory) -> tuple[str, dict[str, dict]]:
+    """beam_chain's pure-Beam stages run once in this process: (run directory, manifests).
+    The Dataflow graph tests build on it and the portability tests compare against it."""
+    from beam_chain import run_chain
+    root = str(tmp_path_factory.mktemp("beam-chain") / "run")
+    return root, run_chain(root, [])

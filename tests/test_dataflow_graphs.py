@@ -15,7 +15,6 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
-from beam_chain import run_chain
 from witcurate.config import load_config
 from witcurate.pipeline import beam_io, fs
 from witcurate.pipeline.runner import StageContext
@@ -50,11 +49,10 @@ def dry_run(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """Real stage outputs (ingest .. cap) from a small local run, to build the graphs on."""
-    root = str(tmp_path_factory.mktemp("graphs") / "run")
-    run_chain(root, [])
-    return root
+def run_dir(beam_chain_run):
+    """Real stage outputs (ingest .. cap) from a small local run, to build the graphs on (the
+    session's in-process beam_chain run, which the portability tests compare against)."""
+    return beam_chain_run[0]
 
 
 def stage_setup(name: str, root: str):
