@@ -55,10 +55,13 @@ LONG = 1_000_000
 
 
 def _error(capsys, argv: list[str], *needles: str) -> str:
-    """The command fails with exit 2 and one line that says what is wrong."""
+    """The command fails with exit 2 and one line that says what is wrong (after, at most, the
+    line that names the config in force)."""
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) <= 2 and all(line.startswith("config: ") for line in lines[:-1]), lines
+    err = lines[-1]
+    assert err.startswith("error: ") and "Traceback" not in err, err
     for needle in needles:
         assert needle in err, err
     return err
@@ -86,7 +89,7 @@ GOOD = [("http://img.example.com/a.jpg", "two red circles on the grass"),
 
 # ---- queries: the Wikipedia inputs ----
 
-# The dump alone (configs/demo.yaml, read by default, points at the demo world's page views).
+# The dump alone, without WordNet (the built-in defaults read no page views).
 NO_PAGEVIEWS = ["--set", "queries.wordnet=false", "--set", "queries.pageviews=[]"]
 
 
