@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_errors import one_line_error
 from witcurate.cli import main
 from witcurate.config import IngestSection
 from witcurate.pipeline.stages import ORDER
@@ -21,31 +22,21 @@ def test_help_everywhere(command, capsys):
     assert e.value.code == 0 and "usage: witcurate" in capsys.readouterr().out
 
 
-def _one_line_error(capsys, argv):
-    """Exit 2 and one error line (after, at most, the line naming the config in force)."""
-    assert main(argv) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) <= 2 and all(line.startswith("config: ") for line in lines[:-1]), lines
-    err = lines[-1]
-    assert err.startswith("error: ") and "Traceback" not in err
-    return err
-
-
 def test_bad_config_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("cap:\n  per_qurey: 3\n")
-    err = _one_line_error(capsys, ["run", "--config", str(bad), "--out", str(tmp_path / "o")])
+    err = one_line_error(capsys, ["run", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert "unknown key 'per_qurey'" in err and "known keys" in err
 
 
 def test_missing_input(tmp_path, capsys):
-    err = _one_line_error(capsys, ["match", "--in", str(tmp_path / "nope"), "--queries",
+    err = one_line_error(capsys, ["match", "--in", str(tmp_path / "nope"), "--queries",
                                    str(tmp_path / "q.json"), "--out", str(tmp_path / "match")])
     assert "does not exist" in err
 
 
 def test_missing_dump(tmp_path, capsys):
-    err = _one_line_error(capsys, ["queries", "--dump", str(tmp_path / "enwiki.xml.bz2"),
+    err = one_line_error(capsys, ["queries", "--dump", str(tmp_path / "enwiki.xml.bz2"),
                                    "--out", str(tmp_path / "queries"), "--set", "queries.wordnet=false"])
     assert "enwiki.xml.bz2" in err
 
@@ -65,12 +56,12 @@ def test_a_stage_run_from_the_repo_root_uses_the_config_it_names(tmp_path, capsy
 
 
 def test_unknown_option_is_refused_not_passed_to_beam(tmp_path, capsys):
-    err = _one_line_error(capsys, ["ingest", "--in", "x.parquet", "--out", str(tmp_path / "i"), "--treshold=3"])
+    err = one_line_error(capsys, ["ingest", "--in", "x.parquet", "--out", str(tmp_path / "i"), "--treshold=3"])
     assert "--treshold" in err
 
 
 def test_audit_of_missing_run(tmp_path, capsys):
-    assert "not found" in _one_line_error(capsys, ["audit", str(tmp_path / "none")])
+    assert "not found" in one_line_error(capsys, ["audit", str(tmp_path / "none")])
 
 
 def test_ingest_subcommand_end_to_end(tmp_path, capsys, monkeypatch):

@@ -33,7 +33,7 @@ def test_a_score_exactly_at_the_threshold_is_kept(threshold):
     assert float(np.float32(threshold)) == threshold
     assert rules.keep_by_threshold(threshold, threshold) is True
     below = float(np.nextafter(np.float32(threshold), np.float32(-1)))
-    assert rules.keep_by_threshold(below, threshold) == (False, "clip_score_below")
+    assert rules.keep_by_threshold(below, threshold) == Drop("clip_score_below")
 
 
 def test_threshold_is_applied_to_the_stored_float32_score():

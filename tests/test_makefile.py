@@ -44,8 +44,11 @@ def _make(clone: Path, *args: str) -> subprocess.CompletedProcess:
         def as_nobody():
             os.setgid(NOBODY)
             os.setuid(NOBODY)
+    # As a user types it: not as a sub-make of the `make test` that may be running this suite
+    # (an inherited MAKELEVEL makes make print "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
     return subprocess.run(["make", *args], cwd=clone, capture_output=True, text=True, timeout=60,
-                          preexec_fn=as_nobody)
+                          preexec_fn=as_nobody, env=env)
 
 
 @pytest.mark.parametrize("target", ["dataset", "test", "install", "experiment"])
