@@ -121,7 +121,7 @@ def _account(out: Path, uid_url: dict[str, str], kinds: dict[str, str]) -> tuple
     """(unaccounted uids, URLs with the wrong fate, kept images) of one finished stage directory."""
     import pyarrow.parquet as pq
 
-    from witcurate.pipeline.runner import read_table
+    from witcurate.pipeline.tables import read_table
 
     if not (out / "_SUCCESS.json").exists():
         return len(uid_url), len(uid_url), 0

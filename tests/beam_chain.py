@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from witcurate import schemas
 from witcurate.config import Config, load_config
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.stages import get_stage
 
 QUERIES = ["red", "blue", "circle", "square", "grass", "red circle", "two", "star", "sky"]
@@ -113,7 +114,7 @@ def run_chain(root: str, beam_args: list[str], stop_after: str = "cap") -> dict[
         "match": {"in": d["ingest"], "queries": paths["queries"]},
         "balance": {"in": d["match"]},
         "dedupe": {"in": d["download"]},
-        "cap": {"in": d["score"], "pool": d["match"], "queries": paths["queries"]},
+        "cap": {"in": d["score"], "query_counts": d["balance"], "queries": paths["queries"]},
     }
     manifests = {}
     for name in PURE_BEAM:

@@ -18,17 +18,17 @@ import pytest
 from beam_chain import PURE_BEAM, outcome, run_chain, tiny_config, write_inputs
 from witcurate.errors import UserError
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import StageResult, count_rows, run_stage
+from witcurate.pipeline.runner import StageResult, run_stage
+from witcurate.pipeline.tables import count_rows
 from witcurate.pipeline.stages import get_stage
 
 MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("inproc") / "run")
-    manifests = run_chain(root, [])
-    return root, manifests
+def in_process(beam_chain_run):
+    """The chain in this process, run once per session (conftest.py)."""
+    return beam_chain_run
 
 
 def test_chain_in_worker_processes_matches_in_process(in_process, tmp_path):

@@ -9,10 +9,12 @@ import pytest
 
 from witcurate.config import Config
 from witcurate.errors import InputError
+from witcurate.filters.base import Drop
 from witcurate.filters.text import caption_rules, normalize_caption
 from witcurate.filters.url_format import normalize_url, url_rules
 from witcurate.pipeline.ingest import IngestStage
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.sources import read_source
 
 quiet = dict(progress=lambda s: None)
@@ -25,7 +27,7 @@ quiet = dict(progress=lambda s: None)
     ("a " * 600, "caption_too_long"),
 ])
 def test_caption_rules_name_the_reason(caption, reason):
-    assert caption_rules(normalize_caption(caption), 2, 5, 1000) == (False, reason)
+    assert caption_rules(normalize_caption(caption), 2, 5, 1000) == Drop(reason)
 
 
 def test_caption_normalisation_fixes_mojibake_entities_whitespace():
@@ -39,7 +41,7 @@ def test_caption_normalisation_fixes_mojibake_entities_whitespace():
     ("http://h.com/" + "a" * 3000, "url_too_long"), ("", "url_empty"),
 ])
 def test_url_rules(url, reason):
-    assert url_rules(url, 2048) == (False, reason)
+    assert url_rules(url, 2048) == Drop(reason)
 
 
 def test_url_normalisation_is_idempotent():
@@ -111,7 +113,7 @@ def test_ingest_without_files_is_a_clear_error(tmp_path):
 def test_english_only_rule():
     from witcurate.filters.text import is_english
     assert is_english("a photo of three blue stars in the night sky") is True
-    assert is_english("zwei rote Kreise auf dem grünen Gras") == (False, "caption_not_english")
+    assert is_english("zwei rote Kreise auf dem grünen Gras") == Drop("caption_not_english")
     assert is_english("12 34") is True                       # nothing to judge: other rules decide
 
 

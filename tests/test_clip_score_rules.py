@@ -1,4 +1,4 @@
-"""CLIP-score keep rules on plain values: threshold, top fraction with ties, rule validation."""
+"""CLIP-score keep rules on plain values: threshold, top fraction with ties, choosing the rule."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from witcurate.errors import UserError
 from witcurate.filters import clip_score as rules
+from witcurate.filters.base import Drop
 
 
 def test_exactly_one_rule_must_be_set():
@@ -15,18 +16,24 @@ def test_exactly_one_rule_must_be_set():
     for threshold, fraction in [(None, None), (0.28, 0.3)]:
         with pytest.raises(UserError, match="exactly one"):
             rules.keep_rule(threshold, fraction)
-    with pytest.raises(UserError, match="not x100"):
-        rules.keep_rule(28.0, None)               # LAION's logit-scale number, not a cosine
-    for bad in (0.0, 1.5, float("nan")):
-        with pytest.raises(UserError, match="top_fraction"):
-            rules.keep_rule(None, bad)
+    # the ranges of both are checked when the config loads (tests/test_config.py)
 
 
 def test_threshold_keeps_scores_at_or_above_it():
     assert rules.keep_by_threshold(0.30, 0.28) is True
     assert rules.keep_by_threshold(0.28, 0.28) is True
-    assert rules.keep_by_threshold(0.2799, 0.28) == (False, "clip_score_below")
+    assert rules.keep_by_threshold(0.2799, 0.28) == Drop("clip_score_below")
     assert rules.keep_by_threshold(-0.5, -1.0) is True
+
+
+@pytest.mark.parametrize("threshold", [0.25, 0.5, -0.125, 0.3125, float(np.float32(0.28))])
+def test_a_score_exactly_at_the_threshold_is_kept(threshold):
+    """Values float32 holds exactly: the stored score equals the threshold, so only `>=` keeps
+    it (0.28 itself rounds up in float32 and cannot tell `>=` from `>`)."""
+    assert float(np.float32(threshold)) == threshold
+    assert rules.keep_by_threshold(threshold, threshold) is True
+    below = float(np.nextafter(np.float32(threshold), np.float32(-1)))
+    assert rules.keep_by_threshold(below, threshold) == Drop("clip_score_below")
 
 
 def test_threshold_is_applied_to_the_stored_float32_score():
@@ -56,7 +63,7 @@ def test_top_fraction_keeps_exactly_the_best_scores():
     kept, cutoff = _kept(scores, uids, 0.3)
     assert sorted(kept) == ["u3", "u4", "u8"]      # 0.9, 0.8, 0.7
     assert cutoff.score == pytest.approx(0.7) and cutoff.kept == 3 and cutoff.total == 10
-    assert rules.keep_by_cutoff(0.6, rules.tie_hash("u6"), cutoff) == (False, "clip_score_below")
+    assert rules.keep_by_cutoff(0.6, rules.tie_hash("u6"), cutoff) == Drop("clip_score_below")
 
 
 def test_top_fraction_breaks_ties_by_a_stable_hash_of_uid():
@@ -84,7 +91,7 @@ def test_top_fraction_that_keeps_nothing_rejects_everything():
     assert rules.top_fraction_cutoff([], [], 0.3) is None
     cutoff = rules.top_fraction_cutoff([0.9, 0.8], [1, 2], 0.1)
     assert cutoff is None
-    assert rules.keep_by_cutoff(0.9, 1, None) == (False, "clip_score_below")
+    assert rules.keep_by_cutoff(0.9, 1, None) == Drop("clip_score_below")
 
 
 def test_reject_details_name_the_score_and_the_threshold_used():
@@ -103,23 +110,24 @@ def test_score_bins_grow_with_the_score():
     assert rules.score_bin(-0.5) < rules.score_bin(-0.25) < rules.score_bin(0.25) < rules.score_bin(0.5)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.3, 0.5, 0.999, 1.0])
-def test_two_pass_cutoff_equals_the_one_pass_cutoff(fraction):
-    """Histogram, then only the cutoff's bin ranked: exactly top_fraction_cutoff, ties and
-    negative scores included, with the whole pipeline transform run on the same data."""
-    import apache_beam as beam
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
+FRACTIONS = [0.0, 0.001, 0.3, 0.5, 0.999, 1.0]
 
-    from witcurate.pipeline.score import TopFractionCutoff
 
+def _case(fraction: float):
+    """Scores with ties and negative values, their uids and tie hashes, and the one-pass cutoff."""
     rng = np.random.default_rng(int(fraction * 1000))
     scores = np.concatenate([rng.normal(0.25, 0.05, 3000), np.full(300, 0.3), rng.uniform(-1, 1, 200)])
     scores = [float(np.float32(s)) for s in scores]
     uids = [f"u{i}" for i in range(len(scores))]
     ties = [rules.tie_hash(u) for u in uids]
-    expected = rules.top_fraction_cutoff(scores, ties, fraction)
+    return scores, uids, ties, rules.top_fraction_cutoff(scores, ties, fraction)
 
+
+@pytest.mark.parametrize("fraction", FRACTIONS)
+def test_two_pass_cutoff_equals_the_one_pass_cutoff(fraction):
+    """Histogram, then only the cutoff's bin ranked: exactly top_fraction_cutoff, ties and
+    negative scores included."""
+    scores, _, ties, expected = _case(fraction)
     histogram = np.zeros(1 << rules.BIN_BITS, dtype=np.int64)
     for s in scores:
         histogram[rules.score_bin(s)] += 1
@@ -127,6 +135,19 @@ def test_two_pass_cutoff_equals_the_one_pass_cutoff(fraction):
     in_bin = [(s, t) for s, t in zip(scores, ties) if where and rules.score_bin(s) == where["bin"]]
     assert rules.cutoff_in_bin(in_bin, where) == expected
 
-    rows = [{"uid": u, "clip_score": s} for u, s in zip(uids, scores)]
+
+def test_the_pipeline_transform_finds_the_one_pass_cutoff_for_every_fraction():
+    """The whole pipeline transform on the same data, every fraction in one pipeline (one Beam
+    start-up instead of six)."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from witcurate.pipeline.score import TopFractionCutoff
+
     with TestPipeline() as p:
-        assert_that(p | beam.Create(rows) | TopFractionCutoff(fraction), equal_to([expected]))
+        for fraction in FRACTIONS:
+            scores, uids, _, expected = _case(fraction)
+            rows = [{"uid": u, "clip_score": s} for u, s in zip(uids, scores)]
+            cutoff = p | f"Rows {fraction}" >> beam.Create(rows) | f"Cutoff {fraction}" >> TopFractionCutoff(fraction)
+            assert_that(cutoff, equal_to([expected]), label=f"Equals {fraction}")

@@ -25,9 +25,13 @@ from PIL import Image, ImageDraw
 from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import ConfigError
+from witcurate.filters.base import Drop
 from witcurate.pipeline import download_worker
-from witcurate.pipeline.download import DownloadShard, DownloadStage, decide
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.download import DownloadStage
+from witcurate.pipeline.download_results import decide
+from witcurate.pipeline.download_shard import DownloadShard
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 
 N_OK = 16
 
@@ -323,15 +327,15 @@ def test_empty_input_and_bad_settings(tmp_path):
 def test_a_url_without_an_img2dataset_result_is_a_no_result_reject():
     cfg = config(1).download
     row = {"uid": "u1", "url": "http://127.0.0.1:1/a.jpg"}
-    assert decide(row, None, {}, cfg)[0] == "no_result"
+    assert decide(row, None, {}, cfg).reason == "no_result"
     ok = {"status": "success", "key": "000000000", "_sub": 0, "original_width": 100,
           "original_height": 100, "width": 64, "height": 64}
-    assert decide(row, ok, {}, cfg)[0] == "no_result"                  # not in its tar
+    assert decide(row, ok, {}, cfg).reason == "no_result"                  # not in its tar
     check = {"reason": "", "width": 64, "height": 64, "sha256": "ab" * 32, "phash": 7}
     assert decide(row, ok, {(0, "000000000"): check}, cfg)["phash"] == 7
-    assert decide(row, dict(ok, original_width=20), {(0, "000000000"): check}, cfg)[0] == "image_too_small"
+    assert decide(row, dict(ok, original_width=20), {(0, "000000000"): check}, cfg).reason == "image_too_small"
     failed = {"status": "failed_to_download", "error_message": "HTTP Error 410: Gone", "_sub": 0}
-    assert decide(row, failed, {}, cfg) == ("http_410", "HTTP Error 410: Gone")
+    assert decide(row, failed, {}, cfg) == Drop("http_410", "HTTP Error 410: Gone")
 
 
 UNGUARDED_SCRIPT = '''

@@ -38,7 +38,7 @@ from witcurate import schemas
 from witcurate.config import DemoSection, load_config
 from witcurate.demo import world as demo_world
 from witcurate.demo.host import ImageHost
-from witcurate.pipeline.runner import read_table
+from witcurate.pipeline.tables import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = 1200                 # 15 URLs of each injected fault kind

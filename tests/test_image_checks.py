@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from witcurate.filters import images
+from witcurate.filters.base import Drop
 
 
 def jpeg_bytes(w=120, h=90) -> bytes:
@@ -37,19 +38,19 @@ def bomb_png(w=20000, h=20000) -> bytes:
 
 def test_size_checks_on_the_original_size():
     assert images.size_ok(640, 480, 64, 3.0, 10**8) is True
-    assert images.size_ok(63, 480, 64, 10.0, 10**8) == (False, "image_too_small")
-    assert images.size_ok(1000, 300, 64, 3.0, 10**8) == (False, "aspect_ratio")
+    assert images.size_ok(63, 480, 64, 10.0, 10**8) == Drop("image_too_small")
+    assert images.size_ok(1000, 300, 64, 3.0, 10**8) == Drop("aspect_ratio")
     assert images.size_ok(300, 900, 64, 3.0, 10**8) is True                # exactly 3:1
-    assert images.size_ok(20000, 20000, 64, 3.0, 89_478_485) == (False, "too_many_pixels")
-    assert images.size_ok(None, 10, 64, 3.0, 10**8) == (False, "decode_error")
+    assert images.size_ok(20000, 20000, 64, 3.0, 89_478_485) == Drop("too_many_pixels")
+    assert images.size_ok(None, 10, 64, 3.0, 10**8) == Drop("decode_error")
 
 
 def test_content_types():
     assert images.content_type_ok("image/jpeg") is True
     assert images.content_type_ok("application/octet-stream") is True      # left to the decoder
     assert images.content_type_ok("") is True
-    assert images.content_type_ok("text/html; charset=utf-8") == (False, "not_an_image")
-    assert images.content_type_ok("application/json") == (False, "not_an_image")
+    assert images.content_type_ok("text/html; charset=utf-8") == Drop("not_an_image")
+    assert images.content_type_ok("application/json") == Drop("not_an_image")
 
 
 def test_inspect_image_hashes_what_imagehash_and_hashlib_would():
@@ -65,16 +66,16 @@ def test_decompression_bomb_is_refused_from_its_header_without_decoding():
     data = bomb_png()
     assert len(data) < 2_000_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    assert images.inspect_image(data, 89_478_485) == (False, "too_many_pixels")
-    assert images.inspect_image(bomb_png(12000, 12000), 50_000_000) == (False, "too_many_pixels")
+    assert images.inspect_image(data, 89_478_485) == Drop("too_many_pixels")
+    assert images.inspect_image(bomb_png(12000, 12000), 50_000_000) == Drop("too_many_pixels")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 100, f"peak memory grew by {grown_mb:.0f} MB"
-    assert images.header_size(data) in ((20000, 20000), (False, "too_many_pixels"))
+    assert images.header_size(data) in ((20000, 20000), Drop("too_many_pixels"))
 
 
 @pytest.mark.parametrize("data", [b"", b"<html>hello</html>", b"\xff\xd8\xff\xe0garbage", jpeg_bytes()[:400]])
 def test_broken_data_is_a_decode_error(data):
-    assert images.inspect_image(data, 10**8) == (False, "decode_error")
+    assert images.inspect_image(data, 10**8) == Drop("decode_error")
 
 
 @pytest.mark.parametrize("status,message,reason", [

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,13 +10,16 @@ import pytest
 
 from witcurate import schemas
 from witcurate.config import Config
+from witcurate.errors import InputError
 from witcurate.filters.balance import keep_probability, uniform_from_uid
 from witcurate.filters.cap import assign_query, cap_group
 from witcurate.pipeline.balance import BalanceStage
 from witcurate.pipeline.cap import CapStage
 from witcurate.pipeline.match import MatchStage
 from witcurate.pipeline.matcher import QueryMatcher, metaclip_reference_match
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
+from witcurate.queries.tokenize import tokens, words_and_bigrams
 
 quiet = dict(progress=lambda s: None)
 ENTRIES = ["red", "red circle", "circle", "New York", "U.S.", "dog", "hot dog", "blue", "star",
@@ -24,13 +28,34 @@ WORDS = ["red", "circle", "New", "York", "U.S.", "dog", "hot", "blue", "star", "
          "sky", ",", ".", "!", "(dog)", "C++", "rock", "'n'", "roll", "the", "\t", "  "]
 
 
+def _random_caption(rng: random.Random) -> str:
+    """Words and punctuation, a third of them glued to the token before ("red," "dog.")."""
+    caption = rng.choice(WORDS)
+    for _ in range(rng.randint(0, 8)):
+        caption += rng.choice([" ", " ", ""]) + rng.choice(WORDS)
+    return caption
+
+
 def test_matcher_finds_every_metaclip_match():
     rng = random.Random(0)
     matcher = QueryMatcher(ENTRIES)
+    glued = 0
     for _ in range(2000):
-        caption = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9)))
+        caption = _random_caption(rng)
+        glued += bool(re.search(r"[a-z][,.!]", caption))
         ours = set(matcher.match(caption))
         assert set(metaclip_reference_match(caption, ENTRIES)) <= ours, caption
+    assert glued > 100          # punctuation glued to words is tried, not only spaced out
+
+
+def test_a_comma_glued_to_a_word_is_its_own_token():
+    """`red, blue`: both words match, the comma is a token, and no bigram spans it."""
+    assert tokens("red, blue") == ["red", ",", "blue"]
+    assert words_and_bigrams("red, blue") == (["red", "blue"], [])
+    assert words_and_bigrams("red blue") == (["red", "blue"], [("red", "blue")])
+    matcher = QueryMatcher(["red", "blue", "red blue"])
+    assert matcher.match("red, blue") == [0, 1]               # not "red blue" across the comma
+    assert matcher.match("red blue") == [0, 1, 2]
 
 
 def test_matcher_fixes_metaclip_blind_spots():
@@ -95,6 +120,12 @@ def test_balance_stage_is_deterministic_and_bounds_frequent_queries(tmp_path):
     assert sum(r["uid"].startswith("r") for r in kept) == 30        # rare query: everything kept
     common = sum(r["uid"].startswith("c") for r in kept)
     assert 150 <= common <= 260                                      # ~ t = 200 of 2030
+    # the per-query counts it balanced by are saved for cap, and the manifest says where
+    counts = pq.read_table(tmp_path / "balance" / "query_counts.parquet").to_pylist()
+    assert sorted((r["query_id"], r["pool_count"]) for r in counts) == [(0, 2030), (1, 30)]
+    assert m["query_counts"] == {"file": "query_counts.parquet", "queries": 2}
+    rejected = read_table(str(tmp_path / "balance" / "rejects")).to_pylist()
+    assert all(r["detail"].startswith("p=0.") for r in rejected)     # the probability it lost to
     run_stage(BalanceStage(), cfg, str(tmp_path / "balance2"), {"in": inp}, force=True, **quiet)
     assert sorted(r["uid"] for r in read_table(str(tmp_path / "balance2")).to_pylist()) == sorted(r["uid"] for r in kept)
     assert 0 <= uniform_from_uid("x", 0) < 1 and uniform_from_uid("x", 0) != uniform_from_uid("x", 1)
@@ -114,6 +145,8 @@ def test_cap_stage(tmp_path):
     pool = _stage_dir(tmp_path / "match", [
         {"uid": f"p{i}", "url": "u", "caption": "c", "source": "s", "query_ids": [1] if i < 50 else [0, 1]}
         for i in range(60)], schemas.MATCHED)
+    # the pool's per-query counts reach cap through balance's query_counts.parquet
+    run_stage(BalanceStage(), Config(), str(tmp_path / "balance"), {"in": pool}, **quiet)
     scored = []
     for i in range(30):
         ids = [1] if i < 20 else [0, 1]
@@ -124,8 +157,9 @@ def test_cap_stage(tmp_path):
     inp = _stage_dir(tmp_path / "score", scored, schemas.SCORED)
     cfg = Config()
     cfg.cap.per_query = 5
-    m = run_stage(CapStage(), cfg, str(tmp_path / "cap"),
-                  {"in": inp, "pool": pool, "queries": str(tmp_path / "queries.json")}, **quiet)
+    inputs = {"in": inp, "query_counts": str(tmp_path / "balance"), "queries": str(tmp_path / "queries.json")}
+    assert CapStage().default_inputs(Config(), str(tmp_path))["query_counts"] == inputs["query_counts"]
+    m = run_stage(CapStage(), cfg, str(tmp_path / "cap"), inputs, **quiet)
     kept = read_table(str(tmp_path / "cap")).to_pylist()
     assert m["counts"] == {"in": 30, "kept": 10, "rejected": 20, "reasons": {"over_query_cap": 20}}
     by_query = {}
@@ -134,6 +168,10 @@ def test_cap_stage(tmp_path):
     assert {q: len(v) for q, v in by_query.items()} == {"circle": 5, "red": 5}
     assert sorted(by_query["circle"]) == pytest.approx([0.25, 0.26, 0.27, 0.28, 0.29])
     assert sorted(by_query["red"]) == pytest.approx([0.15, 0.16, 0.17, 0.18, 0.19])
+    # a balance output without the counts (an older run) says what to rerun
+    (tmp_path / "balance" / "query_counts.parquet").unlink()
+    with pytest.raises(InputError, match="rerun balance"):
+        run_stage(CapStage(), cfg, str(tmp_path / "cap2"), inputs, **quiet)
 
 
 @pytest.mark.parametrize("entries,caption,expected", [

@@ -7,19 +7,20 @@ import pytest
 from witcurate.config import Config
 from witcurate.errors import AccountingError, InputError
 from witcurate.pipeline import fs
-from witcurate.pipeline.audit import audit_run
+from witcurate.pipeline.audit import audit_run, format_table
 from witcurate.pipeline.beam_io import reject
-from witcurate.pipeline.runner import StageResult, load_manifest, run_stage
+from witcurate.pipeline.runner import MODEL, StageResult, load_manifest, run_stage
 from witcurate.schemas import REJECTS
 
 
 class EvenStage:
-    """Keeps odd numbers, rejects even ones; `lose` drops a record to break the accounting."""
+    """Keeps odd numbers, rejects even ones; `lose` drops a record and `extra` rejects one twice,
+    each breaking the accounting."""
     name = "even"
     sections = ("cap",)
 
-    def __init__(self, n=10, lose=False, crash=False):
-        self.n, self.lose, self.crash, self.calls = n, lose, crash, 0
+    def __init__(self, n=10, lose=False, crash=False, extra=False):
+        self.n, self.lose, self.crash, self.extra, self.calls = n, lose, crash, extra, 0
 
     def run(self, ctx):
         self.calls += 1
@@ -28,6 +29,8 @@ class EvenStage:
         rejected = [reject({"uid": str(i)}, "even") for i in nums if not i % 2]
         if self.lose:
             rejected = rejected[1:]
+        if self.extra:
+            rejected = rejected + rejected[:1]
         pq.write_table(pa.Table.from_pylist(kept, pa.schema([("n", pa.int64())])),
                        fs.join(ctx.tmp_dir, "part-00000.parquet"))
         if self.crash:
@@ -44,9 +47,13 @@ def test_manifest_counts_and_reasons(tmp_path):
     assert audit_run(str(tmp_path))[0].problems == []
 
 
-def test_unbalanced_stage_is_an_error_and_lands_nothing(tmp_path):
-    with pytest.raises(AccountingError, match="does not balance"):
-        run_stage(EvenStage(lose=True), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+@pytest.mark.parametrize("broken, counts", [
+    ({"lose": True}, "in=10 kept=5 rejected=4"),        # a record vanished
+    ({"extra": True}, "in=10 kept=5 rejected=6"),       # one reject too many
+])
+def test_unbalanced_stage_is_an_error_and_lands_nothing(tmp_path, broken, counts):
+    with pytest.raises(AccountingError, match=f"does not balance: {counts}"):
+        run_stage(EvenStage(**broken), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
     assert not (tmp_path / "even").exists()
 
 
@@ -173,6 +180,8 @@ def test_the_real_stages_hash_only_what_they_import():
     from witcurate.pipeline.code_hash import module_closure
     cap = module_closure("witcurate.pipeline.cap")
     assert "witcurate.filters.cap" in cap and "witcurate.trainer.model" not in cap
+    # the config's range checks know URL rules, but cap does not run them
+    assert "witcurate.filters.urls" not in cap and "witcurate.pipeline.balance" not in cap
     assert "witcurate.trainer.model" in module_closure("witcurate.pipeline.score")
 
 
@@ -183,3 +192,62 @@ def test_a_code_change_reruns_the_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "code_hash", lambda module: "edited")
     run_stage(stage, Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
     assert stage.calls == 2
+
+
+class WeightsStage:
+    """Produces a model, not records: writes weights (or nothing, when `empty`)."""
+    name = "weights"
+    sections = ("train",)
+    produces = MODEL
+
+    def __init__(self, empty=False):
+        self.empty = empty
+
+    def run(self, ctx):
+        if not self.empty:
+            with open(fs.join(ctx.tmp_dir, "model.pt"), "wb") as f:
+                f.write(b"w" * 100)
+            fs.makedirs(fs.join(ctx.tmp_dir, "logs"))
+            with open(fs.join(ctx.tmp_dir, "logs", "metrics.jsonl"), "w") as f:
+                f.write("{}\n")
+        return StageResult(units="samples", per_second=12.5)
+
+
+def test_a_model_stage_lists_its_files_instead_of_counting_records(tmp_path):
+    lines = []
+    m = run_stage(WeightsStage(), Config(), str(tmp_path / "weights"), {}, progress=lines.append)
+    assert m["produces"] == "model" and "counts" not in m
+    assert m["outputs"] == {"model.pt": 100, "logs/metrics.jsonl": 3}
+    assert m["throughput"] == {"units": "samples", "per_second": 12.5}
+    assert not (tmp_path / "weights" / "rejects").exists()
+    assert not list((tmp_path / "weights").glob("*.parquet"))        # no empty part to satisfy a count
+    assert "model: logs/metrics.jsonl, model.pt" in lines[-1]
+    again = run_stage(WeightsStage(), Config(), str(tmp_path / "weights"), {}, progress=lines.append)
+    assert again["skipped"] and "already done (model: logs/metrics.jsonl, model.pt)" in lines[-1]
+    run_stage(EvenStage(), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
+    audits = {a.stage: a for a in audit_run(str(tmp_path))}
+    assert audits["weights"].problems == [] and audits["even"].problems == []
+    table = format_table(list(audits.values()))
+    assert "model: logs/metrics.jsonl, model.pt" in table
+    (tmp_path / "weights" / "model.pt").write_bytes(b"w")
+    (tmp_path / "weights" / "logs" / "metrics.jsonl").unlink()
+    assert audit_run(str(tmp_path))[1].problems == [
+        "logs/metrics.jsonl is missing", "model.pt is 1 bytes, the manifest says 100"]
+
+
+def test_a_model_stage_that_writes_nothing_fails(tmp_path):
+    with pytest.raises(AccountingError, match="produces a model but wrote no files"):
+        run_stage(WeightsStage(empty=True), Config(), str(tmp_path / "weights"), {}, progress=lambda s: None)
+    assert not (tmp_path / "weights").exists()
+
+
+def test_the_dataset_card_shows_a_model_stage_by_its_files(tmp_path):
+    from witcurate.pipeline.card import build_card
+
+    class Scorer(WeightsStage):
+        name = "scorer"
+    run_stage(Scorer(), Config(), str(tmp_path / "scorer"), {}, progress=lambda s: None)
+    build_card(str(tmp_path), str(tmp_path / "shards"), Config())
+    readme = (tmp_path / "shards" / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| scorer |")]
+    assert "model: logs/metrics.jsonl, model.pt" in row and "12.5 samples/s" in row

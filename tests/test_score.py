@@ -23,7 +23,8 @@ from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import InputError, UserError
 from witcurate.pipeline import image_source
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.score import EMBEDDINGS, ScoreStage, prepare_image, runs_locally
 from witcurate.trainer.model import create_model
 

@@ -1,6 +1,6 @@
 """The `scorer` and `train` stages under the runner: what lands in the stage directories, that
-the scorer checkpoint loads as the score stage loads it, and that the accounting holds (these
-stages keep and reject nothing)."""
+the scorer checkpoint loads as the score stage loads it, and that their manifests list the model
+files they produced (they filter no records, so there is nothing to count)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import synth_shapes  # noqa: E402
 
 from witcurate.config import Config  # noqa: E402
 from witcurate.errors import InputError  # noqa: E402
-from witcurate.pipeline.runner import count_rows, run_stage  # noqa: E402
+from witcurate.pipeline.audit import audit_run  # noqa: E402
+from witcurate.pipeline.runner import run_stage  # noqa: E402
 from witcurate.pipeline.stages import get_stage  # noqa: E402
 from witcurate.trainer.model import create_model  # noqa: E402
 
@@ -52,12 +53,15 @@ def test_scorer_stage_trains_a_checkpoint_the_score_stage_can_load(world, tmp_pa
     inputs = stage.default_inputs(cfg, str(tmp_path))
     assert inputs == {"trusted": cfg.scorer.trusted}
     manifest = run_stage(stage, cfg, str(tmp_path / "scorer"), inputs, progress=quiet)
-    assert manifest["counts"] == {"in": 0, "kept": 0, "rejected": 0, "reasons": {}}
+    assert manifest["produces"] == "model" and "counts" not in manifest
+    assert set(manifest["outputs"]) == {"checkpoint.pt", "metrics.jsonl"}
     assert manifest["checkpoint"] == "checkpoint.pt"
     train = manifest["train"]
     assert train["num_samples"] == 80 and train["steps"] == 10 and train["model"] == "witcurate-tiny"
     out = tmp_path / "scorer"
-    assert count_rows(str(out)) == 0
+    assert manifest["outputs"]["checkpoint.pt"] == (out / "checkpoint.pt").stat().st_size
+    assert not list(out.glob("*.parquet")) and not (out / "rejects").exists()
+    assert audit_run(str(tmp_path))[0].problems == []
     # a plain state dict, loaded the way the score stage loads a local checkpoint
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert "logit_scale" in state and not any(k.startswith("module.") for k in state)
@@ -88,7 +92,8 @@ def test_train_stage_trains_on_the_shards_and_evaluates(world, tmp_path):
     inputs["in"] = str(world / "shards")                               # a directory works too
     lines = []
     manifest = run_stage(stage, cfg, str(tmp_path / "train"), inputs, progress=lines.append)
-    assert manifest["counts"]["in"] == manifest["counts"]["kept"] == 0
+    assert manifest["produces"] == "model" and "counts" not in manifest
+    assert set(manifest["outputs"]) == {"model.pt", "checkpoint.pt", "metrics.jsonl", "eval.json"}
     assert manifest["train"]["steps"] == 8                       # 64 samples // 16, 2 epochs
     assert manifest["samples_per_second"] > 0
     ev = manifest["eval"]

@@ -37,6 +37,24 @@ def test_address_categories(address, category):
     assert urls.address_category(ipaddress.ip_address(address)) == category
 
 
+def test_a_shard_of_urls_resolves_each_host_once():
+    asked = []
+    table = fake_dns({"public.example": ["93.184.216.34"], "internal.example": ["10.0.0.7"]})
+
+    def dns(host, port):
+        asked.append((host, port))
+        return table(host, port)
+
+    batch = ["http://public.example/1.jpg", "http://public.example/2.jpg", None,
+             "http://internal.example/x.jpg", "http://10.0.0.8/y.jpg", "http://gone.example/z.jpg",
+             "https://public.example/3.jpg"]
+    decisions = urls.check_urls(batch, urls.AddressPolicy(), dns)
+    assert sorted(asked) == [("gone.example", 80), ("internal.example", 80), ("public.example", 80),
+                             ("public.example", 443)]
+    assert [d if d is True else d.reason for d in decisions] == [
+        True, True, "invalid_url", "private_address", "private_address", True, True]
+
+
 def test_check_url_refuses_private_destinations_by_default():
     policy = urls.AddressPolicy()
     dns = fake_dns({"public.example": ["93.184.216.34"], "internal.example": ["10.0.0.7"],
@@ -48,13 +66,13 @@ def test_check_url_refuses_private_destinations_by_default():
                 "http://127.0.0.1:8080/x", "http://[::1]/x", "http://[::ffff:127.0.0.1]/x",
                 "http://0.0.0.0/x"):
         verdict = urls.check_url(url, policy, dns)
-        assert verdict is not True and verdict[1] == "private_address", url
-        assert urls.REFUSED_MARKER in verdict[2]
-    assert urls.check_url("file:///etc/passwd", policy, dns)[1] == "unsupported_scheme"
-    assert urls.check_url("ftp://public.example/a.jpg", policy, dns)[1] == "unsupported_scheme"
-    assert urls.check_url("http:///nohost", policy, dns)[1] == "invalid_url"
-    assert urls.check_url("", policy, dns)[1] == "invalid_url"
-    assert urls.check_url("http://public.example:99999/", policy, dns)[1] == "invalid_url"
+        assert verdict is not True and verdict.reason == "private_address", url
+        assert urls.REFUSED_MARKER in verdict.detail
+    assert urls.check_url("file:///etc/passwd", policy, dns).reason == "unsupported_scheme"
+    assert urls.check_url("ftp://public.example/a.jpg", policy, dns).reason == "unsupported_scheme"
+    assert urls.check_url("http:///nohost", policy, dns).reason == "invalid_url"
+    assert urls.check_url("", policy, dns).reason == "invalid_url"
+    assert urls.check_url("http://public.example:99999/", policy, dns).reason == "invalid_url"
     # a name that does not resolve is left to the fetch (which records the DNS error)
     assert urls.check_url("http://nowhere.example/a.jpg", policy, dns) is True
 

@@ -8,9 +8,10 @@ hash of (uid, seed), so the same input gives the same output on any runner and a
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from witcurate.filters.text import Decision
+from witcurate.filters.base import Decision, Drop
 
 
 def keep_probability(query_ids: Iterable[int], counts: Mapping[int, int], t: float) -> float:
@@ -30,4 +31,16 @@ def uniform_from_uid(uid: str, seed: int) -> float:
 
 
 def balance_decision(uid: str, probability: float, seed: int) -> Decision:
-    return True if uniform_from_uid(uid, seed) < probability else (False, "balanced_out")
+    """Keep with `probability`, by the uid's own coin; a drop records the probability it lost to."""
+    if uniform_from_uid(uid, seed) < probability:
+        return True
+    return Drop("balanced_out", f"p={probability:.6f}")
+
+
+@dataclass(frozen=True)
+class BalanceCoin:
+    """The record filter: a row carrying its `keep_probability` keeps or loses its uid's coin."""
+    seed: int
+
+    def __call__(self, row) -> Decision:
+        return balance_decision(row["uid"], row["keep_probability"], self.seed)

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from witcurate.errors import ConfigError
+from witcurate.filters.base import Decision, Drop
 
 REASON_BELOW = "clip_score_below"
 REASON_UNREADABLE = "image_unreadable"
@@ -36,20 +37,14 @@ class KeepRule:
 
 
 def keep_rule(threshold: float | None, top_fraction: float | None) -> KeepRule:
-    """The one keep rule a config asks for; a ConfigError unless exactly one is set and valid."""
+    """The one keep rule a config asks for; a ConfigError unless exactly one is set. (Their
+    ranges are checked when the config loads: witcurate.config_checks.)"""
     if (threshold is None) == (top_fraction is None):
         which = "both are set" if threshold is not None else "neither is set"
         raise ConfigError(f"score: set exactly one of threshold and top_fraction ({which})",
                           "e.g. --threshold 0.28 (LAION, ViT-B/32) or --top-fraction 0.3 (DataComp)")
     if threshold is not None:
-        if not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
-            raise ConfigError(f"score.threshold must be a cosine similarity in [-1, 1], got {threshold}",
-                              "scores are not x100: LAION's 28 is 0.28 here")
         return KeepRule("threshold", float(threshold))
-    assert top_fraction is not None
-    if not math.isfinite(top_fraction) or not 0.0 < top_fraction <= 1.0:
-        raise ConfigError(f"score.top_fraction must be in (0, 1], got {top_fraction}",
-                          "e.g. 0.3 keeps the best 30%")
     return KeepRule("top_fraction", float(top_fraction))
 
 
@@ -58,9 +53,9 @@ def as_stored(score: float) -> float:
     return float(np.float32(score))
 
 
-def keep_by_threshold(score: float, threshold: float) -> bool | tuple[bool, str]:
-    """True, or (False, "clip_score_below")."""
-    return True if as_stored(score) >= threshold else (False, REASON_BELOW)
+def keep_by_threshold(score: float, threshold: float) -> Decision:
+    """True, or Drop("clip_score_below")."""
+    return True if as_stored(score) >= threshold else Drop(REASON_BELOW)
 
 
 def tie_hash(uid: str) -> int:
@@ -137,14 +132,14 @@ def cutoff_in_bin(pairs: Sequence[tuple[float, int]], where: dict[str, int] | No
     return Cutoff(score=float(s[last]), tie=int(t[last]), kept=where["kept"], total=where["total"])
 
 
-def keep_by_cutoff(score: float, tie: int, cutoff: Cutoff | None) -> bool | tuple[bool, str]:
-    """True when a pair ranks at or above the cutoff, else (False, "clip_score_below")."""
+def keep_by_cutoff(score: float, tie: int, cutoff: Cutoff | None) -> Decision:
+    """True when a pair ranks at or above the cutoff, else Drop("clip_score_below")."""
     if cutoff is None:
-        return (False, REASON_BELOW)
+        return Drop(REASON_BELOW)
     s = as_stored(score)
     if s > cutoff.score or (s == cutoff.score and tie <= cutoff.tie):
         return True
-    return (False, REASON_BELOW)
+    return Drop(REASON_BELOW)
 
 
 def below_detail(score: float, rule: KeepRule, threshold_used: float | None) -> str:

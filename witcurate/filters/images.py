@@ -1,6 +1,6 @@
 """Image checks with reasons, the image hashes, and img2dataset's errors as reason codes.
 
-Every check is a pure function returning True or (False, reason). Sizes are judged on the
+Every check is a pure function returning True or a Drop naming the reason. Sizes are judged on the
 ORIGINAL image (what the web served), not on the stored, resized copy. The pixel limit is the
 guard against decompression bombs: a 40 kB PNG can claim 20000x20000 pixels and need 1.2 GB once
 decoded, so the claimed size is read from the header (Pillow reads headers without decoding)
@@ -14,11 +14,9 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Union
-
 from PIL import Image
 
-Decision = Union[bool, tuple[bool, str]]
+from witcurate.filters.base import Decision, Drop, first_drop
 
 # Reason codes (stable strings, counted in every manifest).
 DECODE_ERROR = "decode_error"
@@ -43,21 +41,21 @@ EMPTY_BODY = "empty_body"
 
 def min_side_ok(width: int, height: int, min_side: int) -> Decision:
     if min(width, height) < min_side:
-        return False, IMAGE_TOO_SMALL
+        return Drop(IMAGE_TOO_SMALL)
     return True
 
 
 def aspect_ratio_ok(width: int, height: int, max_aspect_ratio: float) -> Decision:
     if min(width, height) <= 0:
-        return False, IMAGE_TOO_SMALL
+        return Drop(IMAGE_TOO_SMALL)
     if max(width, height) / min(width, height) > max_aspect_ratio:
-        return False, ASPECT_RATIO
+        return Drop(ASPECT_RATIO)
     return True
 
 
 def pixels_ok(width: int, height: int, max_pixels: int) -> Decision:
     if width * height > max_pixels:
-        return False, TOO_MANY_PIXELS
+        return Drop(TOO_MANY_PIXELS)
     return True
 
 
@@ -65,12 +63,9 @@ def size_ok(width: int | None, height: int | None, min_side: int, max_aspect_rat
             max_pixels: int) -> Decision:
     """All size checks on an original size, the pixel limit first (it is the safety one)."""
     if not width or not height:
-        return False, DECODE_ERROR
-    for decision in (pixels_ok(width, height, max_pixels), min_side_ok(width, height, min_side),
-                     aspect_ratio_ok(width, height, max_aspect_ratio)):
-        if decision is not True:
-            return decision
-    return True
+        return Drop(DECODE_ERROR)
+    return first_drop((pixels_ok(width, height, max_pixels), min_side_ok(width, height, min_side),
+                       aspect_ratio_ok(width, height, max_aspect_ratio)))
 
 
 # Content types that are never an image, whatever the bytes say (an HTML page served with 200).
@@ -84,7 +79,7 @@ _NON_IMAGE_TYPES = {"application/json", "application/xml", "application/xhtml+xm
 def content_type_ok(content_type: str) -> Decision:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media.startswith("text/") or media in _NON_IMAGE_TYPES:
-        return False, NOT_AN_IMAGE
+        return Drop(NOT_AN_IMAGE)
     return True
 
 
@@ -112,33 +107,33 @@ class ImageFacts:
     phash: int
 
 
-def header_size(data: bytes) -> tuple[int, int] | tuple[bool, str]:
-    """(width, height) from the image header without decoding pixels, or (False, reason)."""
+def header_size(data: bytes) -> tuple[int, int] | Drop:
+    """(width, height) from the image header without decoding pixels, or a Drop."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 return img.size
     except Image.DecompressionBombError:
-        return False, TOO_MANY_PIXELS
+        return Drop(TOO_MANY_PIXELS)
     except Exception:  # noqa: BLE001 - any unreadable header is a decode error
-        return False, DECODE_ERROR
+        return Drop(DECODE_ERROR)
 
 
-def inspect_image(data: bytes, max_pixels: int) -> ImageFacts | tuple[bool, str]:
-    """Decode `data` safely and hash it: ImageFacts, or (False, reason).
+def inspect_image(data: bytes, max_pixels: int) -> ImageFacts | Drop:
+    """Decode `data` safely and hash it: ImageFacts, or a Drop naming why not.
 
     The header's claimed size is checked against `max_pixels` before decoding, so a bomb costs
     a header read, never its decoded size in memory.
     """
     size = header_size(data)
-    if size[0] is False:
-        return size  # type: ignore[return-value]
-    width, height = size  # type: ignore[misc]
+    if isinstance(size, Drop):
+        return size
+    width, height = size
     if not width or not height:
-        return False, DECODE_ERROR
+        return Drop(DECODE_ERROR)
     if pixels_ok(width, height, max_pixels) is not True:
-        return False, TOO_MANY_PIXELS
+        return Drop(TOO_MANY_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -146,9 +141,9 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageFacts | tuple[bool, str]
                 img.load()
                 value = phash64(img)
     except Image.DecompressionBombError:
-        return False, TOO_MANY_PIXELS
+        return Drop(TOO_MANY_PIXELS)
     except Exception:  # noqa: BLE001 - truncated/corrupt data
-        return False, DECODE_ERROR
+        return Drop(DECODE_ERROR)
     return ImageFacts(width, height, sha256_hex(data), value)
 
 

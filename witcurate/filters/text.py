@@ -1,15 +1,14 @@
-"""Caption normalisation and alt-text rules: each rule returns True or (False, reason)."""
+"""Caption normalisation and alt-text rules: each rule returns True or a Drop naming the reason."""
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
-from typing import Union
-
 import ftfy
 
-Decision = Union[bool, tuple[bool, str]]
+from witcurate.filters.base import Decision, Drop, first_drop
 
 _SPACE_RE = re.compile(r"\s+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -40,26 +39,26 @@ def normalize_caption(text: str) -> str:
 
 def caption_length(text: str, min_words: int, min_chars: int, max_chars: int) -> Decision:
     if len(text) < min_chars or len(text.split()) < min_words:
-        return False, "caption_too_short"
+        return Drop("caption_too_short")
     if len(text) > max_chars:
-        return False, "caption_too_long"
+        return Drop("caption_too_long")
     return True
 
 
 def not_filename(text: str) -> Decision:
-    return (False, "caption_filename") if _FILENAME_RE.match(text) else True
+    return Drop("caption_filename") if _FILENAME_RE.match(text) else True
 
 
 def not_boilerplate(text: str) -> Decision:
     low = text.lower().strip(" .!:-")
     if low in _BOILERPLATE:
-        return False, "caption_boilerplate"
+        return Drop("caption_boilerplate")
     return True
 
 
 def has_letters(text: str) -> Decision:
     letters = sum(ch.isalpha() for ch in text)
-    return True if letters >= max(2, len(text) // 4) else (False, "caption_no_letters")
+    return True if letters >= max(2, len(text) // 4) else Drop("caption_no_letters")
 
 
 def caption_rules(text: str, min_words: int, min_chars: int, max_chars: int) -> Decision:
@@ -69,12 +68,10 @@ def caption_rules(text: str, min_words: int, min_chars: int, max_chars: int) -> 
     not as too short.
     """
     if not text:
-        return False, "caption_empty"
-    for decision in (not_filename(text), not_boilerplate(text), has_letters(text),
-                     caption_length(text, min_words, min_chars, max_chars)):
-        if decision is not True:
-            return decision
-    return True
+        return Drop("caption_empty")
+    length = functools.partial(caption_length, min_words=min_words, min_chars=min_chars,
+                               max_chars=max_chars)
+    return first_drop(rule(text) for rule in (not_filename, not_boilerplate, has_letters, length))
 
 
 _LANG_READY = False
@@ -94,4 +91,4 @@ def is_english(text: str, min_probability: float = 0.5) -> Decision:
     except LangDetectException:
         return True
     english = sum(l.prob for l in langs if l.lang == "en")
-    return True if english >= min_probability else (False, "caption_not_english")
+    return True if english >= min_probability else Drop("caption_not_english")

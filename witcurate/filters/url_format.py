@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from witcurate.filters.text import Decision
+from witcurate.filters.base import Decision, Drop
 
 
 def normalize_url(url: str) -> str:
@@ -32,18 +32,18 @@ def normalize_url(url: str) -> str:
 
 def url_rules(url: str, max_length: int) -> Decision:
     if not url:
-        return False, "url_empty"
+        return Drop("url_empty")
     if len(url) > max_length:
-        return False, "url_too_long"
+        return Drop("url_too_long")
     try:
         parts = urlsplit(url)
         parts.port
     except ValueError:
-        return False, "url_unparseable"
+        return Drop("url_unparseable")
     if parts.scheme not in ("http", "https"):
-        return False, "url_scheme"
+        return Drop("url_scheme")
     if not parts.hostname:
-        return False, "url_no_host"
+        return Drop("url_no_host")
     if parts.username or parts.password:
-        return False, "url_credentials"
+        return Drop("url_credentials")
     return True

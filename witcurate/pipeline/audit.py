@@ -1,4 +1,8 @@
-"""Audit a finished run: recount every stage from its files, check the accounting and the chain."""
+"""Audit a finished run: recount every stage from its files, check the accounting and the chain.
+
+A record stage must hold the rows its manifest counted and balance (in = kept + rejected); a
+stage that produced a model must still hold every file its manifest listed, at the same size.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from typing import Any
 
 from witcurate.errors import InputError
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import MANIFEST, count_rows, fingerprint_input, reject_counts
+from witcurate.pipeline.runner import MANIFEST, MODEL, describe, fingerprint_input
+from witcurate.pipeline.tables import count_rows, reject_counts
 from witcurate.pipeline.stages import ORDER
 
 
@@ -23,6 +28,24 @@ class StageAudit:
 def audit_stage(stage_dir: str) -> StageAudit:
     manifest = fs.read_json(fs.join(stage_dir, MANIFEST))
     name = manifest.get("stage", fs.join(stage_dir).rsplit("/", 1)[-1])
+    audit = audit_model(stage_dir, name, manifest) if manifest.get("produces") == MODEL \
+        else audit_records(stage_dir, name, manifest)
+    audit.problems += changed_inputs(manifest)
+    return audit
+
+
+def audit_model(stage_dir: str, name: str, manifest: dict[str, Any]) -> StageAudit:
+    audit = StageAudit(name, manifest, 0, 0)
+    now = fs.files_under(stage_dir)
+    for path, size in manifest.get("outputs", {}).items():
+        if path not in now:
+            audit.problems.append(f"{path} is missing")
+        elif now[path] != size:
+            audit.problems.append(f"{path} is {now[path]} bytes, the manifest says {size}")
+    return audit
+
+
+def audit_records(stage_dir: str, name: str, manifest: dict[str, Any]) -> StageAudit:
     counts = manifest.get("counts", {})
     try:
         kept = count_rows(stage_dir, manifest.get("kept_glob", "part-*.parquet"))
@@ -39,13 +62,18 @@ def audit_stage(stage_dir: str) -> StageAudit:
         audit.problems.append("reject reasons differ from the manifest")
     if counts.get("in") != kept + rejected:
         audit.problems.append(f"does not balance: in={counts.get('in')} != kept+rejected={kept + rejected}")
+    return audit
+
+
+def changed_inputs(manifest: dict[str, Any]) -> list[str]:
+    """Inputs that were finished stages and have been rerun or changed since."""
+    problems = []
     for key, entry in manifest.get("inputs", {}).items():
         path = entry.get("path", "")
         if entry.get("fingerprint", "").startswith("stage:") and fs.exists(path):
-            now = fingerprint_input(path)
-            if now != entry["fingerprint"]:
-                audit.problems.append(f"input {key} ({path}) changed since this stage ran: rerun it")
-    return audit
+            if fingerprint_input(path) != entry["fingerprint"]:
+                problems.append(f"input {key} ({path}) changed since this stage ran: rerun it")
+    return problems
 
 
 def audit_run(out_root: str) -> list[StageAudit]:
@@ -62,8 +90,11 @@ def format_table(audits: list[StageAudit]) -> str:
     for a in audits:
         c = a.manifest.get("counts", {})
         rate = a.manifest.get("throughput", {}).get("per_second")
-        reasons = ", ".join(f"{k} {v}" for k, v in list(c.get("reasons", {}).items())[:4])
-        status = "PROBLEM: " + "; ".join(a.problems) if a.problems else ("ok" + (f"  {reasons}" if reasons else ""))
-        lines.append(f"{a.stage:<9} {c.get('in', 0):>8} {c.get('kept', 0):>8} {c.get('rejected', 0):>8} "
+        if a.manifest.get("produces") == MODEL:
+            notes = describe(a.manifest)       # no records: the files it produced
+        else:
+            notes = ", ".join(f"{k} {v}" for k, v in list(c.get("reasons", {}).items())[:4])
+        status = "PROBLEM: " + "; ".join(a.problems) if a.problems else ("ok" + (f"  {notes}" if notes else ""))
+        lines.append(f"{a.stage:<9} {c.get('in', '-'):>8} {c.get('kept', '-'):>8} {c.get('rejected', '-'):>8} "
                      f"{a.manifest.get('wall_seconds', 0):>8.1f} {rate if rate is not None else '-':>9}  {status}")
     return "\n".join(lines)

@@ -1,21 +1,26 @@
-"""Beam plumbing shared by the stages: a pinned local runner, stage reads, kept/rejects writes."""
+"""Beam plumbing shared by the stages: a pinned local runner, stage reads, the one transform that
+applies filters, and kept/rejects writes."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from witcurate.errors import UserError
+from witcurate.filters.base import Drop, RecordFilter, apply_filters
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
 
 KEPT = "kept"
 REJECTED = "rejected"
+# A reject carries its record; string fields longer than this are clipped there (the detail
+# says how long the text was), so one 10 MB caption cannot bloat the rejects.
+REJECT_FIELD_CHARS = 2048
 
 
 def make_pipeline(beam_args: list[str] | None = None) -> beam.Pipeline:
@@ -35,12 +40,51 @@ def make_pipeline(beam_args: list[str] | None = None) -> beam.Pipeline:
 
 def reject(record: dict[str, Any], reason: str, detail: str = "") -> dict[str, Any]:
     """A rejects row: the record's uid, a stable reason code, specifics, and the record itself."""
+    clipped = {k: v[:REJECT_FIELD_CHARS] if isinstance(v, str) else v for k, v in record.items()}
     return {
-        "uid": str(record.get("uid", "")),
+        "uid": str(record.get("uid") or ""),
         "reason": reason,
         "detail": detail,
-        "record": json.dumps(record, default=_json_default, ensure_ascii=False, sort_keys=True),
+        "record": json.dumps(clipped, default=_json_default, ensure_ascii=False, sort_keys=True),
     }
+
+
+def rejected(record: dict[str, Any], drop: Drop) -> dict[str, Any]:
+    """The rejects row of a record a filter dropped."""
+    return reject(record, drop.reason, drop.detail)
+
+
+class _ApplyFilters(beam.DoFn):
+    def __init__(self, filters: Sequence[RecordFilter]):
+        self.filters = tuple(filters)
+
+    def process(self, record):
+        decision = apply_filters(record, self.filters)
+        if decision is True:
+            yield beam.pvalue.TaggedOutput(KEPT, record)
+        else:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected(record, decision))
+
+
+class FilterRecords(beam.PTransform):
+    """Apply a chain of filters (see witcurate.filters.base) to every record.
+
+    A record every filter keeps goes to KEPT unchanged; the first Drop sends it to REJECTED as a
+    rejects row with that drop's reason and detail, so nothing a filter drops is lost. Returns
+    `{KEPT: ..., REJECTED: ...}`, ready for WriteStageOutputs or for the next FilterRecords.
+    Filters must pickle (module-level functions or small frozen dataclasses), since Beam ships
+    them to its workers.
+    """
+
+    def __init__(self, *filters: RecordFilter):
+        super().__init__()
+        if not filters:
+            raise ValueError("FilterRecords needs at least one filter")
+        self.filters = filters
+
+    def expand(self, records):
+        outs = records | "Filter" >> beam.ParDo(_ApplyFilters(self.filters)).with_outputs(KEPT, REJECTED)
+        return {KEPT: outs[KEPT], REJECTED: outs[REJECTED]}
 
 
 def _json_default(value: Any) -> Any:
@@ -86,11 +130,13 @@ class WriteStageOutputs(beam.PTransform):
     or to the result of `.with_outputs(KEPT, REJECTED)` through `stage_outputs(...)`.
     """
 
-    def __init__(self, tmp_dir: str, kept_schema: pa.Schema, num_shards: int = 0):
+    def __init__(self, tmp_dir: str, kept_schema: pa.Schema, num_shards: int = 0,
+                 rejects_schema: pa.Schema = REJECTS):
         super().__init__()
         self.tmp_dir = beam_path(tmp_dir)
         self.kept_schema = kept_schema
         self.num_shards = num_shards
+        self.rejects_schema = rejects_schema
 
     def expand(self, outputs):
         kept, rejected = outputs[KEPT], outputs[REJECTED]
@@ -98,7 +144,7 @@ class WriteStageOutputs(beam.PTransform):
             fs.join(self.tmp_dir, "part"), self.kept_schema, file_name_suffix=".parquet",
             num_shards=self.num_shards)
         rejected | "WriteRejects" >> beam.io.WriteToParquet(
-            fs.join(self.tmp_dir, "rejects", "part"), REJECTS, file_name_suffix=".parquet",
+            fs.join(self.tmp_dir, "rejects", "part"), self.rejects_schema, file_name_suffix=".parquet",
             num_shards=self.num_shards)
         return outputs
 

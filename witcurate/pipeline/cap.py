@@ -1,4 +1,8 @@
-"""Cap: at most `cap.per_query` pairs per query in the output, the best-scored ones."""
+"""Cap: at most `cap.per_query` pairs per query in the output, the best-scored ones.
+
+Each pair counts toward its rarest query in the pool, by the per-query counts the balance stage
+saved (`query_counts.parquet`), so the pool itself is not read again.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ from witcurate import schemas
 from witcurate.config import Config
 from witcurate.filters.cap import assign_query, cap_group
 from witcurate.pipeline import fs
-from witcurate.pipeline.balance import query_counts
-from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline,
+from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, beam_path, make_pipeline,
                                         read_stage, reject, run_pipeline, stage_outputs)
 from witcurate.pipeline.matcher import load_queries
 from witcurate.pipeline.runner import StageContext, StageResult
-from witcurate.pipeline.stages import BaseStage, Option
+from witcurate.pipeline.stages import BaseStage, Option, last_run
+from witcurate.pipeline.tables import query_counts_file
 
 
 class _QueryList(list):
@@ -45,20 +49,25 @@ class CapQuery(beam.DoFn):
 class CapStage(BaseStage):
     name = "cap"
     sections = ("cap",)
-    inputs = ("in", "pool", "queries")
+    # query_counts: the balance stage's directory (its query_counts.parquet) or that file
+    inputs = ("in", "query_counts", "queries")
     input_schema = schemas.SCORED
     options = (Option("--per-query", "cap.per_query", "the most pairs one query may own", int),)
 
     def default_inputs(self, config: Config, out_root: str) -> dict[str, str]:
-        return {"in": fs.join(out_root, "score"), "pool": fs.join(out_root, "match"),
+        # the embedding steps' output when the run has them, else the score stage's
+        return {"in": last_run(config, out_root, "target", "semdedup", "score"),
+                "query_counts": fs.join(out_root, "balance"),
                 "queries": config.match.queries or fs.join(out_root, "queries")}
 
     def run(self, ctx: StageContext) -> StageResult:
         load_queries(ctx.input("queries"))
+        counts_file = beam_path(query_counts_file(ctx.input("query_counts")))
         p = make_pipeline(ctx.beam_args)
         rows = read_stage(p, ctx.input("in"), "ReadScored")
-        pool = read_stage(p, ctx.input("pool"), "ReadPool")
-        counts = beam.pvalue.AsDict(query_counts(pool))
+        counts = beam.pvalue.AsDict(
+            p | "ReadQueryCounts" >> beam.io.ReadFromParquet(counts_file)
+              | "CountById" >> beam.Map(lambda r: (r["query_id"], r["pool_count"])))
         outs = (rows
                 | "AssignQuery" >> beam.Map(lambda r, c: (assign_query(r["query_ids"], c), r), counts)
                 | "GroupByQuery" >> beam.GroupByKey()

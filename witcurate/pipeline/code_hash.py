@@ -2,10 +2,11 @@
 
 A stage's code is its own module plus every `witcurate` module it imports, directly or through
 others, found by reading the `import` statements (including those inside functions) rather than
-by importing anything. Left out: `witcurate.config` and `witcurate.errors` (how a config is parsed
-or an error worded does not change a stage's output, and the config values a stage reads are
-already in its fingerprint through the config hash), and the runner and stage registry, which
-every stage imports for its contracts but which write no stage's rows. Without this, a fix in a
+by importing anything. Left out, with what they import: `witcurate.config` (with its range
+checks) and `witcurate.errors` (how a config is parsed or checked or an error worded does not
+change a stage's output, and the config values a stage reads are already in its fingerprint
+through the config hash), and the runner and stage registry, which every stage imports for its
+contracts but which write no stage's rows. Without this, a fix in a
 filter would leave finished stages standing until somebody bumped the version or passed --force.
 """
 
@@ -20,8 +21,9 @@ import witcurate
 
 PACKAGE = "witcurate"
 ROOT = os.path.dirname(os.path.abspath(witcurate.__file__))
-NOT_CODE = frozenset({"witcurate.config", "witcurate.errors", "witcurate.pipeline.runner",
-                      "witcurate.pipeline.stages", "witcurate.pipeline.code_hash"})
+NOT_CODE = frozenset({"witcurate.config", "witcurate.config_checks", "witcurate.errors",
+                      "witcurate.pipeline.runner", "witcurate.pipeline.stages",
+                      "witcurate.pipeline.code_hash"})
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,8 +76,10 @@ def module_closure(module: str) -> tuple[str, ...]:
         if found is None:                       # an attribute, not a module
             continue
         seen.add(name)
-        todo.extend(_imports(name, *found))
         todo.extend(_parents(name))
+        if name in NOT_CODE and name != module:
+            continue                    # not the stage's code, nor is what it imports for itself
+        todo.extend(_imports(name, *found))
     return tuple(sorted(seen - NOT_CODE))
 
 

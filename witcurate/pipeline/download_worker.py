@@ -99,7 +99,7 @@ def inspect_shard(output_folder: str, name: str, encode_format: str, max_pixels:
                 rows["phash"].append(None)
                 rows["width"].append(None)
                 rows["height"].append(None)
-                rows["reason"].append(facts[1])
+                rows["reason"].append(facts.reason)
     table = pa.Table.from_pydict(rows, CHECKS_SCHEMA)
     with fsspec.open(f"{output_folder}/{name}.checks.parquet", "wb") as f:
         pq.write_table(table, f)

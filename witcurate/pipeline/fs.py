@@ -50,6 +50,15 @@ def listdir(path: str) -> list[str]:
     return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
 
 
+def files_under(path: str) -> dict[str, int]:
+    """Every file below a directory, as {path relative to it: size in bytes}."""
+    fs, p = fs_for(path)
+    root = p.rstrip("/") + "/"
+    found = fs.find(p, detail=True)
+    return {name[len(root):]: int(info.get("size") or 0) for name, info in sorted(found.items())
+            if info.get("type") == "file" and name.startswith(root)}
+
+
 def makedirs(path: str) -> None:
     fs, p = fs_for(path)
     fs.makedirs(p, exist_ok=True)

@@ -1,6 +1,6 @@
 """Image bytes by shard: read each image shard once, front to back, for the rows that need it.
 
-Image bytes never travel through a shuffle (DESIGN.md): later stages move metadata rows that name
+Image bytes never travel through a shuffle (docs/ARCHITECTURE.md): later stages move metadata rows that name
 a `shard` (relative to the images directory) and a `key` inside it, group them by shard, and read
 the bytes here. A shard is either a WebDataset tar (KEY.jpg, KEY.txt, KEY.json, ...) as written by
 the download stage and by img2dataset's `webdataset` output, or an img2dataset `parquet` output

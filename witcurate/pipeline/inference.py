@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from witcurate.errors import ConfigError
 from witcurate.pipeline import fs
 from witcurate.pipeline.score_decode import ScoreBatch, to_model_input
 
+# score.precision's choices (config_checks.SCORE_PRECISIONS, checked when the config loads).
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
 
@@ -115,19 +115,15 @@ class ClipScoreModelHandler(ModelHandler[ScoreBatch, PredictionResult, LoadedCli
     fp16|bf16|fp32 sets the CUDA autocast dtype (CPU always runs float32); `accelerator` is a
     Beam resource hint for the inference step (e.g. "type:nvidia-l4;count:1;install-nvidia-driver");
     `cpu_threads` caps torch's threads in the worker process when it runs on CPU; `label` is
-    the model's label when the caller has worked it out already (else it is, once).
+    the model's label when the caller has worked it out already (else it is, once). The values
+    come from a checked config (witcurate.config_checks): precision one of PRECISIONS,
+    1 <= min_batch_size <= max_batch_size; the decode step makes batches of max_batch_size.
     """
 
     def __init__(self, model_name: str, weights: str = "", *, device: str = "auto",
                  precision: str = "fp16", min_batch_size: int = 1, max_batch_size: int = 64,
                  share_model_across_processes: bool = False, accelerator: str = "",
                  cpu_threads: int | None = None, label: str = ""):
-        if precision not in PRECISIONS:
-            raise ConfigError(f"score.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
-                              "fp16 or bf16 on GPU; CPU always runs fp32")
-        if max_batch_size < 1 or not 1 <= min_batch_size <= max_batch_size:
-            raise ConfigError(f"score batch sizes must satisfy 1 <= min ({min_batch_size}) <= max ({max_batch_size})",
-                              "set score.batch_size (and score.min_batch_size) to positive integers")
         # Each element is already a batch of up to max_batch_size images (the decode step's).
         super().__init__(min_batch_size=1, max_batch_size=1, large_model=share_model_across_processes)
         self.batch_size = max_batch_size

@@ -8,11 +8,13 @@ from apache_beam.metrics import Metrics
 from witcurate import schemas
 from witcurate.config import Config, IngestSection
 from witcurate.errors import InputError
-from witcurate.filters.text import caption_rules, is_english, normalize_caption
-from witcurate.filters.url_format import normalize_url, url_rules
+from witcurate.filters.base import Required
+from witcurate.filters.candidates import ValidCaption, ValidUrl, read_cleanly
+from witcurate.filters.text import normalize_caption
+from witcurate.filters.url_format import normalize_url
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, counter_value,
-                                        make_pipeline, reject)
+from witcurate.pipeline.beam_io import (KEPT, REJECTED, FilterRecords, WriteStageOutputs,
+                                        counter_value, make_pipeline, reject)
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.sources import detect_format, read_source
 from witcurate.pipeline.stages import BaseStage, Option
@@ -39,45 +41,28 @@ class ReadSourceFile(beam.DoFn):
                    "error": f"source_unreadable: {type(e).__name__}: {str(e)[:200]}"}
 
 
-def check_candidate(row: dict, cfg: IngestSection):
-    """Normalise one raw row; return ("kept", candidate) or ("rejected", reject row)."""
-    if row.get("error"):
-        reason, _, detail = row["error"].partition(": ")
-        return REJECTED, reject(row, reason, detail)
-    url, caption = row.get("url"), row.get("caption")
-    if url is None:
-        return REJECTED, reject(row, "missing_url", f"no {cfg.url_col!r} value")
-    if caption is None:
-        return REJECTED, reject(row, "missing_caption", f"no {cfg.caption_col!r} value")
-    decision = url_rules(url.strip(), cfg.max_url_length)
-    if decision is not True:
-        return REJECTED, reject({**row, "url": url[:2048]}, decision[1], _clipped(url))
-    try:
-        url = normalize_url(url)
-    except (ValueError, UnicodeError) as e:
-        return REJECTED, reject(row, "url_unparseable", str(e)[:200])
-    caption = normalize_caption(caption)
-    decision = caption_rules(caption, cfg.min_words, cfg.min_chars, cfg.max_chars)
-    if decision is True and cfg.english_only:
-        decision = is_english(caption)
-    if decision is not True:
-        return REJECTED, reject({**row, "caption": caption[:2000]}, decision[1], _clipped(caption))
-    uid = schemas.candidate_uid(url, caption)
-    return KEPT, {"uid": uid, "url": url, "caption": caption, "source": row["source"]}
+def candidate_filters(cfg: IngestSection) -> tuple:
+    """What a raw source row must pass before its caption is normalised, in order."""
+    return (read_cleanly,
+            Required("url", "missing_url", f"no {cfg.url_col!r} value"),
+            Required("caption", "missing_caption", f"no {cfg.caption_col!r} value"),
+            ValidUrl(cfg.max_url_length))
 
 
-def _clipped(text: str) -> str:
-    """A reject's detail: the start of the text, and its full length where the record clips it."""
-    return text[:200] if len(text) <= 200 else f"{len(text):,} characters: {text[:160]}..."
+def caption_filters(cfg: IngestSection) -> tuple:
+    """What a normalised caption must pass."""
+    return (ValidCaption(cfg.min_words, cfg.min_chars, cfg.max_chars, cfg.english_only),)
 
 
-class CheckCandidates(beam.DoFn):
-    def __init__(self, cfg: IngestSection):
-        self.cfg = cfg
+def with_normalized_caption(row: dict) -> dict:
+    return {**row, "caption": normalize_caption(row["caption"])}
 
-    def process(self, row):
-        tag, value = check_candidate(row, self.cfg)
-        yield beam.pvalue.TaggedOutput(tag, value)
+
+def to_candidate(row: dict) -> dict:
+    """A checked row as a candidate: normalised URL, and the uid of (URL, caption)."""
+    url = normalize_url(row["url"])
+    return {"uid": schemas.candidate_uid(url, row["caption"]), "url": url,
+            "caption": row["caption"], "source": row["source"], "page_url": row.get("page_url")}
 
 
 def pick_url_survivor(url_and_rows):
@@ -109,20 +94,25 @@ class IngestStage(BaseStage):
         files = fs.expand(patterns)
         if not files:
             raise InputError(f"no candidate files match {', '.join(patterns) or '(nothing given)'}",
-                             "set ingest.sources or pass --in with parquet/csv/tsv/jsonl/wat files")
+                             "set ingest.sources or pass --in with parquet/csv/tsv/jsonl/wat/warc files")
         for path in files:
             detect_format(path)  # fail fast on an unknown extension
         p = make_pipeline(ctx.beam_args)
-        checked = (p | "SourceFiles" >> beam.Create(files)
-                     | "ReadSources" >> beam.ParDo(ReadSourceFile(cfg.url_col, cfg.caption_col))
-                     | "Check" >> beam.ParDo(CheckCandidates(cfg)).with_outputs(KEPT, REJECTED))
-        deduped = (checked[KEPT]
+        raw = (p | "SourceFiles" >> beam.Create(files)
+                 | "ReadSources" >> beam.ParDo(ReadSourceFile(cfg.url_col, cfg.caption_col))
+                 | "CheckRow" >> FilterRecords(*candidate_filters(cfg)))
+        captioned = (raw[KEPT]
+                     | "NormalizeCaption" >> beam.Map(with_normalized_caption)
+                     | "CheckCaption" >> FilterRecords(*caption_filters(cfg)))
+        deduped = (captioned[KEPT]
+                   | "ToCandidate" >> beam.Map(to_candidate)
                    | "KeyByUrl" >> beam.Map(lambda r: (r["url"], r))
                    | "GroupByUrl" >> beam.GroupByKey()
                    | "PickSurvivor" >> beam.FlatMap(pick_url_survivor).with_outputs(KEPT, REJECTED))
-        rejected = ((checked[REJECTED], deduped[REJECTED]) | "AllRejects" >> beam.Flatten())
+        rejected = ((raw[REJECTED], captioned[REJECTED], deduped[REJECTED])
+                    | "AllRejects" >> beam.Flatten())
         ({KEPT: deduped[KEPT], REJECTED: rejected}
-         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.CANDIDATES))
+         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.INGESTED))
         result = p.run()
         result.wait_until_finish()
         n_in = counter_value(result, ROWS_READ)

@@ -13,7 +13,8 @@ from witcurate.config import Config
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import beam_path, make_pipeline, reject, run_pipeline
 from witcurate.pipeline.matcher import QueryMatcher, load_queries
-from witcurate.pipeline.runner import StageContext, StageResult, parquet_files
+from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
 from witcurate.pipeline.stages import BaseStage
 

@@ -1,11 +1,13 @@
-"""The stage runner: DESIGN.md's contracts in one place.
+"""The stage runner: the data contracts of docs/ARCHITECTURE.md in one place.
 
 A stage writes into a fresh temporary directory:
     TMP/part-*.parquet              kept records
     TMP/rejects/part-*.parquet      dropped records, with `reason` and `detail`
     TMP/...                         anything else it produces (images, queries.json, ...)
 The runner then counts both from the files themselves, checks in = kept + rejected, writes
-`_SUCCESS.json` and renames TMP to OUT/STAGE. A killed run leaves only a TMP behind, which the
+`_SUCCESS.json` and renames TMP to OUT/STAGE. A stage that produces a model instead of filtering
+records (`produces = "model"`: scorer, train) has no records to balance: it writes its files
+(checkpoint.pt, metrics.jsonl, ...) and the manifest lists them with their sizes instead. A killed run leaves only a TMP behind, which the
 next attempt deletes; a stage whose manifest matches its config and inputs is skipped.
 Work that must survive a kill inside a stage (download shards) goes to `ctx.work_dir`, which is
 kept across attempts and removed once the stage has landed.
@@ -13,7 +15,6 @@ kept across attempts and removed once the stage has landed.
 
 from __future__ import annotations
 
-import collections
 import errno
 import hashlib
 import json
@@ -23,18 +24,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-import pyarrow.parquet as pq
-
 import witcurate
+from witcurate import config_checks
 from witcurate.config import Config
 from witcurate.errors import AccountingError, InputError, UserError
 from witcurate.pipeline import fs
 from witcurate.pipeline.code_hash import code_hash
+from witcurate.pipeline.tables import count_rows, open_parquet, parquet_files, reject_counts
 from witcurate.schemas import validate
 
 log = logging.getLogger("witcurate")
 
 MANIFEST = "_SUCCESS.json"
+# What a stage produces (its `produces` attribute; records when it has none).
+RECORDS = "records"                  # kept + rejected parquet parts, balanced against its input
+MODEL = "model"                      # files (weights, metrics); no records to count
 
 
 @dataclass
@@ -69,50 +73,15 @@ class StageResult:
     extra: dict[str, Any] = field(default_factory=dict)   # merged into the manifest
     units: str = "records"           # what throughput counts
     kept_glob: str = "part-*.parquet"  # where the kept rows are (shards: one sidecar per tar)
+    per_second: float | None = None  # the stage's own rate; None: n_in / wall seconds
 
 
 class Stage(Protocol):
     name: str
     sections: tuple[str, ...]        # config sections that change this stage's output
+    # optional: produces = MODEL for a stage that writes a model, not records
 
     def run(self, ctx: StageContext) -> StageResult: ...
-
-
-def parquet_files(directory: str, pattern: str = "part-*.parquet") -> list[str]:
-    return fs.glob(fs.join(directory, pattern))
-
-
-def _open_parquet(path: str, columns: list[str] | None = None, footer_only: bool = False):
-    """A part's footer (FileMetaData) or its table; a damaged file is an InputError naming it."""
-    try:
-        with fs.open_file(path) as f:
-            return pq.ParquetFile(f).metadata if footer_only else pq.read_table(f, columns=columns)
-    except (OSError, ValueError) as e:           # ArrowInvalid is a ValueError
-        raise InputError(f"unreadable parquet file {path}: {e}",
-                         "the stage that wrote it was damaged after it finished: rerun that stage "
-                         "with --force") from None
-
-
-def count_rows(directory: str, pattern: str = "part-*.parquet") -> int:
-    return sum(_open_parquet(path, footer_only=True).num_rows for path in parquet_files(directory, pattern))
-
-
-def read_table(directory: str, columns: list[str] | None = None):
-    """All kept rows of a stage directory as one pyarrow table (metadata only: no image bytes)."""
-    import pyarrow as pa
-    tables = []
-    for path in parquet_files(directory):
-        tables.append(_open_parquet(path, columns))
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="default")
-
-
-def reject_counts(directory: str) -> dict[str, int]:
-    counts: collections.Counter[str] = collections.Counter()
-    for path in parquet_files(fs.join(directory, "rejects")):
-        counts.update(_open_parquet(path, ["reason"]).column("reason").to_pylist())
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def check_finished_inputs(stage: Stage, inputs: dict[str, str]) -> dict[str, int]:
@@ -157,7 +126,7 @@ def check_input(stage: Stage, inputs: dict[str, str]) -> dict[str, int]:
     if not files:
         raise InputError(f"stage {stage.name}: {path} holds no part-*.parquet files",
                          "point --in at a finished stage directory")
-    actual = _open_parquet(files[0], footer_only=True).schema.to_arrow_schema()
+    actual = open_parquet(files[0], footer_only=True).schema.to_arrow_schema()
     validate(schema, actual, f"stage {stage.name} input {files[0]}")
     return counted
 
@@ -191,10 +160,23 @@ def load_manifest(stage_dir: str) -> dict[str, Any] | None:
     return fs.read_json(path) if fs.exists(path) else None
 
 
+def produces(stage: Stage) -> str:
+    return getattr(stage, "produces", RECORDS)
+
+
+def describe(manifest: dict[str, Any]) -> str:
+    """One line for a finished stage: its counts, or the files of the model it produced."""
+    if manifest.get("produces") == MODEL:
+        return "model: " + ", ".join(sorted(manifest.get("outputs", {})))
+    c = manifest["counts"]
+    return f"in={c['in']} kept={c['kept']} rejected={c['rejected']}"
+
+
 def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, str],
               beam_args: list[str] | None = None, force: bool = False,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one stage under the contracts into `final_dir` (OUT/STAGE in a full run)."""
+    config_checks.validate(config, stages=(stage.name,))   # also a config built in code
     final_dir = fs.normalize(final_dir).rstrip("/")
     inputs = {k: fs.normalize(v) for k, v in inputs.items()}
     out_root = posixpath.dirname(final_dir) or "."
@@ -202,7 +184,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
     fingerprint = stage_fingerprint(stage, config, inputs)
     existing = load_manifest(final_dir)
     if existing and existing.get("fingerprint") == fingerprint and not force:
-        progress(f"[{stage.name}] already done ({existing['counts']['kept']} kept), skipping")
+        progress(f"[{stage.name}] already done ({describe(existing)}), skipping")
         existing["skipped"] = True
         return existing
 
@@ -211,7 +193,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
     work_dir = fs.join(out_root, f".work-{base}")
     fs.rm(tmp_dir)                     # a previous attempt's half-written output
     try:
-        fs.makedirs(fs.join(tmp_dir, "rejects"))
+        fs.makedirs(fs.join(tmp_dir, "rejects") if produces(stage) == RECORDS else tmp_dir)
         fs.makedirs(work_dir)
     except OSError as e:
         raise UserError(f"cannot write to {out_root}: {e.strerror or e}",
@@ -256,33 +238,28 @@ def _storage_full(exc: BaseException) -> str | None:
 
 
 def _run_and_land(stage: Stage, ctx: StageContext, final_dir: str, fingerprint: str) -> dict[str, Any]:
-    """Run the stage into ctx.tmp_dir, check its accounting, write its manifest, rename it."""
-    tmp_dir, work_dir, progress, config = ctx.tmp_dir, ctx.work_dir, ctx.progress, ctx.config
-    progress(f"[{stage.name}] running")
+    """Run the stage into ctx.tmp_dir, check what it wrote, write its manifest, rename it."""
+    tmp_dir, config = ctx.tmp_dir, ctx.config
+    ctx.progress(f"[{stage.name}] running")
     start = time.time()
     result = stage.run(ctx) or StageResult()
     wall = time.time() - start
-
-    kept = count_rows(tmp_dir, result.kept_glob)
-    reasons = reject_counts(tmp_dir)
-    rejected = sum(reasons.values())
-    n_in = result.n_in if result.n_in is not None else ctx.rows("in")
-    if n_in != kept + rejected:
-        raise AccountingError(
-            f"stage {stage.name} does not balance: in={n_in} kept={kept} rejected={rejected}")
+    output = _records_output(stage, ctx, result) if produces(stage) == RECORDS else _model_output(stage, ctx)
+    rate = result.per_second
+    if rate is None and "counts" in output and wall > 0:
+        rate = round(output["counts"]["in"] / wall, 2)
     manifest = {
         "stage": stage.name,
+        "produces": produces(stage),
         "fingerprint": fingerprint,
         "code_version": witcurate.__version__,
         "code_hash": code_hash(type(stage).__module__),
         "config_hash": config.section_hash(*stage.sections) if stage.sections else "",
         "config": {s: config.to_dict()[s.partition(".")[0]] for s in stage.sections},
         "inputs": {k: {"path": v, "fingerprint": fingerprint_input(v)} for k, v in ctx.inputs.items()},
-        "kept_glob": result.kept_glob,
-        "counts": {"in": n_in, "kept": kept, "rejected": rejected, "reasons": reasons},
+        **output,
         "wall_seconds": round(wall, 3),
-        "throughput": {"units": result.units,
-                       "per_second": round(n_in / wall, 2) if wall > 0 else None},
+        "throughput": {"units": result.units, "per_second": rate},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **result.extra,
     }
@@ -292,8 +269,29 @@ def _run_and_land(stage: Stage, ctx: StageContext, final_dir: str, fingerprint: 
     fs.rm(fs.join(final_dir, MANIFEST))
     fs.rm(final_dir)
     fs.move(tmp_dir, final_dir)
-    fs.rm(work_dir)
-    progress(f"[{stage.name}] in={n_in} kept={kept} rejected={rejected} "
-             f"({wall:.1f}s, {manifest['throughput']['per_second']} {result.units}/s)"
-             + (f" reasons: {reasons}" if reasons else ""))
+    fs.rm(ctx.work_dir)
+    reasons = manifest.get("counts", {}).get("reasons")
+    ctx.progress(f"[{stage.name}] {describe(manifest)} ({wall:.1f}s, {rate} {result.units}/s)"
+                 + (f" reasons: {reasons}" if reasons else ""))
     return manifest
+
+
+def _records_output(stage: Stage, ctx: StageContext, result: StageResult) -> dict[str, Any]:
+    """The counts of a record stage, from its files; it must balance: in = kept + rejected."""
+    kept = count_rows(ctx.tmp_dir, result.kept_glob)
+    reasons = reject_counts(ctx.tmp_dir)
+    rejected = sum(reasons.values())
+    n_in = result.n_in if result.n_in is not None else ctx.rows("in")
+    if n_in != kept + rejected:
+        raise AccountingError(
+            f"stage {stage.name} does not balance: in={n_in} kept={kept} rejected={rejected}")
+    return {"kept_glob": result.kept_glob,
+            "counts": {"in": n_in, "kept": kept, "rejected": rejected, "reasons": reasons}}
+
+
+def _model_output(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    """The files a model stage wrote, with their sizes; a model stage that wrote none failed."""
+    outputs = fs.files_under(ctx.tmp_dir)
+    if not outputs:
+        raise AccountingError(f"stage {stage.name} produces a model but wrote no files")
+    return {"outputs": outputs}

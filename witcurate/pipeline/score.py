@@ -43,13 +43,14 @@ from witcurate.filters import clip_score as rules
 from witcurate.pipeline import fs, image_source
 from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage, run_pipeline
 from witcurate.pipeline.inference import ClipScoreModelHandler, model_label
-from witcurate.pipeline.runner import StageContext, StageResult, count_rows
+from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.score_decode import DecodeBatches, prepare_image, split_preprocess
 from witcurate.pipeline.score_inputs import (RUN_SCORER, ScoreInputs, StandaloneRow, check_model,
                                              resolve_inputs, resolve_weights, runs_locally)
 from witcurate.pipeline.score_keep import ApplyKeepRule, TopFractionCutoff, min_kept_score
 from witcurate.pipeline.score_outputs import EMBEDDINGS, EMBEDDINGS_DIR, EMBEDDINGS_TAG, AttachScores
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
+from witcurate.pipeline.tables import count_rows
 
 # Re-exported: what callers of the score stage's module use.
 __all__ = ["ScoreStage", "EMBEDDINGS", "EMBEDDINGS_DIR", "TopFractionCutoff", "prepare_image", "runs_locally",

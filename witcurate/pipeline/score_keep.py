@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from witcurate.filters import clip_score as rules
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import REJECTED, reject
-from witcurate.pipeline.runner import parquet_files
+from witcurate.pipeline.tables import parquet_files
 
 
 def score_and_tie(row: dict[str, Any]) -> tuple[float, int]:
@@ -84,7 +84,7 @@ class ApplyKeepRule(beam.DoFn):
             yield row
         else:
             yield beam.pvalue.TaggedOutput(
-                REJECTED, reject(row, verdict[1], rules.below_detail(row["clip_score"], self.rule, used)))
+                REJECTED, reject(row, verdict.reason, rules.below_detail(row["clip_score"], self.rule, used)))
 
 
 def min_kept_score(directory: str) -> float | None:

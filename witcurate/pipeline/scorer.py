@@ -4,22 +4,24 @@ dict) is what the `score` stage loads:
 
     create_model(config.scorer.model, "OUT/scorer/checkpoint.pt")
 
-Not a filter: it keeps and rejects nothing (an empty kept part, n_in=0).
+Not a filter: it produces a model (checkpoint.pt, metrics.jsonl), which its manifest lists in
+place of record counts.
 """
 
 from __future__ import annotations
 
 from witcurate.config import Config
 from witcurate.errors import InputError
-from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.runner import MODEL, StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option
-from witcurate.pipeline.train import land, train_in_work_dir, write_empty_kept
+from witcurate.pipeline.train import land, train_in_work_dir
 
 CHECKPOINT = "checkpoint.pt"
 
 
 class ScorerStage(BaseStage):
     name = "scorer"
+    produces = MODEL
     sections = ("scorer",)
     inputs = ("trusted",)
     options = (
@@ -46,8 +48,7 @@ class ScorerStage(BaseStage):
                                       checkpoint_every=100, keep_step_checkpoints=False, log_every=1)
         metrics = train_in_work_dir(ctx, args, trusted)
         land(ctx, {"model.pt": CHECKPOINT, "metrics.jsonl": "metrics.jsonl"})
-        write_empty_kept(ctx.tmp_dir)
-        return StageResult(n_in=0, units="samples",
+        return StageResult(units="samples", per_second=metrics["samples_per_second"],
                            extra={"train": metrics, "checkpoint": CHECKPOINT,
                                   "model": ctx.config.scorer.model,
                                   "samples_per_second": metrics["samples_per_second"]})

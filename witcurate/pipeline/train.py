@@ -1,6 +1,6 @@
 """The `train` stage: the bundled trainer on the run's shards, then zero-shot and retrieval
-evaluation. Not a filter: it keeps and rejects nothing, and lands model.pt, checkpoint.pt,
-metrics.jsonl and eval.json.
+evaluation. Not a filter: it produces a model (model.pt, checkpoint.pt, metrics.jsonl and
+eval.json), which its manifest lists in place of record counts.
 
 Training runs in the stage's work dir, which survives a killed attempt: the rerun resumes from
 the last checkpoint (when the settings are the same) instead of starting over.
@@ -12,21 +12,12 @@ import dataclasses
 import json
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from witcurate.config import Config
 from witcurate.pipeline import fs
-from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.runner import MODEL, StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option
 
 RUN_SPEC = "train_spec.json"
-
-
-def write_empty_kept(tmp_dir: str) -> None:
-    """A kept part with no rows: the runner counts 0 kept, 0 rejected, 0 in."""
-    with fs.open_file(fs.join(tmp_dir, "part-00000.parquet"), "wb") as f:
-        pq.write_table(pa.table({"uid": pa.array([], pa.string())}), f)
 
 
 def train_in_work_dir(ctx: StageContext, args: Any, data: str) -> dict[str, Any]:
@@ -58,6 +49,7 @@ def land(ctx: StageContext, names: dict[str, str]) -> None:
 
 class TrainStage(BaseStage):
     name = "train"
+    produces = MODEL
     sections = ("train",)
     inputs = ("in", "eval")
     options = (
@@ -86,8 +78,7 @@ class TrainStage(BaseStage):
         metrics = train_in_work_dir(ctx, args, data)
         land(ctx, {"model.pt": "model.pt", "checkpoint.pt": "checkpoint.pt",
                    "metrics.jsonl": "metrics.jsonl", "eval.json": "eval.json"})
-        write_empty_kept(ctx.tmp_dir)
-        return StageResult(n_in=0, units="samples", extra={
+        return StageResult(units="samples", per_second=metrics["samples_per_second"], extra={
             "eval": metrics.get("eval", {}),
             "samples_per_second": metrics["samples_per_second"],
             "train": metrics,
