@@ -74,6 +74,20 @@ def test_a_tables_digest_is_its_rows_whatever_the_parts_and_order(tmp_path):
     assert table_digest([]) == table_digest(_write_parts(str(tmp_path / "empty"), [], 2))
 
 
+def test_float16_embeddings_digest_the_same_on_any_filesystem(tmp_path):
+    from witcurate.pipeline.score import EMBEDDINGS
+    vectors = pa.array([[0.5, -0.25], [1.0, 0.125]], pa.list_(pa.float16()))
+    table = pa.Table.from_arrays([pa.array(["a", "b"]), vectors, vectors], schema=EMBEDDINGS)
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    with fsspec.open("memory://content-f16/part-0.parquet", "wb") as f:
+        pq.write_table(table, f)
+    try:
+        local = table_digest([str(tmp_path / "part-0.parquet")])
+        assert table_digest(["memory://content-f16/part-0.parquet"]) == local and local["rows"] == 2
+    finally:
+        fsspec.filesystem("memory").rm("/content-f16", recursive=True)
+
+
 # --- balance reruns, download does not (real stages, images from a loopback host) -------------------
 
 N_URLS = 12

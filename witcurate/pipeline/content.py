@@ -51,6 +51,22 @@ def _is_local(path: str) -> bool:
     return "://" not in path and not any(c in path for c in "*?[")
 
 
+def _duckdb_type(t: pa.DataType) -> pa.DataType:
+    """`t` with float16 (which duckdb's Arrow scan refuses; its Parquet reader reads it as float32,
+    score's embeddings are float16) as float32, so both paths hash the same values."""
+    if pa.types.is_float16(t):
+        return pa.float32()
+    if pa.types.is_list(t):
+        return pa.list_(_duckdb_type(t.value_type))
+    if pa.types.is_large_list(t):
+        return pa.large_list(_duckdb_type(t.value_type))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_duckdb_type(t.value_type), t.list_size)
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_duckdb_type(f.type)) for f in t])
+    return t
+
+
 def _part_digest(con, path: str) -> tuple[int, int, str]:
     """(rows, sum of row hashes mod 2^64, schema) of one Parquet file."""
     schema = open_parquet(path, footer_only=True).schema.to_arrow_schema()
@@ -61,9 +77,10 @@ def _part_digest(con, path: str) -> tuple[int, int, str]:
     if _is_local(path):                 # duckdb reads the file itself: the fast path
         (rows, total), = con.execute(select + "read_parquet('" + path.replace("'", "''") + "')").fetchall()
     else:                               # gs://, memory://, ...: stream it through fsspec
+        scannable = pa.schema([f.with_type(_duckdb_type(f.type)) for f in schema])
         with fs.open_file(path) as f:
-            reader = pa.RecordBatchReader.from_batches(
-                schema, pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS))
+            batches = pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS)
+            reader = pa.RecordBatchReader.from_batches(scannable, (b.cast(scannable) for b in batches))
             con.register("part_batches", reader)
             (rows, total), = con.execute(select + "part_batches").fetchall()
             con.unregister("part_batches")
