@@ -303,14 +303,14 @@ class ShardsStage(BaseStage):
     sections = ("shards",)
     inputs = ("in", "images")
     input_schema = schemas.CAPPED
+    options = (
+        Option("--samples-per-shard", "shards.samples_per_shard", "samples in each tar", int),
+    )
     # The card shows every stage's counts, times and config, so any stage landing again redoes
     # it; the card and manifest.json (the run's config) are left out of this stage's content
     # digest, so the trainer reruns only when the shipped samples (tars, sidecars) change.
     reports_on = TABLE_STAGES
     content_skips = (README, f"{CARD_DIR}/*", MANIFEST_NAME)
-    options = (
-        Option("--samples-per-shard", "shards.samples_per_shard", "samples in each tar", int),
-    )
 
     def default_inputs(self, config: Config, out_root: str) -> dict[str, str]:
         return {"in": fs.join(out_root, "cap"), "images": fs.join(out_root, "download")}
