@@ -103,7 +103,12 @@ def make_run(out: Path, png: bool = False, upstream: bool = True) -> dict:
     assert n == 16
     _write_stage(out, "queries", pa.table({"query_id": pa.array([0, 1, 2, 7], pa.int32()),
                                            "query": ["two", "three", "red", "grass"]}), [],
-                 _manifest("queries", 4, 4, {}))
+                 {**_manifest("queries", 4, 4, {}), "sources": {
+                     "wordnet": {"floors": {}, "before_budget": 2, "budget": None, "after_budget": 2,
+                                 "last_admitted": None, "in_list": 2},
+                     "bigram": {"floors": {"min_bigram_count": 30}, "before_budget": 9, "budget": 1,
+                                "after_budget": 1, "in_list": 1,
+                                "last_admitted": {"query": "red grass", "count": 31, "pmi": 7.25}}}})
     _write_stage(out, "ingest", None, [], _manifest("ingest", 40, 30, {"bad_url": 6, "junk_caption": 4}))
     _write_stage(out, "match", None, [], _manifest("match", 30, 25, {"no_query_match": 5}))
     _write_stage(out, "balance", None, [], _manifest("balance", 25, 22, {"over_budget": 3}))

@@ -52,6 +52,7 @@ def test_bad_override():
     ("dedupe.bands=0", "dedupe.bands must be at least 1"),
     ("balance.oversample=0", "balance.oversample must be above 0"),
     ("cap.per_query=0", "cap.per_query must be at least 1"),
+    ("queries.max_bigrams=-2", "queries.max_bigrams must be at least -1"),
     ("demo.port=70000", "demo.port must be at most 65535"),
     ("train.precision=half", "train.precision must be one of amp"),
     ("ingest.max_chars=3", r"ingest.max_chars \(3\) is below ingest.min_chars \(5\)"),
@@ -63,7 +64,8 @@ def test_values_out_of_range_fail_when_the_config_loads(override, match):
 
 def test_defaults_and_edges_are_in_range():
     load_config(None)
-    load_config("configs/demo.yaml", ["score.threshold=-1", "download.min_side=0", "dedupe.max_hamming=0"])
+    load_config("configs/demo.yaml", ["score.threshold=-1", "download.min_side=0", "dedupe.max_hamming=0",
+                                      "queries.max_titles=-1", "queries.max_unigrams=0"])
     load_config("configs/demo.yaml", ["score.threshold=null", "score.top_fraction=1"])
 
 
@@ -76,12 +78,10 @@ def test_a_keep_rule_is_needed_only_where_the_score_stage_runs():
 
 
 def test_run_with_a_bad_value_fails_before_its_first_stage(tmp_path, capsys):
-    from witcurate.cli import main
+    from cli_errors import one_line_error
     out, world = tmp_path / "run", tmp_path / "world"
     for bad in ("score.batch_size=0", "score.threshold=null"):    # a range; a stage-dependent rule
-        code = main(["run", "--config", "configs/demo.yaml", "--out", str(out),
-                     "--set", bad, "--set", f"demo.root={world}"])
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and err.startswith("error: ") and "\n" not in err
+        err = one_line_error(capsys, ["run", "--config", "configs/demo.yaml", "--out", str(out),
+                                      "--set", bad, "--set", f"demo.root={world}"])
         assert bad.partition("=")[0] in err or "neither is set" in err
         assert not out.exists() and not world.exists()        # no stage ran, no demo world was made

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from synth_shapes import write_tar, write_zeroshot
 
+from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import UserError
 from witcurate.pipeline.card import add_card_section
@@ -33,21 +34,29 @@ def _tar_members(path: Path) -> dict[str, bytes]:
 
 
 def make_tiny_run(out: Path) -> dict[str, tuple[bytes, str]]:
-    """OUT/download (rows + images tar), OUT/shards (manifest, card) and an eval set."""
+    """OUT/download (rows + images tar; one row's image is missing), OUT/shards (manifest, card)
+    and an eval set."""
     images = out / "download" / "images"
     images.mkdir(parents=True)
     write_tar(str(images / "00000.tar"), N_POOL, seed=3, size=64)
     members = _tar_members(images / "00000.tar")
     pool, rows = {}, []
-    for i in range(N_POOL):
+    for i in range(N_POOL + 1):
         key = f"{i:08d}"
         uid = hashlib.sha256(key.encode()).hexdigest()[:32]
-        caption = members[f"{key}.txt"].decode()
-        pool[uid] = (members[f"{key}.jpg"], caption)
+        caption = members.get(f"{key}.txt", b"a row whose image the tar lacks").decode()
+        if i < N_POOL:
+            pool[uid] = (members[f"{key}.jpg"], caption)
         rows.append({"uid": uid, "url": f"http://127.0.0.1:1/{i}.jpg", "caption": caption,
-                     "shard": "images/00000.tar", "key": key})
-    pq.write_table(pa.Table.from_pylist(rows), out / "download" / "part-00000.parquet")
-    (out / "download" / "_SUCCESS.json").write_text(json.dumps({"stage": "download", "fingerprint": "fp-dl"}))
+                     "source": "pool.parquet", "query_ids": [i % 3], "keep_probability": 1.0,
+                     "shard": "images/00000.tar", "key": key, "width": 64, "height": 64,
+                     "original_width": 64, "original_height": 64,
+                     "sha256": hashlib.sha256(pool[uid][0]).hexdigest() if i < N_POOL else None,
+                     "phash": i})
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.DOWNLOADED), out / "download" / "part-00000.parquet")
+    (out / "download" / "_SUCCESS.json").write_text(json.dumps({
+        "stage": "download", "fingerprint": "fp-dl",
+        "counts": {"in": N_POOL + 1, "kept": N_POOL + 1, "rejected": 0, "reasons": {}}}))
 
     eval_dir = out / "eval"
     write_zeroshot(str(eval_dir / "zeroshot"), per_class=2, size=64)
@@ -114,8 +123,18 @@ def test_raw_shards_hold_every_downloaded_image_once(finished):
                 uid = name[:-4]
                 assert uid not in seen
                 seen[uid] = (data, members[uid + ".txt"].decode())
+                meta = json.loads(members[uid + ".json"])
+                assert meta["clip_score"] is None and meta["query_id"] is None   # never scored or capped
     assert seen == pool
     assert json.loads((raw / "sizes.json").read_text()) == {"00000.tar": 10, "00001.tar": 10, "00002.tar": 4}
+
+
+def test_raw_arm_is_the_shards_stage_and_rejects_what_it_cannot_ship(finished):
+    out, _, _, _ = finished
+    landed = json.loads((out / "experiment" / "raw_shards" / "_SUCCESS.json").read_text())
+    assert landed["stage"] == "shards"
+    assert landed["counts"] == {"in": N_POOL + 1, "kept": N_POOL, "rejected": 1,
+                                "reasons": {"image_missing": 1}}
 
 
 def test_card_gets_the_table(finished):
@@ -134,6 +153,7 @@ def test_rerun_skips_finished_runs_and_redoes_a_missing_one(finished):
     log: list[str] = []
     again = run_experiment(str(out), seeds=2, steps=STEPS, progress=log.append)
     assert sum("already done, skipped" in m for m in log) == 4
+    assert any(m.startswith("[experiment] raw arm: [shards] already done") for m in log)
     assert not any("[train]" in m for m in log)
     assert again["arms"] == first["arms"]
 

@@ -11,7 +11,7 @@ import pytest
 from queries_support import (ENWIKI, MULTISTREAM, MULTISTREAM_INDEX, MULTISTREAM_OFFSETS,
                              MULTISTREAM_PAGE_IDS, PAGES, write_multistream, write_plain)
 from witcurate.errors import InputError
-from witcurate.queries import dump
+from witcurate.queries import bz2_streams, dump
 
 
 def _ids(splits):
@@ -71,14 +71,14 @@ def test_multistream_fixture_scan_splits_find_every_page_once(split_bytes):
 @pytest.mark.parametrize("chunk", [1, 3, 7, 719])
 def test_stream_boundaries_anywhere_in_a_read(monkeypatch, chunk):
     """A stream start cut by a read boundary (even inside "BZh") is still found."""
-    monkeypatch.setattr(dump, "CHUNK", chunk)
+    monkeypatch.setattr(bz2_streams, "CHUNK", chunk)
     for index in ("auto", None):
         _, splits = dump.plan_splits(str(MULTISTREAM), index, 1000)
         assert _ids(splits) == MULTISTREAM_PAGE_IDS
 
 
 def test_multistream_stream_layout_matches_provenance():
-    starts = [start for start, _ in dump.iter_stream_offsets(str(MULTISTREAM))]
+    starts = [start for start, _ in bz2_streams.iter_stream_offsets(str(MULTISTREAM))]
     assert starts == MULTISTREAM_OFFSETS
     assert dump.read_index_offsets(str(MULTISTREAM_INDEX)) == [718, 4735, 8475, 12237]
 

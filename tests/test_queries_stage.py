@@ -16,7 +16,8 @@ from witcurate.errors import InputError, UserError
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.stages import get_stage
-from witcurate.queries.stage import QueriesStage
+from witcurate.queries import counts, dump, wikitext
+from witcurate.queries.stage import SOURCES_METADATA, QueriesStage
 
 
 def _run(cfg: Config, out_dir) -> dict:
@@ -54,7 +55,11 @@ def test_registry_and_declarations():
 
 
 # ---------------------------------------------------------------------------------------------
-# The real enwiki sample
+# The real enwiki sample, at Wikipedia's floors (unigrams >= 100, bigrams >= 30, titles >= 70
+# views, no PMI floor) with budgets small enough to bite: 472 unigrams and 738 bigrams pass
+# their floors on this sample, 6 titles do.
+
+ENWIKI_BUDGETS = dict(max_unigrams=300, max_bigrams=100, max_titles=5)
 
 
 @pytest.fixture(scope="module")
@@ -62,31 +67,47 @@ def enwiki_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("enwiki")
     write_pageviews(tmp / "pageviews-20240101-000000.gz", [
         "en Albedo 60 0", "en.m Albedo 40 0", "en Anarchism 500 0", "en Talk:Anarchism 900 0",
-        "en !!! 80 0", "en Autism 10 0", "en this_line_is_broken", "de Albedo 999 0"])
+        "en !!! 80 0", "en Autism 10 0", "en this_line_is_broken", "de Albedo 999 0",
+        "en Alabama 90 0", "en Achilles 69 0"])
     write_pageviews(tmp / "pageviews-20240101-010000.gz", ["en Autism 65 0", "en Blade_Runner 75 0"])
-    cfg = _config(dumps=[str(ENWIKI)], pageviews=[str(tmp / "pageviews-*.gz")],
-                  min_unigram_count=20, min_bigram_count=5, min_pmi=8.0, min_title_views=70)
+    cfg = _config(dumps=[str(ENWIKI)], pageviews=[str(tmp / "pageviews-*.gz")], **ENWIKI_BUDGETS)
+    assert (cfg.queries.min_unigram_count, cfg.queries.min_bigram_count, cfg.queries.min_pmi,
+            cfg.queries.min_title_views) == (100, 30, None, 70)
     out = tmp / "run" / "queries"
     return cfg, out, _run(cfg, out)
+
+
+@pytest.fixture(scope="module")
+def enwiki_counts():
+    """The sample counted in process (the reference the Beam counting must agree with)."""
+    return counts.count_texts(wikitext.to_text(p.text) for p in dump.iter_pages(str(ENWIKI))
+                              if dump.is_article(p))
 
 
 def test_enwiki_manifest_balances_and_reports_sources(enwiki_run):
     cfg, out, manifest = enwiki_run
     c = manifest["counts"]
-    assert c["in"] == c["kept"] + c["rejected"] and c["kept"] > 3000
+    assert c["in"] == c["kept"] + c["rejected"] == 300 + 100 + 5 - 1     # Alabama: title and unigram
     assert c["reasons"] == {"empty_after_normalisation": 1}          # the title "!!!"
     corpus = manifest["corpus"]
     assert (corpus["pages"], corpus["articles"], corpus["redirects"], corpus["other_namespace"]) == (206, 106, 99, 1)
     assert corpus["wikitext_errors"] == 0 and 400_000 < corpus["tokens"] < 550_000
-    assert manifest["sources"]["title"] == 5 and manifest["sources"]["wordnet"] == 0
-    assert manifest["sources"]["unigram"] > 2000 and manifest["sources"]["bigram"] > 300
-    assert manifest["overlaps"]["title&unigram"] == 2                 # Anarchism, Autism
-    assert manifest["overlaps"]["title&bigram"] == 1                  # Blade Runner
+    sources = manifest["sources"]
+    assert {s: (r["before_budget"], r["budget"], r["after_budget"]) for s, r in sources.items()} == {
+        "wordnet": (0, None, 0), "title": (6, 5, 5), "unigram": (472, 300, 300), "bigram": (738, 100, 100)}
+    assert sources["bigram"]["floors"] == {"min_bigram_count": 30, "min_pmi": None}
+    assert sources["title"]["last_admitted"] == {"query": "Autism", "views": 75}   # tie: "Blade Runner" cut
+    assert sources["unigram"]["last_admitted"] == {"query": "forces", "count": 141}  # tie: "however" cut
+    assert sources["title"]["in_list"] == 4 and sources["unigram"]["in_list"] == 300   # not "!!!"
+    assert manifest["overlaps"] == {"title&unigram": 1}
     pv = manifest["pageviews"]
-    assert pv["files"] == 2 and pv["lines"] == 10 and pv["malformed_fields"] == 1
-    assert pv["other_project"] == 1 and pv["other_namespace"] == 1 and pv["titles_over_min"] == 5
+    assert pv["files"] == 2 and pv["lines"] == 12 and pv["malformed_fields"] == 1
+    assert pv["other_project"] == 1 and pv["other_namespace"] == 1 and pv["titles_over_min"] == 6
     assert manifest["bad_inputs"] == [] and manifest["dumps"][0]["schema"] == "0.10"
     assert manifest["counting"]["pages_per_second"] > 0
+    # the same report travels with the list, in the Parquet file's metadata
+    meta = pq.read_schema(out / "part-00000.parquet").metadata
+    assert json.loads(meta[SOURCES_METADATA.encode()]) == sources
 
 
 def test_enwiki_outputs(enwiki_run):
@@ -101,19 +122,48 @@ def test_enwiki_outputs(enwiki_run):
         r["unigram_count"] or 0 for r in rows.values())
     albedo = rows["Albedo"]
     assert albedo["sources"] == ["title"] and albedo["views"] == 100
-    assert albedo["unigram_count"] == 10        # below 20: looked up for the title, no unigram entry
-    assert rows["albedo"]["unigram_count"] > 20 and rows["albedo"]["sources"] == ["unigram"]
-    autism = rows["Autism"]
-    assert autism["views"] == 75                                      # summed over both files
-    blade = rows["Blade Runner"]
-    assert blade["sources"] == ["title", "bigram"] and blade["bigram_count"] >= 5 and blade["pmi"] >= 8
-    assert "Anarchism" in rows and "Talk:Anarchism" not in rows and "!!!" not in rows
-    for r in rows.values():
-        if "bigram" in r["sources"]:
-            assert r["bigram_count"] >= 5 and r["pmi"] >= 8.0
-        if "unigram" in r["sources"]:
-            assert r["unigram_count"] >= 20 and " " not in r["query"]
+    assert albedo["unigram_count"] == 10        # below 100: looked up for the title, no unigram entry
+    assert "albedo" not in rows                 # 78 < 100
+    assert rows["Autism"]["views"] == 75                              # summed over both files
+    assert rows["Alabama"]["sources"] == ["title", "unigram"] and rows["Alabama"]["views"] == 90
+    assert rows["Anarchism"]["sources"] == ["title"] and rows["Anarchism"]["unigram_count"] == 26
+    assert "Blade Runner" not in rows and "Talk:Anarchism" not in rows        # budget, namespace
+    assert "title" not in rows.get("Achilles", {"sources": []})["sources"]   # 69 views: under the floor
     assert _rejects(out) == {"!!!": "empty_after_normalisation"}
+
+
+def test_enwiki_unigram_floor_and_budget_keep_exactly_the_most_frequent(enwiki_run, enwiki_counts):
+    _, out, manifest = enwiki_run
+    eligible = sorted(((w, n) for w, n in enwiki_counts.unigrams.items() if n >= 100),
+                      key=lambda wn: (-wn[1], wn[0]))                   # most frequent first
+    assert len(eligible) == manifest["sources"]["unigram"]["before_budget"] == 472
+    got = {q: r["unigram_count"] for q, r in _rows(out).items() if "unigram" in r["sources"]}
+    assert got == dict(eligible[:300])
+    assert min(got.values()) == 141 == dict(eligible)["however"]        # cut by the tie-break
+    assert all(n >= 100 for n in got.values())
+
+
+def test_enwiki_bigrams_ranked_by_nltk_pmi(enwiki_run, enwiki_counts):
+    """The bigram entries are NLTK's own top 100 by BigramAssocMeasures.pmi among the bigrams
+    counted >= 30 times, with NLTK's PMI values to the last bit."""
+    from nltk import FreqDist
+    from nltk.collocations import BigramAssocMeasures, BigramCollocationFinder
+    _, out, manifest = enwiki_run
+    finder = BigramCollocationFinder(
+        FreqDist(dict(enwiki_counts.unigrams)),
+        FreqDist({tuple(k.split(" ")): n for k, n in enwiki_counts.bigrams.items()}))
+    assert finder.N == enwiki_counts.words == manifest["corpus"]["tokens"]
+    finder.apply_freq_filter(30)
+    scored = finder.score_ngrams(BigramAssocMeasures.pmi)
+    assert len(scored) == manifest["sources"]["bigram"]["before_budget"] == 738
+    want = {" ".join(ngram): score for ngram, score in scored[:100]}
+    rows = _rows(out)
+    got = {q: r["pmi"] for q, r in rows.items() if "bigram" in r["sources"]}
+    assert got == want
+    assert all(rows[q]["bigram_count"] >= 30 for q in got)
+    last = manifest["sources"]["bigram"]["last_admitted"]
+    assert (last["query"], last["pmi"]) == (" ".join(scored[99][0]), scored[99][1])
+    assert scored[100][1] <= last["pmi"] and " ".join(scored[100][0]) not in rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +240,9 @@ def test_handmade_with_wordnet(tmp_path, tmp_path_factory):
                   wordnet=True, wordnet_dir=data_dir, max_queries=86_555, **HAND_THRESHOLDS)
     manifest = _run(cfg, tmp_path / "run" / "queries")
     assert manifest["wordnet"]["names"] == 86_555
-    assert manifest["sources"] == {"wordnet": 86_555, "title": 0, "unigram": 2, "bigram": 1}
+    assert {s: r["after_budget"] for s, r in manifest["sources"].items()} == {
+        "wordnet": 86_555, "title": 0, "unigram": 2, "bigram": 1}
+    assert manifest["sources"]["wordnet"]["in_list"] == 86_554                 # not ""
     assert manifest["overlaps"] == {"wordnet&unigram": 1}            # "cat" ("sat" is no head name)
     rows = _rows(tmp_path / "run" / "queries")
     assert rows["cat"]["sources"] == ["wordnet", "unigram"] and "cat.n.01" in rows["cat"]["synsets"]
@@ -218,17 +270,23 @@ def test_bad_inputs_fail_by_default_and_are_reported_when_skipped(tmp_path):
     assert not (tmp_path / "fail" / "queries").exists()
 
     cfg = _config(dumps=[str(multi), str(plain)], pageviews=[str(tmp_path / "pageviews-*.gz")],
-                  skip_bad_inputs=True, **HAND_THRESHOLDS)
+                  skip_bad_inputs=True, **{**HAND_THRESHOLDS, "min_pmi": 2.0, "max_bigrams": 1})
     manifest = _run(cfg, tmp_path / "skip" / "queries")
     bad = sorted(manifest["bad_inputs"], key=lambda b: b["kind"])
     assert [b["kind"] for b in bad] == ["dump_split", "pageview_file"]
     assert "truncated bz2 stream" in bad[0]["error"] and bad[0]["pages_read_before_error"] == 5
     assert "cannot read the pageview file" in bad[1]["error"] and bad[1]["lines_read_before_error"] > 0
     # the cut dump lost only its footer: both copies of the corpus were counted (N = 2 x 12),
-    # so every word and bigram now reaches the count of 2
+    # so every word and bigram now reaches the count of 2. PMI: "dog ran" and "on Mouse"
+    # log2(2 * 24 / (2 * 2)) = 3.58 pass the optional floor of 2, "cat sat" log2(8 * 24 / (8 * 8))
+    # and "sat on" log2(2 * 24 / (8 * 2)) = 1.58 do not; the budget of 1 breaks the tie by the words.
     assert manifest["corpus"]["tokens"] == 24
-    assert set(_rows(tmp_path / "skip" / "queries")) == {
-        "cat", "sat", "dog", "ran", "on", "Mouse", "cat sat", "dog ran", "sat on", "on Mouse"}
+    rows = _rows(tmp_path / "skip" / "queries")
+    assert set(rows) == {"cat", "sat", "dog", "ran", "on", "Mouse", "dog ran"}
+    assert rows["dog ran"]["pmi"] == pytest.approx(math.log2(12))
+    bigram = manifest["sources"]["bigram"]
+    assert (bigram["before_budget"], bigram["after_budget"]) == (2, 1)
+    assert bigram["floors"] == {"min_bigram_count": 2, "min_pmi": 2.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +306,8 @@ def test_import_mode(tmp_path):
     assert _rejects(out)["zebra"] == "over_max_queries"
     assert all(r["sources"] == ["import"] for r in _rows(out).values())
     assert manifest["mode"] == "import" and manifest["inputs"]["import"]["path"] == str(path)
+    assert manifest["sources"] == {"import": {"floors": {}, "before_budget": 7, "budget": None,
+                                              "after_budget": 7, "last_admitted": None, "in_list": 4}}
 
 
 @pytest.mark.parametrize("content,message", [

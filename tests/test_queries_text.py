@@ -100,13 +100,24 @@ def test_pmi_on_a_hand_computed_corpus():
     # PMI(c d) = log2(1 * 11 / (1 * 1)), the ceiling log2(N / c(xy)) reached by a lone pair
     assert pmi.pmi(1, 1, 1, 11) == pytest.approx(math.log2(11)) == pytest.approx(pmi.max_pmi(11, 1))
     assert pmi.keep_bigram(3, pmi.pmi(3, 4, 3, 11), min_bigram_count=3, min_pmi=1.4)
+    assert not pmi.keep_bigram(3, pmi.pmi(3, 4, 3, 11), min_bigram_count=3, min_pmi=1.5)
     assert not pmi.keep_bigram(1, pmi.pmi(1, 1, 1, 11), min_bigram_count=3, min_pmi=1.4)
     assert not pmi.keep_bigram(3, None, 3, 0.0)
+    # no PMI floor (the default): the count decides
+    assert pmi.keep_bigram(3, -2.5, min_bigram_count=3) and not pmi.keep_bigram(2, 9.0, 3)
     with pytest.raises(ValueError):
         pmi.pmi(0, 1, 1, 10)
 
 
-def test_default_pmi_threshold_is_out_of_reach_for_wikipedia_sized_corpora():
-    # about 4e9 word tokens in English Wikipedia, bigrams counted >= 30 times
-    assert pmi.max_pmi(4_000_000_000, 30) < 30
+def test_pmi_is_nltks_to_the_last_bit():
+    from nltk.collocations import BigramAssocMeasures
+    for c_xy, c_x, c_y, n in [(3, 4, 3, 11), (30, 4_000_000, 250_000, 4_000_000_000),
+                              (31, 31, 31, 4_000_000_000), (97, 1_000, 3_000, 458_857)]:
+        assert pmi.pmi(c_xy, c_x, c_y, n) == BigramAssocMeasures.pmi(c_xy, (c_x, c_y), n)
+
+
+def test_metaclips_pmi_floor_is_out_of_reach_for_wikipedia_sized_corpora():
+    # why min_pmi has no default: about 4e9 word tokens in English Wikipedia and bigrams
+    # counted >= 30 times cap PMI at log2(4e9 / 30), about 27, under MetaCLIP's 30
+    assert 26.9 < pmi.max_pmi(4_000_000_000, 30) < 27
     assert pmi.max_pmi(40_000_000_000, 30) > 30

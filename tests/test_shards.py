@@ -14,6 +14,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fake_run import make_run, uid_of, write_img2dataset_tar
@@ -273,3 +274,17 @@ def test_hugging_face_datasets_reads_the_shards(run, tmp_path, monkeypatch):
     by_uid = {r["uid"]: r["caption"] for r in sidecars}
     for row in ds:
         assert row["txt"] == by_uid[row["__key__"]] == row["json"]["caption"]
+
+
+def test_score_and_cap_columns_are_optional_but_typed_when_present(tmp_path):
+    """Download rows ship as they are (the experiment's raw arm); a mistyped clip_score is refused."""
+    (tmp_path / "download").mkdir()
+    stage = ShardsStage()
+    inputs = {"in": str(tmp_path / "download"), "images": str(tmp_path / "download")}
+    pq.write_table(schemas.DOWNLOADED.empty_table(), tmp_path / "download" / "part-00000.parquet")
+    m = run_stage(stage, _config(), str(tmp_path / "shards"), inputs, progress=lambda m: None)
+    assert m["counts"]["in"] == 0
+    bad = schemas.DOWNLOADED.append(pa.field("clip_score", pa.string()))
+    pq.write_table(bad.empty_table(), tmp_path / "download" / "part-00000.parquet")
+    with pytest.raises(InputError, match="column 'clip_score' is string, expected float"):
+        run_stage(stage, _config(), str(tmp_path / "shards-bad"), inputs, progress=lambda m: None)

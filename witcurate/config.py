@@ -26,7 +26,7 @@ class RunSection:
     # scorer and the final training run; drop them to stop at the shards.
     stages: list[str] = field(default_factory=lambda: [
         "queries", "ingest", "match", "balance", "download", "dedupe",
-        "scorer", "score", "cap", "shards", "train"])
+        "scorer", "score", "semdedup", "target", "cap", "shards", "train"])
     # Generate the demo world if missing and serve its image host during the run.
     demo: bool = False
     # Beam pipeline options passed to every stage (e.g. ["--runner=DataflowRunner", ...]).
@@ -38,10 +38,15 @@ class QueriesSection:
     dumps: list[str] = field(default_factory=list)          # pages-articles*.xml.bz2 paths/globs
     pageviews: list[str] = field(default_factory=list)      # pageview file paths/globs
     import_json: str = ""                                    # MetaCLIP metadata.json instead of building
+    # Floors, then per-source budgets (MetaCLIP's sizes; see witcurate/queries/budgets.py):
+    # a source's entries that pass its floor, ranked, the first max_* admitted (-1: no budget).
     min_unigram_count: int = 100
     min_bigram_count: int = 30                               # bigrams seen fewer times get no PMI
-    min_pmi: float = 30.0
+    min_pmi: float | None = None                             # optional PMI floor (log2), none by default
     min_title_views: int = 70
+    max_unigrams: int = 251_465                              # most frequent first
+    max_bigrams: int = 100_646                               # highest PMI first
+    max_titles: int = 61_235                                 # most viewed first
     wordnet: bool = True
     max_queries: int = 500_000
     pageview_projects: list[str] = field(default_factory=lambda: ["en", "en.m"])
@@ -141,6 +146,37 @@ class ScoreSection:
 
 
 @dataclass
+class SemdedupSection:
+    """Semantic dedup (SemDeDup) on the score stage's image embeddings (docs/semantic.md)."""
+    enabled: bool = True         # false: every pair passes (still counted)
+    clusters: int = 1000         # k-means clusters; more than the pool is clamped, with a note
+    sample: int = 100_000        # embeddings the k-means is fitted on: the only ones held together
+    threshold: float = 0.95      # cosine at or above which two images are duplicates
+    max_cluster_size: int = 50_000   # a cluster expected above this is split by a child k-means
+    niter: int = 20              # k-means iterations
+    seed: int = 0
+
+
+@dataclass
+class TargetSection:
+    """The target-distribution filter (DataComp's image-based filter) on the same embeddings."""
+    enabled: bool = False        # needs a target set: exactly one of the two below
+    # Target image embeddings: a .npy (n, d) array, or a parquet file or folder of parquet parts
+    # with an image_embedding (or embedding) list column, from the scorer's model.
+    embeddings: str = ""
+    # Or target images (a folder of images and WebDataset tars, or a glob of tars), embedded by
+    # the stage with the score stage's model and weights; "run:trusted" is scorer.trusted.
+    images: str = ""
+    clusters: int = 1000         # k-means clusters over the pool; more than the pool is clamped
+    sample: int = 100_000        # embeddings the k-means is fitted on
+    # None: DataComp's rule, keep the clusters that are some target embedding's nearest;
+    # a fraction f: keep the ceil(f * clusters) clusters nearest to the target set.
+    keep_fraction: float | None = None
+    niter: int = 20
+    seed: int = 0
+
+
+@dataclass
 class CapSection:
     per_query: int = 20_000
 
@@ -191,6 +227,8 @@ class Config:
     dedupe: DedupeSection = field(default_factory=DedupeSection)
     scorer: ScorerSection = field(default_factory=ScorerSection)
     score: ScoreSection = field(default_factory=ScoreSection)
+    semdedup: SemdedupSection = field(default_factory=SemdedupSection)
+    target: TargetSection = field(default_factory=TargetSection)
     cap: CapSection = field(default_factory=CapSection)
     shards: ShardsSection = field(default_factory=ShardsSection)
     train: TrainSection = field(default_factory=TrainSection)

@@ -1,6 +1,6 @@
 """The demo's image host: serves root/images at /i/<name> and acts out host.json's faults.
 
-Faults, by kind (see world.HOST_FAULTS):
+Faults, by kind (see faults.HOST_FAULTS):
   http_404 / http_500   that status with a short text body
   slow                  sleeps host.json's slow_seconds (4 s), then serves the image
   reset                 closes the connection with a TCP reset, no response at all

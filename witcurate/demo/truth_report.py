@@ -112,10 +112,10 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_pr_curve(clip: dict[str, Any], path: str) -> None:
-    """Precision and recall of the CLIP filter over thresholds, the chosen one marked."""
-    from witcurate.pipeline.card import _pyplot, _save
-    plt = _pyplot()
+def plot_pr_curve(clip: dict[str, Any]):
+    """Precision and recall of the CLIP filter over thresholds, the chosen one marked (a figure)."""
+    from witcurate.pipeline.card import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ts = [c["threshold"] for c in clip["curve"]]
     ax.plot(ts, [c["precision"] for c in clip["curve"]], label="precision", color="tab:blue")
@@ -128,4 +128,4 @@ def plot_pr_curve(clip: dict[str, Any], path: str) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_title("CLIP filter quality on the demo's ground truth")
     ax.legend(loc="lower left", fontsize=8)
-    _save(fig, path)
+    return fig

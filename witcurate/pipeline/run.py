@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Protocol, Sequence
 
 from witcurate.config import Config
 from witcurate.config_checks import validate
@@ -15,27 +15,22 @@ from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.stages import ORDER, get_stage
 
 
-@contextlib.contextmanager
-def demo_world(config: Config, needed: bool, progress: Callable[[str], None]):
-    """Generate the demo world if missing and serve its image host while the stages run."""
-    if not needed:
-        yield None
-        return
-    from witcurate.demo.host import ImageHost
-    from witcurate.demo.world import generate_world
+class RunHook(Protocol):
+    """Something that plugs into a run without the pipeline importing it: the CLI registers the
+    demo's (its world and image host while the stages run, its ground-truth report after)."""
 
-    generate_world(config.demo, config.demo.root, progress=progress)
-    host = ImageHost(fs.join(config.demo.root), config.demo.host, config.demo.port)
-    host.start()
-    progress(f"[demo] image host serving {config.demo.root} at {host.base_url}")
-    try:
-        yield host
-    finally:
-        host.stop()
+    def running(self, out_root: str, progress: Callable[[str], None]) -> ContextManager[Any]:
+        """Entered before the first stage, left after the last one (or when one fails)."""
+        ...
+
+    def after(self, out_root: str, progress: Callable[[str], None]) -> None:
+        """Runs once every stage has finished and the audit is printed; may add to the card."""
+        ...
 
 
 def run_all(config: Config, out_root: str, beam_args: list[str], stages: list[str] | None = None,
-            force: bool = False, progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+            force: bool = False, progress: Callable[[str], None] = print,
+            hooks: Sequence[RunHook] = ()) -> list[dict[str, Any]]:
     names = stages or config.run.stages
     unknown = [n for n in names if n not in ORDER]
     if unknown:
@@ -44,7 +39,9 @@ def run_all(config: Config, out_root: str, beam_args: list[str], stages: list[st
     validate(config, stages=names)          # e.g. score's keep rule, before the first stage
     manifests = []
     start = time.time()
-    with demo_world(config, config.run.demo, progress):
+    with contextlib.ExitStack() as running:
+        for hook in hooks:
+            running.enter_context(hook.running(out_root, progress))
         for name in names:
             stage = get_stage(name)
             inputs = stage.default_inputs(config, out_root)
@@ -53,28 +50,10 @@ def run_all(config: Config, out_root: str, beam_args: list[str], stages: list[st
                                        progress=progress))
     progress(f"\nrun finished in {time.time() - start:.1f}s: {out_root}\n")
     progress(format_table(audit_run(out_root)))
-    if config.run.demo:
-        progress("\n" + demo_truth_report(config, out_root))
+    for hook in hooks:
+        hook.after(out_root, progress)
     progress(summary(out_root))
     return manifests
-
-
-def demo_truth_report(config: Config, out_root: str) -> str:
-    """Judge the run against the demo world's ground truth; saved beside the run and in the card."""
-    from witcurate.demo.truth_report import evaluate_run, format_report
-    report = evaluate_run(out_root, config.demo.root)
-    fs.write_json(fs.join(out_root, "demo_truth.json"), report)
-    text = format_report(report)
-    shards = fs.join(out_root, "shards")
-    if fs.exists(fs.join(shards, "README.md")):
-        from witcurate.demo.truth_report import plot_pr_curve
-        from witcurate.pipeline.card import add_card_section
-        markdown = "```\n" + text + "\n```"
-        if report.get("clip_filter"):
-            plot_pr_curve(report["clip_filter"], fs.join(shards, "card", "clip_pr_curve.png"))
-            markdown += "\n\n![CLIP filter precision and recall](card/clip_pr_curve.png)"
-        add_card_section(shards, "demo-truth", "Filter quality against the demo's ground truth", markdown)
-    return text
 
 
 def summary(out_root: str) -> str:

@@ -44,7 +44,7 @@ from witcurate.pipeline.beam_io import (KEPT, REJECTED, make_pipeline, read_json
 from witcurate.pipeline.card import CARD_DIR, README, TABLE_STAGES
 from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
 from witcurate.pipeline.runner import StageContext, StageResult
-from witcurate.pipeline.tables import reject_counts
+from witcurate.pipeline.tables import parquet_files, reject_counts
 from witcurate.pipeline.stages import BaseStage, Option
 from witcurate.pipeline.tar_writer import TarWriter, check_key
 from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
@@ -298,11 +298,27 @@ def _distinct_queries(out_dir: str, infos: list[dict[str, Any]]) -> int:
     return len(ids)
 
 
+# Columns a row gains in score and cap. The shards carry them when present; rows straight from
+# the download stage (the curation experiment's raw arm) have none and ship with them empty.
+OPTIONAL_COLUMNS = pa.schema([f for f in schemas.CAPPED if f.name not in schemas.DOWNLOADED.names])
+
+
+def check_optional_columns(in_dir: str) -> None:
+    """An optional column that is present must have its type (a string clip_score is an error)."""
+    files = parquet_files(in_dir)
+    if not files:
+        return
+    with fs.open_file(files[0]) as f:
+        actual = pq.ParquetFile(f).schema_arrow
+    present = pa.schema([f for f in OPTIONAL_COLUMNS if f.name in actual.names])
+    schemas.validate(present, actual, f"stage shards input {files[0]}")
+
+
 class ShardsStage(BaseStage):
     name = "shards"
     sections = ("shards",)
     inputs = ("in", "images")
-    input_schema = schemas.CAPPED
+    input_schema = schemas.DOWNLOADED          # and OPTIONAL_COLUMNS, checked in run()
     options = (
         Option("--samples-per-shard", "shards.samples_per_shard", "samples in each tar", int),
     )
@@ -324,6 +340,7 @@ class ShardsStage(BaseStage):
             # A wrong --images would otherwise reject every row as image_missing.
             raise InputError(f"stage shards: images directory {ctx.input('images')} does not exist",
                              "pass --images DIR, the download stage directory (its images/*.tar)")
+        check_optional_columns(ctx.input("in"))
         out_dir = ctx.tmp_dir
         info_prefix = fs.join(out_dir, "_shard_info", "info")
 

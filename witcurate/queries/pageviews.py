@@ -13,8 +13,9 @@ Two line formats are read (both from https://dumps.wikimedia.org/other/):
 
 A title is kept if its domain code is in `projects` and it is in the main namespace (no known
 namespace prefix such as `Talk:`, `User:`, `Special:`, `File:`); it is percent-decoded (UTF-8)
-and underscores become spaces. Views are summed over every line and file given; titles with a
-sum >= min_title_views become entries. A line that does not parse is counted by kind
+and underscores become spaces. Views are summed over every line and file given; of the titles
+with a sum >= min_title_views, the `max_titles` most viewed become entries (see `budgets`).
+A line that does not parse is counted by kind
 (`fields`, `views`, `encoding`) and skipped, never a crash and never silently dropped.
 """
 

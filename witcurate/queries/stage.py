@@ -6,18 +6,24 @@
 
 Outputs in the stage directory:
     part-00000.parquet          kept entries (schemas.QUERIES): query_id, query, sources,
-                                unigram_count, bigram_count, pmi, views, synsets
+                                unigram_count, bigram_count, pmi, views, synsets; the budget
+                                report (below) in the file's metadata, key SOURCES_METADATA
     rejects/part-00000.parquet  dropped entries: empty_after_normalisation,
                                 duplicate_after_normalisation, over_max_queries,
                                 duplicate_in_import
     queries.json                the kept queries as a sorted JSON array of strings (the format of
                                 MetaCLIP's metadata.json); query_id is the index in it
-    _SUCCESS.json               manifest: in = unique entries of the union (import: list length),
-                                kept, rejected by reason; entries per source, overlaps, corpus
-                                and pageview statistics
+    _SUCCESS.json               manifest: in = unique entries of the admitted sources (import:
+                                list length), kept, rejected by reason; `sources`: per source its
+                                floors, count before and after its budget, the last entry
+                                admitted (for bigrams its PMI) and its entries in the final list;
+                                overlaps, corpus and pageview statistics
 
-Counting runs as a Beam pipeline (see `transforms`); the union and the selection run in the
-driver over the thresholded sources, which are small (hundreds of thousands of entries).
+Each source offers the entries that pass its floor and gives the first `max_*` of them by its
+ranking (see `budgets`); those cut by a floor or a budget are counted in `sources`, not listed
+as rejects (they are words of the corpus, not records given to the stage). Counting, floors and
+budgets run as a Beam pipeline (see `transforms`); the union and the selection run in the
+driver over the admitted entries, which are small (hundreds of thousands).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import posixpath
 import re
 import time
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -35,14 +42,15 @@ from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import InputError, UserError
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import reject
+from witcurate.pipeline.beam_io import make_pipeline, reject, run_pipeline
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option
-from witcurate.queries import dump, pmi, wordnet
+from witcurate.queries import budgets, counting, dump, lookups, pmi, transforms, wordnet
 from witcurate.queries import union as union_mod
 from witcurate.queries.union import Selection, SourceData
 
 QUERIES_JSON = "queries.json"
+SOURCES_METADATA = "witcurate.queries.sources"     # Parquet metadata key of the budget report
 _INDEX_NAME = re.compile(r"multistream-index", re.IGNORECASE)
 
 
@@ -57,6 +65,9 @@ class QueriesStage(BaseStage):
         Option("--import", "queries.import_json",
                "use this query list (a JSON array of strings, MetaCLIP's metadata.json) instead of building one"),
         Option("--max-queries", "queries.max_queries", "keep at most this many entries", int),
+        Option("--max-unigrams", "queries.max_unigrams", "unigram budget: the most frequent words (-1: all)", int),
+        Option("--max-bigrams", "queries.max_bigrams", "bigram budget: the highest-PMI bigrams (-1: all)", int),
+        Option("--max-titles", "queries.max_titles", "title budget: the most viewed titles (-1: all)", int),
         Option("--wordnet-dir", "queries.wordnet_dir", "NLTK data directory holding corpora/wordnet"),
     )
 
@@ -98,9 +109,6 @@ def resolve_inputs(patterns: list[str], what: str, option: str) -> list[str]:
 
 
 def run_build(ctx: StageContext) -> StageResult:
-    from witcurate.pipeline.beam_io import make_pipeline, run_pipeline
-    from witcurate.queries import transforms
-
     cfg = ctx.config.queries
     dumps = resolve_inputs(cfg.dumps, "dump", "queries.dumps / --dump")
     pv_files = resolve_inputs(cfg.pageviews, "pageview", "queries.pageviews / --pageviews")
@@ -111,45 +119,61 @@ def run_build(ctx: StageContext) -> StageResult:
     if cfg.wordnet:
         ctx.progress("[queries] reading WordNet")
         wordnet_names = wordnet.synset_names(cfg.wordnet_dir)
-    splits, dump_info, namespaces = plan_dumps(dumps, cfg.split_mb)
-    ctx.progress(f"[queries] counting {len(dumps)} dump(s) in {len(splits)} split(s), "
-                 f"{len(pv_files)} pageview file(s)")
-
-    out_dir = fs.join(ctx.work_dir, "counts")
-    fs.rm(out_dir)
-    fs.makedirs(out_dir)
-    lookup_file = None
-    if wordnet_names:
-        lookup_file = fs.join(ctx.work_dir, "lookup_keys.json")
-        transforms.write_lookup_file(lookup_file, wordnet_names)
-    start = time.time()
-    p = make_pipeline(ctx.beam_args)
-    transforms.build(p, splits, pv_files, lookup_file, cfg, out_dir,
-                     extra_namespaces=sorted(namespaces),
-                     shards=transforms.shard_count(sum(d["size_bytes"] for d in dump_info)),
-                     pageview_shards=transforms.shard_count(
-                         sum(fs.size_and_mtime(f)[0] for f in pv_files)))
-    run_pipeline(p)
-    seconds = time.time() - start
+    out_dir, dump_info, seconds = count_sources(ctx, dumps, pv_files, wordnet_names)
 
     bad = transforms.read_output(out_dir, "bad_inputs")
     if bad and not cfg.skip_bad_inputs:
         raise InputError(f"{len(bad)} unreadable input part(s); first: {bad[0]['error']}",
                          "re-download the file, or set queries.skip_bad_inputs: true to skip "
                          "unreadable parts and report them in the manifest")
-    data = read_sources(out_dir, cfg, wordnet_names)
+    data, admitted = read_sources(out_dir, wordnet_names)
     selection = union_mod.select(union_mod.union(data).values(), cfg.max_queries)
-    write_outputs(ctx.tmp_dir, selection)
+    eligible = dict(transforms.read_output(out_dir, "eligible"))
+    sources = budgets.report(cfg, eligible, admitted, len(wordnet_names), in_list(selection))
+    write_outputs(ctx.tmp_dir, selection, sources)
+    extra = build_manifest(out_dir, cfg, selection, sources, dump_info, pv_files, bad, seconds)
+    extra["wordnet"] = {"enabled": cfg.wordnet, "names": len(wordnet_names),
+                        "synsets": sum(len(v) for v in wordnet_names.values())}
+    return StageResult(n_in=selection.n_in, units="entries", extra=extra)
 
+
+def count_sources(ctx: StageContext, dumps: list[str], pv_files: list[str],
+                  wordnet_names) -> tuple[str, list[dict], float]:
+    """Run the counting pipeline; (its output dir, the dumps described, seconds it took)."""
+    cfg = ctx.config.queries
+    splits, dump_info, namespaces = plan_dumps(dumps, cfg.split_mb)
+    ctx.progress(f"[queries] counting {len(dumps)} dump(s) in {len(splits)} split(s), "
+                 f"{len(pv_files)} pageview file(s)")
+    out_dir = fs.join(ctx.work_dir, "counts")
+    fs.rm(out_dir)
+    fs.makedirs(out_dir)
+    lookup_file = None
+    if wordnet_names:
+        lookup_file = fs.join(ctx.work_dir, "lookup_keys.json")
+        lookups.write_lookup_file(lookup_file, wordnet_names)
+    start = time.time()
+    p = make_pipeline(ctx.beam_args)
+    transforms.build(p, splits, pv_files, lookup_file, cfg, out_dir,
+                     extra_namespaces=sorted(namespaces),
+                     shards=counting.shard_count(sum(d["size_bytes"] for d in dump_info)),
+                     pageview_shards=counting.shard_count(
+                         sum(fs.size_and_mtime(f)[0] for f in pv_files)))
+    run_pipeline(p)
+    return out_dir, dump_info, time.time() - start
+
+
+def build_manifest(out_dir: str, cfg, selection: Selection, sources: dict, dump_info: list[dict],
+                   pv_files: list[str], bad: list, seconds: float) -> dict[str, Any]:
+    """The stage's own manifest fields: sources within their budgets, corpus, inputs, speed."""
     page_stats = _single(transforms.read_output(out_dir, "page_stats"))
     pv_stats = _single(transforms.read_output(out_dir, "pageview_stats"))
     corpus = dict(transforms.read_output(out_dir, "corpus"))
     tokens = int(corpus.get("tokens", 0))
     pages = int(page_stats.get("pages", 0))
     dump_bytes = sum(d["size_bytes"] for d in dump_info)
-    extra: dict[str, Any] = {
+    return {
         "mode": "build",
-        "sources": {s: selection.per_source.get(s, 0) for s in ("wordnet", "title", "unigram", "bigram")},
+        "sources": sources,
         "overlaps": selection.overlaps,
         "source_combinations": selection.combinations,
         "corpus": {
@@ -162,16 +186,13 @@ def run_build(ctx: StageContext) -> StageResult:
         },
         "dumps": dump_info,
         "pageviews": {"files": len(pv_files), **{k: v for k, v in pv_stats.items() if k != "files"},
-                      "titles_over_min": len(data.titles)},
-        "wordnet": {"enabled": cfg.wordnet, "names": len(wordnet_names),
-                    "synsets": sum(len(v) for v in wordnet_names.values())},
+                      "titles_over_min": sources["title"]["before_budget"]},
         "bad_inputs": bad,
         "counting": {"seconds": round(seconds, 3),
                      "pages_per_second": round(pages / seconds, 1) if seconds > 0 else None,
                      "dump_mb_per_second": round(dump_bytes / 1e6 / seconds, 3) if seconds > 0 else None},
         "queries_json": QUERIES_JSON,
     }
-    return StageResult(n_in=selection.n_in, units="entries", extra=extra)
 
 
 def plan_dumps(dumps: list[str], split_mb: int) -> tuple[list, list[dict], set[str]]:
@@ -189,20 +210,27 @@ def plan_dumps(dumps: list[str], split_mb: int) -> tuple[list, list[dict], set[s
     return splits, described, namespaces
 
 
-def read_sources(out_dir: str, cfg, wordnet_names) -> SourceData:
-    """The counting pipeline's results as source entries (thresholds applied) and lookups."""
-    from witcurate.queries import transforms
+def read_sources(out_dir: str, wordnet_names) -> tuple[SourceData, dict[str, list]]:
+    """The counting pipeline's results: the admitted entries of each source (as SourceData,
+    with the corpus counts other sources' entries look up) and the admitted rows per source."""
+    admitted = {"unigram": transforms.read_output(out_dir, "unigrams"),
+                "bigram": transforms.read_output(out_dir, "bigrams"),
+                "title": transforms.read_output(out_dir, "titles")}
     data = SourceData(wordnet=wordnet_names)
-    for word, count in transforms.read_output(out_dir, "unigrams"):
-        data.unigram_counts[word] = count
-        if pmi.keep_unigram(count, cfg.min_unigram_count):
-            data.unigrams[word] = count
-    for key, count, value in transforms.read_output(out_dir, "bigrams"):
-        data.bigram_counts[key] = (count, value)
-        if pmi.keep_bigram(count, value, cfg.min_bigram_count, cfg.min_pmi):
-            data.bigrams[key] = (count, value)
-    data.titles = {title: views for title, views in transforms.read_output(out_dir, "titles")}
-    return data
+    data.unigrams = {word: count for word, count in admitted["unigram"]}
+    data.bigrams = {key: (count, value) for key, count, value in admitted["bigram"]}
+    data.titles = {title: views for title, views in admitted["title"]}
+    data.unigram_counts = {word: count for word, count in transforms.read_output(out_dir, "unigram_lookups")}
+    data.unigram_counts.update(data.unigrams)
+    data.bigram_counts = {key: (count, value)
+                          for key, count, value in transforms.read_output(out_dir, "bigram_lookups")}
+    data.bigram_counts.update(data.bigrams)
+    return data, admitted
+
+
+def in_list(selection: Selection) -> Counter:
+    """Entries of the final list per source (an entry found by two sources counts for both)."""
+    return Counter(source for entry in selection.kept for source in entry.sources)
 
 
 def _single(rows: list) -> dict:
@@ -237,9 +265,10 @@ def run_import(ctx: StageContext, path: str, max_queries: int) -> StageResult:
     items = read_import(path)
     entries, repeats = union_mod.from_import(items)
     selection = union_mod.select(entries, max_queries, pre_rejected=repeats)
-    write_outputs(ctx.tmp_dir, selection)
-    extra = {"mode": "import", "import": path, "sources": {"import": len(entries)},
-             "overlaps": {}, "queries_json": QUERIES_JSON}
+    sources = budgets.import_report(len(entries), in_list(selection))
+    write_outputs(ctx.tmp_dir, selection, sources)
+    extra = {"mode": "import", "import": path, "sources": sources, "overlaps": {},
+             "queries_json": QUERIES_JSON}
     return StageResult(n_in=selection.n_in, units="entries", extra=extra)
 
 
@@ -247,14 +276,17 @@ def run_import(ctx: StageContext, path: str, max_queries: int) -> StageResult:
 # Writing
 
 
-def write_outputs(tmp_dir: str, selection: Selection) -> None:
+def write_outputs(tmp_dir: str, selection: Selection, sources: dict) -> None:
+    """The kept entries (with `sources`, each source's budget report, in the Parquet file's
+    metadata under SOURCES_METADATA), the rejects, and queries.json."""
     rows = []
     for qid, e in enumerate(selection.kept):
         rows.append({"query_id": qid, "query": e.query, "sources": e.sources,
                      "unigram_count": e.unigram_count, "bigram_count": e.bigram_count,
                      "pmi": e.pmi, "views": e.views, "synsets": e.synsets})
-    _write_parquet(fs.join(tmp_dir, "part-00000.parquet"),
-                   pa.Table.from_pylist(rows, schema=schemas.QUERIES))
+    table = pa.Table.from_pylist(rows, schema=schemas.QUERIES).replace_schema_metadata(
+        {SOURCES_METADATA: json.dumps(sources, sort_keys=True)})
+    _write_parquet(fs.join(tmp_dir, "part-00000.parquet"), table)
     rejects = [reject({"uid": r.entry.query, **r.entry.record()}, r.reason, r.detail)
                for r in selection.rejected]
     fs.makedirs(fs.join(tmp_dir, "rejects"))

@@ -1,6 +1,7 @@
 """The query list: exact, case-sensitive union of the sources, with provenance and a size limit.
 
-Steps, each drop a reject with a reason so that in = kept + rejected:
+The sources come in within their budgets (see `budgets`: each source's entries over its floor,
+the best `max_*` of them). Steps, each drop a reject with a reason so that in = kept + rejected:
 1. union: one entry per exact string (case kept), listing every source it came from with that
    source's figures (unigram count, bigram count and PMI, page views, WordNet synsets); an
    entry found by one source also gets the corpus counts of the others where they exist
@@ -20,13 +21,14 @@ within a tier, entries found by more sources come first, then the source's own f
 then the string.
 WordNet names and article titles name concepts (objects, species, places, people, works)
 chosen by people; they are what the list is for, so they are never crowded out by word
-statistics (WordNet first: a fixed 86,555 names, where titles grow with the page-view files
-given and are cut by views). Unigrams come
+statistics (WordNet first: a fixed 86,555 names, where titles are cut by views). Unigrams come
 next because a frequent word is both likely to be seen in captions and to anchor balancing;
 bigrams come last because the strong ones are largely titles or WordNet compounds already
 ("New York", "hot dog"), and those that are not are the least certain to name a concept.
-So the limit cuts the weakest tail of the weakest source first. An imported list keeps its
-own order: the first `max_queries` distinct entries of the file are kept.
+So the limit cuts the weakest tail of the weakest source first. At the default budgets the
+sources bring at most 86,555 + 61,235 + 251,465 + 100,646 = 499,901 entries, so the default
+limit of 500,000 only cuts when a budget is raised. An imported list keeps its own order: the
+first `max_queries` distinct entries of the file are kept.
 
 Kept entries are sorted by string (Python's code point order, the order of `queries.json`) and
 `query_id` is the index in that order.

@@ -3,8 +3,8 @@
 The same small model is trained for the same number of steps at the same batch size on two arms:
     curated   OUT/shards, the pipeline's output
     raw       every image the download stage kept (OUT/download rows + images/*.tar): before
-              dedupe, CLIP-score filtering and the per-query cap, written as WebDataset shards
-              with the same tar writer into OUT/experiment/raw_shards/
+              dedupe, CLIP-score filtering and the per-query cap, written by the shards stage
+              itself, run on the download output, into OUT/experiment/raw_shards/
 with several seeds each (a seed fixes the initial weights and the data order; arms share seeds),
 and every run is evaluated zero-shot and on retrieval on the same eval set. Results go to
 OUT/experiment/results.json and, as a table of means and spreads, into the dataset card.
@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from witcurate.config import Config
 from witcurate.errors import InputError, UserError
 from witcurate.pipeline import fs
+
+if TYPE_CHECKING:
+    from witcurate.trainer.train import TrainArgs
 
 DEFAULT_STEPS = 240
 DEFAULT_SEEDS = 3
 ARMS = ("curated", "raw")
-RAW_MANIFEST = "raw_manifest.json"
 RUN_SPEC = "run_spec.json"
 RESULT = "result.json"
 RESULTS = "results.json"
@@ -49,82 +51,26 @@ METRICS = (
 
 # --- the raw arm's shards -----------------------------------------------------------------------
 
-def _stage_fingerprint(stage_dir: str) -> str:
-    path = fs.join(stage_dir, "_SUCCESS.json")
-    if not fs.exists(path):
-        raise InputError(f"{stage_dir} has no _SUCCESS.json", "run the pipeline first (`make dataset`)")
-    return fs.read_json(path).get("fingerprint", "")
+def raw_shards(download_dir: str, out_dir: str, config: Config,
+               progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """The shards stage itself, run on the download stage's output: every image it kept, in the
+    curated shards' layout (uid order, cut every shards.samples_per_shard). Returns its manifest.
 
-
-def write_raw_shards(download_dir: str, out_dir: str, samples_per_shard: int,
-                     progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Shards of every image the download stage kept, ordered by uid, cut every
-    `samples_per_shard` (the curated shards' layout: UID.jpg, UID.txt, UID.json).
-
-    Skipped when out_dir's manifest was written from the same download stage output. Rows whose
-    image cannot be found are counted in the manifest (`missing`), not silently dropped.
+    The score and cap columns are absent from those rows, so the raw samples ship without a CLIP
+    score or an assigned query. Like any stage it is skipped when already done from the same
+    download output and settings, and a row that cannot be shipped (its image missing, a uid seen
+    twice) is a reject with its reason in OUT/experiment/raw_shards/rejects/.
     """
-    from witcurate.pipeline.tables import read_table
-    from witcurate.pipeline.shards import index_image_tar, read_member, shard_name
-    from witcurate.pipeline.tar_writer import TarWriter
+    from witcurate.pipeline.runner import run_stage
+    from witcurate.pipeline.shards import MANIFEST_NAME, ShardsStage
 
-    source = {"download": _stage_fingerprint(download_dir), "samples_per_shard": samples_per_shard}
-    manifest_path = fs.join(out_dir, RAW_MANIFEST)
-    if fs.exists(manifest_path):
-        manifest = fs.read_json(manifest_path)
-        if manifest.get("source") == source:
-            return manifest
-    table = read_table(download_dir, columns=["uid", "caption", "shard", "key", "url"])
-    if table is None or table.num_rows == 0:
-        raise InputError(f"no kept rows in {download_dir}", "the raw arm needs the download stage's output")
-    rows = sorted({r["uid"]: r for r in table.to_pylist()}.values(), key=lambda r: r["uid"])
-    images_dir = download_dir          # a row's `shard` is relative to the stage dir (images/00000.tar)
-    index: dict[str, dict[str, tuple[str, int, int, str]]] = {}
-    for shard in sorted({r["shard"] for r in rows if r["shard"]}):
-        path = fs.join(images_dir, shard)
-        index[shard] = index_image_tar(path) if fs.exists(path) else {}
-    located = []
-    missing = 0
-    for r in rows:
-        hit = index.get(r["shard"] or "", {}).get(r["key"] or "")
-        if hit is None:
-            missing += 1
-        else:
-            located.append((r, hit))
-
-    fs.rm(out_dir)
-    fs.makedirs(out_dir)
-    n_shards = math.ceil(len(located) / samples_per_shard)
-    shards, handles = [], {}
-    try:
-        for i in range(n_shards):
-            name = f"{shard_name(i, n_shards)}.tar"
-            with fs.open_file(fs.join(out_dir, name), "wb") as out:
-                writer = TarWriter(out)
-                for r, (member, offset, size, _) in located[i * samples_per_shard:(i + 1) * samples_per_shard]:
-                    src = fs.join(images_dir, r["shard"])
-                    if src not in handles:
-                        handles[src] = fs.open_file(src, "rb")
-                    ext = member.rsplit(".", 1)[1].lower()
-                    writer.write_sample(r["uid"], {
-                        "jpg" if ext == "jpeg" else ext: read_member(handles[src], offset, size),
-                        "txt": (r["caption"] or "").encode("utf-8"),
-                        "json": json.dumps({"uid": r["uid"], "url": r["url"], "caption": r["caption"]},
-                                           ensure_ascii=False, sort_keys=True).encode("utf-8"),
-                    })
-                summary = writer.close()
-            shards.append({"tar": name, "samples": summary.samples, "bytes": summary.bytes,
-                           "sha256": summary.sha256})
-    finally:
-        for h in handles.values():
-            h.close()
-    fs.write_json(fs.join(out_dir, "sizes.json"), {s["tar"]: s["samples"] for s in shards})
-    manifest = {"source": source, "rows": len(rows), "samples": len(located), "missing": missing,
-                "shards": shards}
-    fs.write_json(manifest_path, manifest)     # last: its presence means the shards are complete
-    progress(f"[experiment] raw arm: {len(located)} samples in {len(shards)} shard(s)"
-             + (f", {missing} row(s) without an image" if missing else ""))
-    return manifest
+    if not fs.exists(fs.join(download_dir, "_SUCCESS.json")):
+        raise InputError(f"{download_dir} has no _SUCCESS.json", "run the pipeline first (`make dataset`)")
+    landed = run_stage(ShardsStage(), config, out_dir, {"in": download_dir, "images": download_dir},
+                       [], progress=lambda msg: progress(f"[experiment] raw arm: {msg}"))
+    if landed["counts"]["kept"] == 0:
+        raise InputError(f"no samples from {download_dir}", "the raw arm needs the download stage's output")
+    return fs.read_json(fs.join(out_dir, MANIFEST_NAME))
 
 
 # --- one training run ----------------------------------------------------------------------------
@@ -219,37 +165,28 @@ def _shard_list(shards_dir: str, shards: list[dict[str, Any]]) -> list[dict[str,
     return [{"path": fs.join(shards_dir, s["tar"]), "sha256": s["sha256"]} for s in shards if s["samples"]]
 
 
-def run_experiment(run_dir: str, seeds: int = DEFAULT_SEEDS, steps: int = DEFAULT_STEPS,
-                   eval_dir: str | None = None, batch_size: int | None = None, device: str | None = None,
-                   progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or finish) the experiment on a finished run directory; returns the results dict."""
+def _finished_run(run_dir: str, eval_dir: str | None) -> tuple[dict[str, Any], Config, str]:
+    """The curated shards' manifest, the run's config and the eval set, or a one-line error."""
     from witcurate.config import from_dict
-    from witcurate.trainer.train import TrainArgs
 
-    if seeds < 1 or steps < 1:
-        raise UserError("--seeds and --steps must be at least 1")
-    shards_dir = fs.join(run_dir, "shards")
-    manifest_path = fs.join(shards_dir, "manifest.json")
+    manifest_path = fs.join(run_dir, "shards", "manifest.json")
     if not fs.exists(manifest_path):
-        raise InputError(f"no curated shards in {shards_dir} (manifest.json missing)",
+        raise InputError(f"no curated shards in {fs.join(run_dir, 'shards')} (manifest.json missing)",
                          "run the pipeline through the shards stage first (`make dataset`)")
     manifest = fs.read_json(manifest_path)
     config = from_dict(manifest.get("config") or {})
+    config.shards.samples_per_shard = int(manifest.get("samples_per_shard") or config.shards.samples_per_shard)
     eval_dir = eval_dir or config.train.eval_dir
     if not eval_dir or not fs.exists(eval_dir):
         raise UserError(f"eval set not found: {eval_dir or '(train.eval_dir is empty)'}",
                         "pass --eval DIR (zeroshot/ and retrieval-*.tar)")
-    exp_dir = fs.join(run_dir, "experiment")
-    raw_dir = fs.join(exp_dir, "raw_shards")
-    started = time.time()
-    raw = write_raw_shards(fs.join(run_dir, "download"), raw_dir,
-                           int(manifest.get("samples_per_shard") or config.shards.samples_per_shard), progress)
-    data = {"curated": _shard_list(shards_dir, manifest["shards"]),
-            "raw": _shard_list(raw_dir, raw["shards"])}
-    samples = {"curated": manifest["totals"]["samples"], "raw": raw["samples"]}
-    for arm in ARMS:
-        if not data[arm]:
-            raise InputError(f"the {arm} arm has no samples", "check the run's shards and download stages")
+    return manifest, config, eval_dir
+
+
+def _base_args(config: Config, steps: int, eval_dir: str, batch_size: int | None, device: str | None,
+               samples: dict[str, int]) -> TrainArgs:
+    """The training settings both arms share; the batch must fit the smaller arm."""
+    from witcurate.trainer.train import TrainArgs
 
     base = TrainArgs.from_section(config.train, max_steps=steps, eval_dir=eval_dir, checkpoint_every=50,
                                   keep_step_checkpoints=False, print_every=30.0)
@@ -260,27 +197,56 @@ def run_experiment(run_dir: str, seeds: int = DEFAULT_SEEDS, steps: int = DEFAUL
     if min(samples.values()) < base.batch_size:
         raise UserError(f"batch size {base.batch_size} is larger than an arm ({samples})",
                         f"pass --batch-size {min(samples.values())} or less: both arms must train at the same batch size")
+    return base
+
+
+def _train_arm(arm: str, data: list[dict[str, Any]], base: TrainArgs, seeds: list[int], exp_dir: str,
+               smallest_arm: int, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every seed of one arm, each resumed or skipped when already done; refuses unequal compute."""
+    runs = []
+    for seed in seeds:
+        args = dataclasses.replace(base, seed=seed)
+        run_path = fs.join(exp_dir, "runs", f"{arm}-seed{seed}")
+        t0 = time.time()
+        result = run_one(args, data, run_path,
+                         progress=lambda msg, tag=f"{arm} seed {seed}": progress(f"[{tag}] {msg}"))
+        if result.pop("skipped", False):
+            progress(f"[experiment] {arm} seed {seed}: already done, skipped")
+        else:
+            progress(f"[experiment] {arm} seed {seed}: {result['steps']} steps in {time.time() - t0:.0f} s")
+        if result["steps"] != base.max_steps or result["global_batch_size"] != base.batch_size:
+            # Equal compute is the point: a smaller batch (an arm with fewer samples than one
+            # batch) or a short run would make the comparison meaningless.
+            raise UserError(f"{arm} seed {seed} ran {result['steps']} steps at batch "
+                            f"{result['global_batch_size']}, not {base.max_steps} at {base.batch_size}",
+                            f"lower --batch-size below {smallest_arm} samples, or delete {run_path}")
+        runs.append(result)
+    return runs
+
+
+def run_experiment(run_dir: str, seeds: int = DEFAULT_SEEDS, steps: int = DEFAULT_STEPS,
+                   eval_dir: str | None = None, batch_size: int | None = None, device: str | None = None,
+                   progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or finish) the experiment on a finished run directory; returns the results dict."""
+    from witcurate.pipeline.card import add_card_section
+
+    if seeds < 1 or steps < 1:
+        raise UserError("--seeds and --steps must be at least 1")
+    manifest, config, eval_dir = _finished_run(run_dir, eval_dir)
+    shards_dir, exp_dir = fs.join(run_dir, "shards"), fs.join(run_dir, "experiment")
+    raw_dir = fs.join(exp_dir, "raw_shards")
+    started = time.time()
+    raw = raw_shards(fs.join(run_dir, "download"), raw_dir, config, progress)
+    data = {"curated": _shard_list(shards_dir, manifest["shards"]), "raw": _shard_list(raw_dir, raw["shards"])}
+    samples = {"curated": manifest["totals"]["samples"], "raw": raw["totals"]["samples"]}
+    for arm in ARMS:
+        if not data[arm]:
+            raise InputError(f"the {arm} arm has no samples", "check the run's shards and download stages")
+    base = _base_args(config, steps, eval_dir, batch_size, device, samples)
     seed_list = [config.run.seed + i for i in range(seeds)]
     arms: dict[str, Any] = {}
     for arm in ARMS:
-        runs = []
-        for seed in seed_list:
-            args = dataclasses.replace(base, seed=seed)
-            run_path = fs.join(exp_dir, "runs", f"{arm}-seed{seed}")
-            t0 = time.time()
-            result = run_one(args, data[arm], run_path,
-                             progress=lambda msg, tag=f"{arm} seed {seed}": progress(f"[{tag}] {msg}"))
-            if result.pop("skipped", False):
-                progress(f"[experiment] {arm} seed {seed}: already done, skipped")
-            else:
-                progress(f"[experiment] {arm} seed {seed}: {result['steps']} steps in {time.time() - t0:.0f} s")
-            if result["steps"] != steps or result["global_batch_size"] != base.batch_size:
-                # Equal compute is the point: a smaller batch (an arm with fewer samples than one
-                # batch) or a short run would make the comparison meaningless.
-                raise UserError(f"{arm} seed {seed} ran {result['steps']} steps at batch "
-                                f"{result['global_batch_size']}, not {steps} at {base.batch_size}",
-                                f"lower --batch-size below {min(samples.values())} samples, or delete {run_path}")
-            runs.append(result)
+        runs = _train_arm(arm, data[arm], base, seed_list, exp_dir, min(samples.values()), progress)
         arms[arm] = {"samples": samples[arm], "shards": [d["path"] for d in data[arm]],
                      "runs": runs, "summary": summarize(runs)}
     results = {"run": run_dir, "model": base.model, "steps": steps, "batch_size": base.batch_size,
@@ -288,7 +254,6 @@ def run_experiment(run_dir: str, seeds: int = DEFAULT_SEEDS, steps: int = DEFAUL
                "results_path": fs.join(exp_dir, RESULTS), "seconds": round(time.time() - started, 1)}
     results["table"] = format_table(results)
     fs.write_json(fs.join(exp_dir, RESULTS), results)
-    from witcurate.pipeline.card import add_card_section
     add_card_section(shards_dir, "experiment", "Curation experiment: curated vs raw at equal compute",
                      card_markdown(results))
     return results

@@ -1,0 +1,33 @@
+"""What the demo world injects into its candidate pool: the noise kinds and their shares, the
+faults the image host acts out or the served content carries, and the reject reason each fault
+must get from the download stage (the demo's ground truth checks that it does)."""
+
+from __future__ import annotations
+
+# Faults the host acts out (listed in host.json), and faults in the content it serves.
+HOST_FAULTS = ("http_404", "http_500", "slow", "reset", "truncated", "html", "redirect_private", "noai")
+CONTENT_FAULTS = ("bomb", "oversized", "tiny")
+FAULT_KINDS = HOST_FAULTS + CONTENT_FAULTS
+FAULT_FRACTION = 0.0125
+# Share of the pool for each noise kind; "clean" takes the rest (about 60%).
+KIND_FRACTIONS: dict[str, float] = {
+    "mismatched": 0.12, "junk": 0.06, "exact_dup": 0.04, "near_dup": 0.04,
+    **{k: FAULT_FRACTION for k in FAULT_KINDS},
+}
+KINDS = ("clean", *KIND_FRACTIONS)
+# Kinds whose URL yields no drawing at all (true_caption is null for them).
+NO_IMAGE_KINDS = ("http_404", "http_500", "reset", "html", "redirect_private", "bomb")
+
+# The reject reason the download stage gives each injected fault under the demo's download
+# settings (None: the image is kept, resized); every other kind is kept by that stage. `tiny`
+# (24 px) is below min_side 48; `oversized` (3000x2000) is within max_pixels and the aspect limit.
+EXPECTED_DOWNLOAD_REASON: dict[str, str | None] = {
+    "http_404": "http_404", "http_500": "http_500", "slow": "timeout", "reset": "connection_error",
+    "truncated": "truncated", "html": "not_an_image", "redirect_private": "private_address",
+    "noai": "opt_out_header", "bomb": "too_many_pixels", "tiny": "image_too_small", "oversized": None,
+}
+
+SLOW_SECONDS = 4.0                                   # longer than the demo's 2 s download timeout
+REDIRECT_LOCATION = "http://127.0.0.2:9/x.jpg"       # loopback, but not the allowlisted host:port
+OVERSIZED = (3000, 2000)
+TINY = 24
