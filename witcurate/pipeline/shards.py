@@ -41,7 +41,8 @@ from witcurate.errors import ConfigError, InputError
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, make_pipeline, read_json_lines, read_stage, reject,
                                         run_pipeline)
-from witcurate.pipeline.card import CARD_DIR, README, TABLE_STAGES
+from witcurate.pipeline.card import CARD_DIR, README
+from witcurate.pipeline.card.manifests import TABLE_STAGES
 from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.tables import parquet_files, reject_counts
