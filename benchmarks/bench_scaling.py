@@ -50,6 +50,8 @@ METADATA_STAGES = ["ingest", "match", "balance", "cap", "shards"]
 METADATA_SIZES = [int(v) for v in os.environ.get("WITCURATE_BENCH_METADATA_SIZES", "100000,1000000").split(",")]
 LIFTED = 1_000_000_000
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# The stages the run has, so that cap reads score's output (the embedding steps are not measured).
+RUN_STAGES = "run.stages=[queries,ingest,match,balance,download,dedupe,scorer,score,cap,shards]"
 
 
 def _free_port() -> int:
@@ -67,7 +69,7 @@ def _overrides(world: Path, port: int, pool: int) -> list[str]:
         f"ingest.sources=[{world}/pool/candidates.parquet]",
         f"download.allow_private=['127.0.0.1:{port}']",
         f"balance.per_query={LIFTED}", f"cap.per_query={LIFTED}",
-        "score.pretrained=''", "score.threshold=null", "score.top_fraction=0.7",
+        "score.pretrained=''", "score.threshold=null", "score.top_fraction=0.7", RUN_STAGES,
     ]
     return [arg for v in values for arg in ("--set", v)]
 
@@ -203,7 +205,7 @@ def measure_metadata(size: int, root: Path, queries_dir: Path) -> dict:
     out.mkdir()
     shutil.copytree(queries_dir, out / "queries")
     sets = [arg for v in (f"ingest.sources=['{root}/meta-pool-{size}/*.parquet']",
-                          f"balance.per_query={LIFTED}", f"cap.per_query={LIFTED}")
+                          f"balance.per_query={LIFTED}", f"cap.per_query={LIFTED}", RUN_STAGES)
             for arg in ("--set", v)]
     results = {}
     for name in METADATA_STAGES:
