@@ -41,6 +41,9 @@ class DownloadStage(BaseStage):
     inputs = ("in",)
     # Only what fetching needs; the rest of a balance row rides along into the output.
     input_schema = pa.schema([schemas.BALANCED.field("uid"), schemas.BALANCED.field("url")])
+    # Later stages read an image by the tar and key its kept row names, and the row carries the
+    # sha256 of those bytes: the rows' digest covers the tars without reading them again.
+    content_skips = ("images/*.tar",)
     options = (
         Option("--image-size", "download.image_size", "resize images to this size (pixels)", int),
         Option("--resize-mode", "download.resize_mode",
