@@ -123,6 +123,8 @@ class HostGate:
                               f"download.max_retry_after ({self.max_wait:g} s)")
 
     def _wait_turn(self, host: str) -> None:
+        """Reserve the host's next start time and sleep until it; again if the host asked for
+        more time meanwhile (another request's 429), so no request starts inside a hold-off."""
         start = [0.0]
 
         def reserve(next_start: float, held_until: float, now: float) -> tuple[float, float]:
@@ -131,10 +133,13 @@ class HostGate:
                                   f"above download.max_retry_after ({self.max_wait:g} s)")
             start[0] = max(now, next_start, held_until)
             return start[0] + self.delay, held_until
-        self._update(host, reserve)
-        pause = start[0] - time.time()
-        if pause > 0:
-            time.sleep(pause)
+        while True:
+            self._update(host, reserve)
+            pause = start[0] - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            if self.held_for(host) <= 0:
+                return
 
     def _update(self, host: str, change) -> None:
         """Read the host's state, `change(next_start, held_until, now)` it, write it back, all
