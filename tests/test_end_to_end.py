@@ -11,6 +11,7 @@ from witcurate.pipeline.audit import audit_run
 from witcurate.pipeline.matcher import QueryMatcher
 from witcurate.pipeline.run import run_all
 from witcurate.pipeline.stages import ORDER
+from witcurate.demo.hosts import allow_private
 from ports import free_port
 
 
@@ -26,7 +27,8 @@ def tiny_run(tmp_path_factory):
         f"queries.dumps=[{world}/dump/enwiki-demo-pages-articles-multistream.xml.bz2]",
         f"queries.pageviews=['{world}/pageviews/pageviews-*.gz']",
         f"ingest.sources=[{world}/pool/candidates.parquet]",
-        f"download.allow_private=['127.0.0.1:{port}']", "download.urls_per_shard=100",
+        f"download.allow_private={allow_private('127.0.0.1', port)}",     # the demo's 8 hosts
+        "download.urls_per_shard=100",
         f"scorer.trusted={world}/trusted/trusted-*.tar", "scorer.epochs=2",
         f"train.eval_dir={world}/eval", "train.epochs=1", "shards.samples_per_shard=50",
         # a scorer trained for seconds has no calibrated threshold: keep the top 70%

@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 import pytest
 from ports import free_port
 
+from witcurate.demo.hosts import allow_private
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = "queries,ingest,match,balance,download,dedupe,scorer,score,cap,shards"
 RUN_TIMEOUT = 120
@@ -44,7 +46,7 @@ def _overrides(world: Path, port: int) -> list[str]:
         f"queries.pageviews=['{world}/pageviews/pageviews-*.gz']",
         "queries.wordnet=false",               # WordNet's 86k extra queries cost 10 s per run
         f"ingest.sources=[{world}/pool/candidates.parquet]",
-        f"download.allow_private=['127.0.0.1:{port}']",
+        f"download.allow_private={allow_private('127.0.0.1', port)}",     # the demo's 8 hosts
         # five download shards: a kill can land between finished and unfinished ones
         "download.urls_per_shard=30",
         f"scorer.trusted={world}/trusted/trusted-*.tar", "scorer.epochs=1",
