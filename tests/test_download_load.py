@@ -46,6 +46,7 @@ from witcurate.config import DemoSection, load_config
 from witcurate.demo import hosts as demo_hosts
 from witcurate.demo import world as demo_world
 from witcurate.demo.host_log import peak_concurrency, politeness
+from witcurate.demo.truth_report import download_faults, format_politeness
 from witcurate.demo.host import ImageHost
 from witcurate.pipeline.tables import read_table
 
@@ -315,3 +316,15 @@ def test_the_manifest_counts_each_hosts_outcomes(load_run):
     for h in hosts["top"]:
         assert h["urls"] == sum(h[o] for o in ("fetched", "disallowed", "robots_unavailable",
                                                "rate_limited", "failed"))
+
+
+def test_the_truth_report_finds_every_fault_with_its_reason(load_run):
+    kept, rejects = outcomes(load_run["out"])
+    fates = {r["url"]: "shards" for r in kept}
+    fates.update({json.loads(r["record"])["url"]: f"download:{r['reason']}" for r in rejects})
+    report = download_faults({t["url"]: t["kind"] for t in load_run["truth"]}, fates)
+    assert set(report) == set(demo_world.FAULT_KINDS)
+    for kind, row in report.items():
+        assert row["otherwise"] == {} and row["as_expected"] > 0, (kind, row)
+    lines = format_politeness(politeness(load_run["requests"], load_run["roles"]))
+    assert lines[0].startswith("image host log") and any(line.strip().startswith("commons") for line in lines)
