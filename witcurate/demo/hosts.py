@@ -10,12 +10,12 @@ host of its own to the pipeline, with its own robots.txt and manners:
     no-witcurate   robots.txt disallows witcurate's product token entirely
     robots-500     robots.txt answers 500: nothing may be fetched (RFC 9309)
     robots-slow    robots.txt answers after slow_seconds, past the download timeout
-    throttled      every image request answered 429 or 503 with a Retry-After: 1 s, an HTTP-date,
-                   a negative number, garbage, a year
+    throttled      every image request answered 429 or 503 with a Retry-After: a negative
+                   number, an HTTP-date, a year, 1 s, garbage
 
-URLs of the ordinary kinds are spread over the first four by share (the `slow` fault stays off
-commons: a request the client gave up on would hold one of its two slots for the timeout); the
-host-level kinds live where their host is. Everything here is written into host.json, so the
+URLs of the ordinary kinds are spread over the first four by share (the `slow` fault evenly over
+the three but commons: a request the client gives up on holds one of its host's two connection
+slots for the whole timeout); the host-level kinds live where their host is. Everything here is written into host.json, so the
 image host needs nothing but the world.
 """
 
@@ -31,8 +31,9 @@ PRIVATE = "/private/"
 ANY_AGENT_ROBOTS = f"User-agent: otherbot\nDisallow: /\n\nUser-agent: *\nDisallow: {PRIVATE}\nDisallow: /*.gif$\n"
 COMMONS_ROBOTS = f"# the demo's big host: everything but {PRIVATE}\nUser-agent: *\nDisallow: {PRIVATE}\n"
 NO_WITCURATE_ROBOTS = "User-agent: witcurate\nDisallow: /\n\nUser-agent: *\nAllow: /\n"
-# (status, Retry-After) the throttled host answers in turn; "date" is an HTTP-date 1 s ahead.
-THROTTLE_ANSWERS = ((429, "1"), (503, "date"), (429, "-5"), (429, "soon"), (429, "31536000"))
+# (status, Retry-After) the throttled host answers in turn; "date" is an HTTP-date 1 s ahead. The
+# year comes third: after it the crawler gives the host up, so the demo never waits long on it.
+THROTTLE_ANSWERS = ((429, "-5"), (503, "date"), (429, "31536000"), (429, "1"), (429, "soon"))
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,13 @@ def place(name: str, kind: str) -> tuple[int, str]:
         hosts = KIND_HOSTS[kind]
         prefix = f"{PRIVATE}i/" if kind == "robots_path" else "/i/"
         return ROLE_INDEX[hosts[int(u * len(hosts))]], prefix
-    ordinary = [r for r in ROLES if r.share and not (kind in NOT_ON_COMMONS and r.name == "commons")]
-    total = sum(r.share for r in ordinary)
+    if kind in NOT_ON_COMMONS:                # evenly over the others: each costs a slot 2 s
+        others = [r for r in ROLES if r.share and r.name != "commons"]
+        return ROLE_INDEX[others[int(u * len(others))].name], "/i/"
+    ordinary = [r for r in ROLES if r.share]
     edge = 0.0
     for role in ordinary:
-        edge += role.share / total
+        edge += role.share / sum(r.share for r in ordinary)
         if u < edge:
             return ROLE_INDEX[role.name], "/i/"
     return ROLE_INDEX[ordinary[-1].name], "/i/"

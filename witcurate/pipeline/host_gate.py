@@ -136,8 +136,9 @@ class HostGate:
         while True:
             self._update(host, reserve)
             pause = start[0] - time.time()
-            if pause > 0:
-                time.sleep(pause)
+            if pause <= 0:
+                return
+            time.sleep(pause)
             if self.held_for(host) <= 0:
                 return
 
