@@ -65,7 +65,8 @@ def test_card_ships_with_the_shards(full):
     for stage in ("queries", "ingest", "match", "balance", "download", "score", "cap"):
         assert "not found" not in " ".join(_row(readme, stage))
     assert "not found in this run" in " ".join(_row(readme, "scorer"))   # the fake run has none
-    assert "not applied, or run elsewhere" not in readme                # every record stage is here
+    # The fake run has every record stage but the two optional embedding steps.
+    assert "(not applied, or run elsewhere): semdedup, target." in readme
     # The query list: each source's floor, budget and last entry admitted (the queries manifest).
     assert "| bigram | min_bigram_count 30 | 9 | 1 | 1 | 1 | red grass (count 31, pmi 7.25) |" in readme
     assert "| wordnet | – | 2 | none | 2 | 2 | – |" in readme
@@ -104,11 +105,11 @@ def test_standalone_run_says_what_is_missing(tmp_path):
     for stage in ("ingest", "match", "balance", "download", "dedupe", "score", "cap"):
         assert "not found in this run" in " ".join(_row(readme, stage))
     assert "| candidates in (ingest) | not in this run |" in readme
-    assert "Not in this run (no _SUCCESS.json): ingest, match, balance, download, dedupe, score, cap." in readme
+    assert "Not in this run (no _SUCCESS.json): ingest, match, balance, download, dedupe, score, semdedup, target, cap." in readme
     assert "The score stage is not in this run" in readme
     # Said before the summary too, so the recipe described above it is not taken as applied.
     intro = readme.split("## Summary")[0]
-    assert "(not applied, or run elsewhere): ingest, match, balance, download, dedupe, score, cap." in intro
+    assert "(not applied, or run elsewhere): ingest, match, balance, download, dedupe, score, semdedup, target, cap." in intro
     # Plots that only need the shards are still drawn.
     for name in PLOTS:
         assert (d / "card" / name).exists()

@@ -15,14 +15,13 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
-from beam_chain import run_chain
 from witcurate.config import load_config
 from witcurate.pipeline import beam_io, fs
 from witcurate.pipeline.runner import StageContext
 from witcurate.pipeline.stages import ORDER, get_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_DUMP = ROOT.parent / "shared" / "fixtures" / "wikipedia" / \
+FIXTURE_DUMP = ROOT / "tests" / "fixtures" / "wikipedia" / \
     "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Beam validates these at pipeline construction: project ids and bucket names must look real.
 DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=witcurate-test", "--region=us-central1",
@@ -50,11 +49,10 @@ def dry_run(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """Real stage outputs (ingest .. cap) from a small local run, to build the graphs on."""
-    root = str(tmp_path_factory.mktemp("graphs") / "run")
-    run_chain(root, [])
-    return root
+def run_dir(beam_chain_run):
+    """Real stage outputs (ingest .. cap) from a small local run, to build the graphs on (the
+    session's in-process beam_chain run, which the portability tests compare against)."""
+    return beam_chain_run[0]
 
 
 def stage_setup(name: str, root: str):
@@ -63,6 +61,9 @@ def stage_setup(name: str, root: str):
     overrides = {
         "queries": [f"queries.dumps=[{FIXTURE_DUMP}]", "queries.wordnet=false"],
         "score": ["score.model=witcurate-tiny", "score.pretrained=''", "score.threshold=0.2"],
+        "semdedup": ["semdedup.clusters=4", "semdedup.sample=100"],
+        "target": ["target.enabled=true", f"target.embeddings={_embeddings(root)}", "target.clusters=4",
+                   "target.sample=100"],
     }.get(name, [])
     inputs = {
         "queries": {"dump0": str(FIXTURE_DUMP)},
@@ -72,10 +73,29 @@ def stage_setup(name: str, root: str):
         "download": {"in": d("balance")},
         "dedupe": {"in": d("download")},
         "score": {"in": d("dedupe"), "images": d("download")},
+        "semdedup": {"in": d("score"), "score": d("score")},
+        "target": {"in": d("score"), "score": d("score")},
         "cap": {"in": d("score"), "query_counts": d("balance"), "queries": queries},
         "shards": {"in": d("cap"), "images": d("download")},
     }[name]
     return load_config(None, overrides), inputs
+
+
+def _embeddings(root: str) -> str:
+    """Image embeddings beside the fake score rows (as the score stage saves them) and a target
+    set; returns the target set's path."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from witcurate.pipeline.tables import read_table
+    uids = read_table(fs.join(root, "score"), ["uid"]).column("uid").to_pylist()
+    vectors = np.random.default_rng(0).normal(size=(len(uids) + 8, 16)).astype(np.float16)
+    fs.makedirs(fs.join(root, "score", "embeddings"))
+    column = pa.array([v.tolist() for v in vectors[:len(uids)]], pa.list_(pa.float16()))
+    pq.write_table(pa.table({"uid": uids, "image_embedding": column, "text_embedding": column}),
+                   fs.join(root, "score", "embeddings", "part-00000.parquet"))
+    np.save(fs.join(root, "targets.npy"), vectors[len(uids):])
+    return fs.join(root, "targets.npy")
 
 
 BEAM_STAGES = [n for n in ORDER if n not in NOT_BEAM]
@@ -84,7 +104,7 @@ BEAM_STAGES = [n for n in ORDER if n not in NOT_BEAM]
 def test_the_beam_stage_list_is_complete():
     assert set(ORDER) - set(BEAM_STAGES) == NOT_BEAM
     assert BEAM_STAGES == ["queries", "ingest", "match", "balance", "download", "dedupe",
-                           "score", "cap", "shards"]
+                           "score", "semdedup", "target", "cap", "shards"]
 
 
 @pytest.mark.parametrize("name", BEAM_STAGES)

@@ -1,4 +1,5 @@
-"""Dedupe: banded search against brute force, survivors, and the stage on planted duplicates."""
+"""Dedupe: banded search against brute force, connected components in Beam against a plain
+union-find, survivors, and the stage on planted duplicates."""
 
 from __future__ import annotations
 
@@ -24,11 +25,29 @@ from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
 
 
-def components(edges, n=None):
-    uf = rules.UnionFind()
+def union_find(edges) -> dict:
+    """vertex -> the smallest vertex of its component: the plain reference."""
+    parent: dict = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
     for a, b in edges:
-        uf.union(int(a), int(b))
-    return sorted(tuple(g) for g in uf.groups())
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+def components(edges):
+    groups: dict = {}
+    for x, root in union_find((int(a), int(b)) for a, b in edges).items():
+        groups.setdefault(root, []).append(x)
+    return sorted(tuple(sorted(g)) for g in groups.values())
 
 
 def planted_hashes(n_base=3000, n_near=400, max_flip=4, seed=0):
@@ -74,16 +93,12 @@ def test_bucket_edges_report_each_pair_from_one_band_only():
     assert rules.bucket_edges(twins, 3, 5, 4) == []
 
 
-def test_survivor_is_highest_resolution_then_smallest_uid_whatever_the_order():
-    n = {u: rules.Node(u, sha, px, ph) for u, sha, px, ph in [
-        ("b", "s1", 100, 0b0), ("a", "s1", 100, 0b0), ("c", "s2", 400, 0b11), ("d", "s3", 50, 0b111),
-        ("x", "s9", 10, 2**63), ("y", "s9", 10, 2**63)]}
-    edges = [(n["a"], n["b"]), (n["b"], n["c"]), (n["c"], n["d"]), (n["y"], n["x"])]
-    expected = {"a": ("near_duplicate", "c", 2), "b": ("near_duplicate", "c", 2),
-                "d": ("near_duplicate", "c", 1), "y": ("exact_duplicate", "x", 0)}
-    for perm in itertools.permutations(edges):
-        assert rules.resolve_duplicates(perm) == expected
-    assert rules.resolve_duplicates([]) == {}
+def test_survivor_is_highest_resolution_then_smallest_uid():
+    nodes = [("b", "s1", 100, 0b0), ("a", "s1", 100, 0b0), ("c", "s2", 400, 0b11), ("d", "s3", 50, 0b111)]
+    assert min(nodes, key=rules.survivor_rank)[0] == "c"
+    assert min(nodes[:2], key=rules.survivor_rank)[0] == "a"
+    assert rules.duplicate_verdict(nodes[0], nodes[1]) == ("exact_duplicate", 0)
+    assert rules.duplicate_verdict(nodes[3], nodes[2]) == ("near_duplicate", 1)
 
 
 def test_eval_index_finds_the_nearest_evaluation_image():
@@ -177,9 +192,30 @@ def planted(tmp_path_factory):
     return root, rows, truth
 
 
+def reference_verdicts(rows, max_hamming) -> dict[str, tuple[str, str]]:
+    """uid -> (reason, survivor uid) for every duplicate that is not its group's survivor, by a
+    plain union-find over all pairs with the same sha256 or within max_hamming; the survivor
+    is the highest resolution, then the smallest uid."""
+    nodes = {r["uid"]: r for r in rows}
+    pairs = [(a["uid"], b["uid"]) for a, b in itertools.combinations(rows, 2)
+             if a["sha256"] == b["sha256"] or rules.hamming(a["phash"], b["phash"]) <= max_hamming]
+    groups: dict = {}
+    for uid, root in union_find(pairs).items():
+        groups.setdefault(root, []).append(nodes[uid])
+    out = {}
+    for members in groups.values():
+        best = min(members, key=lambda r: (-r["original_width"] * r["original_height"], r["uid"]))
+        for m in members:
+            if m is not best:
+                exact = m["sha256"] == best["sha256"]
+                out[m["uid"]] = ("exact_duplicate" if exact else "near_duplicate", best["uid"])
+    return out
+
+
 def rejects_of(out):
+    """uid -> (reason, survivor uid, record) of a stage's rejects."""
     t = pq.read_table(str(out / "rejects"))
-    return {r["uid"]: (r["reason"], r["detail"], json.loads(r["record"])) for r in t.to_pylist()}
+    return {r["uid"]: (r["reason"], r["survivor_uid"], json.loads(r["record"])) for r in t.to_pylist()}
 
 
 def test_stage_removes_planted_duplicates_with_high_recall_and_no_false_merges(planted, tmp_path):
@@ -200,22 +236,29 @@ def test_stage_removes_planted_duplicates_with_high_recall_and_no_false_merges(p
     missed = sum(len(v) - 1 for v in survivors_per_scene.values())       # duplicates not removed
     duplicates = len(rows) - 120
     recall = 1 - missed / duplicates
-    false_merges = sum(1 for uid, (_, detail, _) in rejected.items()
-                       if truth[detail.split(" ")[2]] != truth[uid])
+    false_merges = sum(1 for uid, (_, survivor, _) in rejected.items()
+                       if survivor and truth[survivor] != truth[uid])
     assert recall >= 0.98, recall
     assert false_merges / len(rows) <= 0.01, false_merges
     assert len(survivors_per_scene) == 120                                 # no scene lost entirely
 
     # survivors: highest original resolution, and byte-identical copies are exact duplicates
     by_uid = {r["uid"]: r for r in rows}
-    for uid, (reason, detail, record) in rejected.items():
-        survivor = by_uid[detail.split(" ")[2]]
+    for uid, (reason, survivor_uid, record) in rejected.items():
+        survivor = by_uid[survivor_uid]
         me = by_uid[uid]
         assert (survivor["original_width"] * survivor["original_height"], ) >= (me["original_width"] * me["original_height"], )
         assert reason == ("exact_duplicate" if me["sha256"] == survivor["sha256"] else "near_duplicate")
         assert record["uid"] == uid
     assert {r for r, _, _ in rejected.values()} == {"exact_duplicate", "near_duplicate"}
     assert manifest["dedupe"]["duplicate_groups"] >= 100
+    # the groups and survivors are a plain union-find's over every duplicate pair
+    verdicts = {uid: (reason, survivor) for uid, (reason, survivor, _) in rejected.items()}
+    assert verdicts == reference_verdicts(rows, cfg.dedupe.max_hamming)
+    assert manifest["dedupe"]["duplicate_groups"] == len({s for _, s in verdicts.values()})
+    # the detail still says it in words
+    details = pq.read_table(str(tmp_path / "dedupe" / "rejects"), columns=["survivor_uid", "detail"]).to_pylist()
+    assert all(d["detail"].startswith(f"duplicate of {d['survivor_uid']} (") for d in details)
 
     # deterministic: the same survivors on a second run
     again = run_stage(DedupeStage(), cfg, str(tmp_path / "again" / "dedupe"), {"in": str(root / "download")},
@@ -255,3 +298,42 @@ def test_bad_settings_and_rows_without_hashes(tmp_path):
                          progress=lambda s: None)
     assert manifest["counts"]["reasons"] == {"exact_duplicate": 1, "missing_hash": 1}
     assert read_table(str(tmp_path / "dedupe")).column("uid").to_pylist() == ["a"]
+
+
+def meta_row(uid: str, phash: int, pixels_side: int) -> dict:
+    """A download row as dedupe reads it, without an image behind it."""
+    return {"uid": uid, "url": f"http://img/{uid}.jpg", "caption": "c", "source": "t", "query_ids": [1],
+            "keep_probability": 1.0, "shard": "images/00000.tar", "key": uid, "width": 64, "height": 64,
+            "original_width": pixels_side, "original_height": pixels_side, "sha256": f"sha-{uid}",
+            "phash": phash}
+
+
+def test_a_long_chain_of_near_duplicates_takes_more_passes_and_one_survivor(tmp_path):
+    """60 images, each one bit from the next (so 59 bits from the first), are one group; with
+    max_hamming 1 it is a path, too long for the first pipeline's rounds: later passes finish
+    it and a last pipeline writes the verdicts, the same as a union-find's."""
+    rng = random.Random(5)
+    phash, rows = 0x0F0F_F0F0_3C3C_C3C3, []
+    for i in range(60):
+        rows.append(meta_row(f"link{i:02d}", phash, rng.randint(100, 400)))
+        phash ^= 1 << i
+    rows += [meta_row(f"alone{i}", rng.getrandbits(64), 100) for i in range(5)]
+    rng.shuffle(rows)
+    (tmp_path / "download").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schemas.DOWNLOADED), tmp_path / "download" / "part-00000.parquet")
+    cfg = Config()
+    cfg.dedupe.max_hamming, cfg.dedupe.bands = 1, 2
+    manifest = run_stage(DedupeStage(), cfg, str(tmp_path / "dedupe"), {"in": str(tmp_path / "download")},
+                         progress=lambda s: None)
+    components = manifest["dedupe"]["components"]
+    assert components["passes"] >= 2 and components["rounds_to_converge"] > 2
+    assert components["vertices"] == 60 and components["edges"] == 59
+    rejected = rejects_of(tmp_path / "dedupe")
+    assert {uid: (reason, survivor) for uid, (reason, survivor, _) in rejected.items()} == \
+        reference_verdicts(rows, 1)
+    survivor = min((r for r in rows if r["uid"].startswith("link")),
+                   key=lambda r: (-r["original_width"], r["uid"]))
+    kept = set(read_table(str(tmp_path / "dedupe")).column("uid").to_pylist())
+    assert kept == {survivor["uid"]} | {f"alone{i}" for i in range(5)}
+    assert manifest["counts"]["in"] == 65 == manifest["counts"]["kept"] + manifest["counts"]["rejected"]
+    assert manifest["dedupe"]["duplicate_groups"] == 1

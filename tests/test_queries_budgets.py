@@ -12,7 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from witcurate.config import QueriesSection, load_config
 from witcurate.pipeline.beam_io import make_pipeline
-from witcurate.pipeline.runner import read_table, run_stage
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.tables import read_table
 from witcurate.queries import budgets
 from witcurate.queries.stage import QueriesStage
 from witcurate.queries.transforms import Admit

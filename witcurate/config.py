@@ -27,7 +27,7 @@ class RunSection:
     # scorer and the final training run; drop them to stop at the shards.
     stages: list[str] = field(default_factory=lambda: [
         "queries", "ingest", "match", "balance", "download", "dedupe",
-        "scorer", "score", "cap", "shards", "train"])
+        "scorer", "score", "semdedup", "target", "cap", "shards", "train"])
     # Generate the demo world if missing and serve its image host during the run.
     demo: bool = False
     # Beam pipeline options passed to every stage (e.g. ["--runner=DataflowRunner", ...]).
@@ -156,6 +156,37 @@ class ScoreSection:
 
 
 @dataclass
+class SemdedupSection:
+    """Semantic dedup (SemDeDup) on the score stage's image embeddings (docs/semantic.md)."""
+    enabled: bool = True         # false: every pair passes (still counted)
+    clusters: int = 1000         # k-means clusters; more than the pool is clamped, with a note
+    sample: int = 100_000        # embeddings the k-means is fitted on: the only ones held together
+    threshold: float = 0.95      # cosine at or above which two images are duplicates
+    max_cluster_size: int = 50_000   # a cluster expected above this is split by a child k-means
+    niter: int = 20              # k-means iterations
+    seed: int = 0
+
+
+@dataclass
+class TargetSection:
+    """The target-distribution filter (DataComp's image-based filter) on the same embeddings."""
+    enabled: bool = False        # needs a target set: exactly one of the two below
+    # Target image embeddings: a .npy (n, d) array, or a parquet file or folder of parquet parts
+    # with an image_embedding (or embedding) list column, from the scorer's model.
+    embeddings: str = ""
+    # Or target images (a folder of images and WebDataset tars, or a glob of tars), embedded by
+    # the stage with the score stage's model and weights; "run:trusted" is scorer.trusted.
+    images: str = ""
+    clusters: int = 1000         # k-means clusters over the pool; more than the pool is clamped
+    sample: int = 100_000        # embeddings the k-means is fitted on
+    # None: DataComp's rule, keep the clusters that are some target embedding's nearest;
+    # a fraction f: keep the ceil(f * clusters) clusters nearest to the target set.
+    keep_fraction: float | None = None
+    niter: int = 20
+    seed: int = 0
+
+
+@dataclass
 class CapSection:
     per_query: int = 20_000
 
@@ -206,6 +237,8 @@ class Config:
     dedupe: DedupeSection = field(default_factory=DedupeSection)
     scorer: ScorerSection = field(default_factory=ScorerSection)
     score: ScoreSection = field(default_factory=ScoreSection)
+    semdedup: SemdedupSection = field(default_factory=SemdedupSection)
+    target: TargetSection = field(default_factory=TargetSection)
     cap: CapSection = field(default_factory=CapSection)
     shards: ShardsSection = field(default_factory=ShardsSection)
     train: TrainSection = field(default_factory=TrainSection)

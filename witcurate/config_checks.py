@@ -37,6 +37,8 @@ AT_LEAST: dict[str, float] = {
     "scorer.epochs": 1, "scorer.batch_size": 1, "scorer.warmup_steps": 0,
     "score.batch_size": 1, "score.num_workers": 0,
     "cap.per_query": 1,
+    "semdedup.clusters": 1, "semdedup.sample": 1, "semdedup.max_cluster_size": 2,
+    "semdedup.niter": 1, "target.clusters": 1, "target.sample": 1, "target.niter": 1,
     "shards.samples_per_shard": 1,
     "train.epochs": 1, "train.batch_size": 1, "train.weight_decay": 0, "train.warmup_steps": 0,
     "train.grad_clip": 0, "train.checkpoint_every": 1, "train.workers": 0, "train.log_every": 1,
@@ -120,6 +122,31 @@ def _download(download: Any, where: str) -> None:
                               "127.0.0.0/8") from None
 
 
+def _semantic(config: Any, where: str, stages: Iterable[str]) -> None:
+    """The embedding steps: a cosine threshold, a sample that can fit the clusters, and a target
+    set when the target filter runs."""
+    dedup, target = config.semdedup, config.target
+    if not (math.isfinite(dedup.threshold) and 0.0 < dedup.threshold <= 1.0):
+        raise ConfigError(f"{where}: semdedup.threshold must be a cosine in (0, 1], got {dedup.threshold}",
+                          "SemDeDup keeps pairs below 1 - eps, e.g. 0.95")
+    for name, section in (("semdedup", dedup), ("target", target)):
+        if section.sample < section.clusters:
+            raise ConfigError(f"{where}: {name}.sample ({section.sample}) is below {name}.clusters "
+                              f"({section.clusters})", "k-means needs at least one sampled embedding "
+                              "per cluster: raise sample (about 40 per cluster fits well) or lower clusters")
+    fraction = target.keep_fraction
+    if fraction is not None and not (math.isfinite(fraction) and 0.0 < fraction <= 1.0):
+        raise ConfigError(f"{where}: target.keep_fraction must be in (0, 1], got {fraction}",
+                          "or leave it unset (null): DataComp's nearest-centroid rule")
+    if target.embeddings and target.images:
+        raise ConfigError(f"{where}: target: set one of embeddings and images, not both",
+                          "embeddings: a .npy or parquet of target image embeddings; images: a folder")
+    if "target" in stages and target.enabled and not (target.embeddings or target.images):
+        raise ConfigError(f"{where}: target.enabled is true but no target set is given",
+                          "set target.embeddings (.npy / parquet) or target.images (a folder or "
+                          "tar glob), or target.enabled=false")
+
+
 def validate(config: Any, where: str = "config", stages: Iterable[str] = ()) -> None:
     """Raise a ConfigError for the first value out of range. `stages`: the stages about to run
     (the score stage needs a keep rule; other commands do not)."""
@@ -128,4 +155,5 @@ def validate(config: Any, where: str = "config", stages: Iterable[str] = ()) -> 
         raise ConfigError(f"{where}: ingest.max_chars ({config.ingest.max_chars}) is below "
                           f"ingest.min_chars ({config.ingest.min_chars})", "raise max_chars")
     _score(config.score, where, scoring="score" in stages)
+    _semantic(config, where, tuple(stages))
     _download(config.download, where)

@@ -1,5 +1,6 @@
 """Exact and near-duplicate decisions on plain values: LSH banding over 64-bit perceptual hashes,
-union-find over verified pairs, one deterministic survivor per group.
+and which member of a duplicate group survives (the groups themselves are connected components
+found in Beam by witcurate.pipeline.components).
 
 Near-duplicate search without all-pairs comparison: the 64 bits are split into `bands`
 contiguous bands; two hashes are candidates only if they agree on a whole band, and candidates
@@ -15,7 +16,6 @@ verified pair comes out of exactly one bucket (no duplicate edges to collect).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -167,72 +167,25 @@ def brute_force_pairs(hashes: np.ndarray, max_hamming: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
 
 
-# ---------------------------------------------------------------- groups and survivors -------
+# ---------------------------------------------------------------- survivors ------------------
 
-class UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict = {}
-
-    def find(self, x):
-        parent = self.parent
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(self, a, b) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            if ra > rb:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
-
-    def groups(self) -> list[list]:
-        out: dict = {}
-        for x in list(self.parent):
-            out.setdefault(self.find(x), []).append(x)
-        return sorted((sorted(g) for g in out.values()), key=lambda g: g[0])
+# A node, on the wire and here: (uid, sha256, pixels, phash), pixels being original_width *
+# original_height. Plain tuples keep Beam's coders fast.
+UID, SHA256, PIXELS, PHASH = range(4)
 
 
-@dataclass(frozen=True, order=True)
-class Node:
-    """What picking a survivor needs to know about an image."""
-    uid: str
-    sha256: str
-    pixels: int          # original_width * original_height
-    phash: int = 0
+def survivor_rank(node: tuple) -> tuple[int, str]:
+    """Smaller is better: the highest resolution, then the smallest uid. The survivor of a
+    duplicate group is its smallest node by this rank, so it does not depend on edge order."""
+    return (-node[PIXELS], node[UID])
 
 
-def survivor_rank(node: Node) -> tuple[int, str]:
-    """Smaller is better: the highest resolution, then the smallest uid."""
-    return (-node.pixels, node.uid)
-
-
-def resolve_duplicates(edges: Iterable[tuple[Node, Node]]) -> dict[str, tuple[str, str, int]]:
-    """{uid of each non-survivor: (reason, survivor uid, Hamming distance to the survivor)} for
-    the groups the edges connect (a member can be further than max_hamming from the survivor
-    when it joined the group through another member).
-
-    The survivor of a group is deterministic whatever the edge order: highest resolution, then
-    smallest uid. A member with the survivor's sha256 is an exact duplicate, others near ones.
-    """
-    uf = UnionFind()
-    nodes: dict[str, Node] = {}
-    for a, b in edges:
-        nodes[a.uid] = a
-        nodes[b.uid] = b
-        uf.union(a.uid, b.uid)
-    out: dict[str, tuple[str, str, int]] = {}
-    for group in uf.groups():
-        members = [nodes[u] for u in group]
-        best = min(members, key=survivor_rank)
-        for node in members:
-            if node.uid == best.uid:
-                continue
-            reason = EXACT_DUPLICATE if node.sha256 == best.sha256 else NEAR_DUPLICATE
-            out[node.uid] = (reason, best.uid, hamming(node.phash, best.phash))
-    return out
+def duplicate_verdict(member: tuple, survivor: tuple) -> tuple[str, int]:
+    """(reason, Hamming distance to the survivor) for a group member that is not the survivor.
+    A member with the survivor's sha256 is an exact duplicate, others near ones; a member can
+    be further than max_hamming from the survivor when it joined through another member."""
+    reason = EXACT_DUPLICATE if member[SHA256] == survivor[SHA256] else NEAR_DUPLICATE
+    return reason, hamming(member[PHASH], survivor[PHASH])
 
 
 class EvalIndex:

@@ -130,11 +130,13 @@ class WriteStageOutputs(beam.PTransform):
     or to the result of `.with_outputs(KEPT, REJECTED)` through `stage_outputs(...)`.
     """
 
-    def __init__(self, tmp_dir: str, kept_schema: pa.Schema, num_shards: int = 0):
+    def __init__(self, tmp_dir: str, kept_schema: pa.Schema, num_shards: int = 0,
+                 rejects_schema: pa.Schema = REJECTS):
         super().__init__()
         self.tmp_dir = beam_path(tmp_dir)
         self.kept_schema = kept_schema
         self.num_shards = num_shards
+        self.rejects_schema = rejects_schema
 
     def expand(self, outputs):
         kept, rejected = outputs[KEPT], outputs[REJECTED]
@@ -142,7 +144,7 @@ class WriteStageOutputs(beam.PTransform):
             fs.join(self.tmp_dir, "part"), self.kept_schema, file_name_suffix=".parquet",
             num_shards=self.num_shards)
         rejected | "WriteRejects" >> beam.io.WriteToParquet(
-            fs.join(self.tmp_dir, "rejects", "part"), REJECTS, file_name_suffix=".parquet",
+            fs.join(self.tmp_dir, "rejects", "part"), self.rejects_schema, file_name_suffix=".parquet",
             num_shards=self.num_shards)
         return outputs
 

@@ -17,7 +17,7 @@ from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, beam_
                                         read_stage, reject, run_pipeline, stage_outputs)
 from witcurate.pipeline.matcher import load_queries
 from witcurate.pipeline.runner import StageContext, StageResult
-from witcurate.pipeline.stages import BaseStage, Option
+from witcurate.pipeline.stages import BaseStage, Option, last_run
 from witcurate.pipeline.tables import query_counts_file
 
 
@@ -55,7 +55,9 @@ class CapStage(BaseStage):
     options = (Option("--per-query", "cap.per_query", "the most pairs one query may own", int),)
 
     def default_inputs(self, config: Config, out_root: str) -> dict[str, str]:
-        return {"in": fs.join(out_root, "score"), "query_counts": fs.join(out_root, "balance"),
+        # the embedding steps' output when the run has them, else the score stage's
+        return {"in": last_run(config, out_root, "target", "semdedup", "score"),
+                "query_counts": fs.join(out_root, "balance"),
                 "queries": config.match.queries or fs.join(out_root, "queries")}
 
     def run(self, ctx: StageContext) -> StageResult:

@@ -2,13 +2,16 @@
 
     download rows --(eval set: drop images within max_hamming of an evaluation image)
         nodes --key sha256--GroupByKey--> exact edges ---------------------\\
-        nodes --key (band, band value)--GroupByKey--> verified near edges --Flatten--ToList
-              --union-find--> (non-survivor uid, (reason, survivor)) --join on uid--> decide rows
+        nodes --key (band, band value)--GroupByKey--> verified near edges --Flatten
+              --connected components (rounds of contraction)--> (uid, survivor) --join on uid--> decide rows
 
 Only metadata moves (uid, sha256, resolution, 64-bit hash); the decisions are the pure functions
-of witcurate.filters.dedupe. The edges (one per duplicate pair found) are gathered in one place
-to find the groups, the one step here that is not spread over workers: about 100 bytes per
-edge. The verdicts go back to the rows by a join on uid, so no worker holds all of them.
+of witcurate.filters.dedupe. The duplicate groups are the connected components of the edges,
+found in Beam by witcurate.pipeline.components: no step holds all edges or a whole group. The
+first rounds run in the same pipeline as the rest, which is the whole job when they finish the
+groups (small groups, the usual case); otherwise more rounds run as further pipelines and a
+last one joins the survivors to the rows. A duplicate's reject names its survivor in its own
+column, `survivor_uid`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from witcurate.filters import images
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage,
                                         reject, run_pipeline)
+from witcurate.pipeline.components import rounds_bound
+from witcurate.pipeline.components_passes import Contraction
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.tables import parquet_files
 from witcurate.pipeline.stages import BaseStage, Option
@@ -100,7 +105,7 @@ class DropEvalDuplicates(beam.DoFn):
         if hit is None:
             yield row
         else:
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(
+            yield beam.pvalue.TaggedOutput(REJECTED, dedupe_reject(
                 row, rules.EVAL_DUPLICATE, f"within Hamming {hit[1]} of evaluation image {hit[0]}"))
 
 
@@ -115,12 +120,11 @@ class SplitHashed(beam.DoFn):
 
     def process(self, row):
         if row.get("phash") is None or not row.get("sha256") or not row.get("uid"):
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(
+            yield beam.pvalue.TaggedOutput(REJECTED, dedupe_reject(
                 row, MISSING_HASH, "the row has no uid, sha256 or phash to compare"))
             return
-        pixels = int(row.get("original_width") or 0) * int(row.get("original_height") or 0)
         yield row
-        yield beam.pvalue.TaggedOutput(NODES, (row["uid"], row["sha256"], pixels, int(row["phash"])))
+        yield beam.pvalue.TaggedOutput(NODES, node_of(row))
 
 
 def exact_edges(element) -> Iterable[tuple[NodeTuple, NodeTuple]]:
@@ -144,28 +148,42 @@ def near_edges(element, bands: int, max_hamming: int) -> Iterable[tuple[NodeTupl
         yield by_uid[a], by_uid[b]
 
 
-def resolve(edges: list[tuple[NodeTuple, NodeTuple]]) -> Iterable[tuple[str, tuple[str, str, int]]]:
-    """(non-survivor uid, (reason, survivor uid, distance)) for every duplicate group."""
-    yield from rules.resolve_duplicates((rules.Node(*a), rules.Node(*b)) for a, b in edges).items()
+def vertex_edge(edge: tuple[NodeTuple, NodeTuple]) -> tuple[str, str]:
+    return edge[0][0], edge[1][0]
+
+
+def vertex_payloads(edge: tuple[NodeTuple, NodeTuple]):
+    for node in edge:
+        yield node[0], node
+
+
+def node_of(row) -> NodeTuple:
+    pixels = int(row.get("original_width") or 0) * int(row.get("original_height") or 0)
+    return row["uid"], row["sha256"], pixels, int(row["phash"])
+
+
+def dedupe_reject(row, reason: str, detail: str, survivor_uid: str | None = None) -> dict:
+    return {**reject(row, reason, detail), "survivor_uid": survivor_uid}
 
 
 class Decide(beam.DoFn):
-    """(uid, {"row": [row], "loser": [] or [verdict]}) -> the row kept, or its duplicate reject."""
+    """(uid, {"row": [row], "survivor": [] or [survivor node]}) -> the row kept (no group, or
+    its group's survivor), or its duplicate reject naming the survivor."""
 
     def process(self, element):
-        _, joined = element
-        hits = list(joined["loser"])
+        uid, joined = element
+        survivors = list(joined["survivor"])
         for row in joined["row"]:
-            if not hits:
+            if not survivors or survivors[0][0] == uid:
                 yield row
-                continue
-            yield beam.pvalue.TaggedOutput(REJECTED, self.duplicate(row, hits[0]))
+            else:
+                yield beam.pvalue.TaggedOutput(REJECTED, self.duplicate(row, survivors[0]))
 
     @staticmethod
-    def duplicate(row, hit):
-        reason, survivor, distance = hit
+    def duplicate(row, survivor: NodeTuple) -> dict:
+        reason, distance = rules.duplicate_verdict(node_of(row), survivor)
         kind = "exact copy" if reason == rules.EXACT_DUPLICATE else f"Hamming {distance}"
-        return reject(row, reason, f"duplicate of {survivor} ({kind})")
+        return dedupe_reject(row, reason, f"duplicate of {survivor[0]} ({kind})", survivor[0])
 
 
 # ------------------------------------------------------------------ the stage --------------------
@@ -201,46 +219,75 @@ class DedupeStage(BaseStage):
             ctx.progress(f"[dedupe] {len(eval_hashes)} evaluation images hashed"
                          + (f", {len(unreadable)} unreadable" if unreadable else ""))
 
+        contraction = Contraction(ctx.work_dir, rules.survivor_rank, rounds_bound(ctx.rows("in")),
+                                  progress=ctx.progress)
         p = make_pipeline(ctx.beam_args)
-        rows = read_stage(p, in_dir, "ReadIn")
-        rejects = []
-        if eval_hashes:
-            split = rows | "EvalSet" >> beam.ParDo(
-                DropEvalDuplicates(eval_hashes, cfg.max_hamming, cfg.bands)).with_outputs(REJECTED, main=KEPT)
-            rows = split[KEPT]
-            rejects.append(split[REJECTED])
-        hashed = rows | "Hashed" >> beam.ParDo(SplitHashed()).with_outputs(NODES, REJECTED, main=KEPT)
-        rejects.append(hashed[REJECTED])
-        nodes = hashed[NODES]
-        exact = (nodes
-                 | "BySha256" >> beam.Map(lambda n: (n[1], n))
-                 | "GroupSha256" >> beam.GroupByKey()
-                 | "ExactEdges" >> beam.FlatMap(exact_edges))
-        near = (nodes
-                | "BandKeys" >> beam.FlatMap(band_entries, cfg.bands)
-                | "GroupBands" >> beam.GroupByKey()
-                | "NearEdges" >> beam.FlatMap(near_edges, cfg.bands, cfg.max_hamming))
-        losers = ((exact, near)
-                  | "Edges" >> beam.Flatten()
-                  | "AllEdges" >> beam.combiners.ToList()
-                  | "Groups" >> beam.FlatMap(resolve))
-        by_uid = hashed[KEPT] | "KeyByUid" >> beam.Map(lambda r: (r["uid"], r))
-        decided = ({"row": by_uid, "loser": losers}
-                   | "JoinVerdicts" >> beam.CoGroupByKey()
-                   | "Decide" >> beam.ParDo(Decide()).with_outputs(REJECTED, main=KEPT))
-        kept = decided[KEPT]
-        rejects.append(decided[REJECTED])
-        all_rejects = tuple(rejects) | "AllRejects" >> beam.Flatten()
-        {KEPT: kept, REJECTED: all_rejects} | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.DEDUPED)
+        rows, nodes, rejects = hashed_rows(p, in_dir, eval_hashes, cfg)
+        edges = duplicate_edges(nodes, cfg)
+        survivors = contraction.start(edges | "VertexEdges" >> beam.Map(vertex_edge),
+                                      edges | "VertexPayloads" >> beam.FlatMap(vertex_payloads))
+        decide_and_write(rows, survivors, rejects, ctx.tmp_dir)
         run_pipeline(p)
+        if not contraction.finish(ctx.beam_args):
+            # The first rounds left groups unfinished: their verdicts were not final.
+            clear_outputs(ctx.tmp_dir)
+            p = make_pipeline(ctx.beam_args)
+            rows, _, rejects = hashed_rows(p, in_dir, eval_hashes, cfg)
+            decide_and_write(rows, contraction.survivors(p), rejects, ctx.tmp_dir)
+            run_pipeline(p)
 
-        groups = survivors_named(ctx.tmp_dir)
         return StageResult(units="images", extra={"dedupe": {
-            "duplicate_groups": groups,
+            "duplicate_groups": survivors_named(ctx.tmp_dir),
             "exact_recall": rules.recall_is_exact(cfg.max_hamming, cfg.bands),
             "eval_images": len(eval_hashes),
             "eval_images_unreadable": unreadable[:100],
+            "components": contraction.summary(),
         }})
+
+
+def hashed_rows(p: beam.Pipeline, in_dir: str, eval_hashes, cfg: DedupeSection):
+    """(rows to compare, their nodes, [rejects so far]): rows that duplicate an evaluation
+    image and rows without hashes are rejects."""
+    rows = read_stage(p, in_dir, "ReadIn")
+    rejects = []
+    if eval_hashes:
+        split = rows | "EvalSet" >> beam.ParDo(
+            DropEvalDuplicates(eval_hashes, cfg.max_hamming, cfg.bands)).with_outputs(REJECTED, main=KEPT)
+        rows = split[KEPT]
+        rejects.append(split[REJECTED])
+    hashed = rows | "Hashed" >> beam.ParDo(SplitHashed()).with_outputs(NODES, REJECTED, main=KEPT)
+    rejects.append(hashed[REJECTED])
+    return hashed[KEPT], hashed[NODES], rejects
+
+
+def duplicate_edges(nodes, cfg: DedupeSection):
+    """(node, node) pairs that are duplicates: one star per sha256, verified pairs per LSH band."""
+    exact = (nodes
+             | "BySha256" >> beam.Map(lambda n: (n[1], n))
+             | "GroupSha256" >> beam.GroupByKey()
+             | "ExactEdges" >> beam.FlatMap(exact_edges))
+    near = (nodes
+            | "BandKeys" >> beam.FlatMap(band_entries, cfg.bands)
+            | "GroupBands" >> beam.GroupByKey()
+            | "NearEdges" >> beam.FlatMap(near_edges, cfg.bands, cfg.max_hamming))
+    return (exact, near) | "Edges" >> beam.Flatten()
+
+
+def decide_and_write(rows, survivors, rejects: list, tmp_dir: str) -> None:
+    """Join each row to its group's survivor by uid and write what is kept and rejected."""
+    by_uid = rows | "KeyByUid" >> beam.Map(lambda r: (r["uid"], r))
+    decided = ({"row": by_uid, "survivor": survivors}
+               | "JoinSurvivors" >> beam.CoGroupByKey()
+               | "Decide" >> beam.ParDo(Decide()).with_outputs(REJECTED, main=KEPT))
+    all_rejects = (*rejects, decided[REJECTED]) | "AllRejects" >> beam.Flatten()
+    ({KEPT: decided[KEPT], REJECTED: all_rejects}
+     | "Write" >> WriteStageOutputs(tmp_dir, schemas.DEDUPED, rejects_schema=schemas.DEDUPE_REJECTS))
+
+
+def clear_outputs(tmp_dir: str) -> None:
+    for pattern in ("part-*.parquet", "rejects/part-*.parquet"):
+        for path in fs.glob(fs.join(tmp_dir, pattern)):
+            fs.rm(path)
 
 
 def survivors_named(tmp_dir: str) -> int:
@@ -248,9 +295,6 @@ def survivors_named(tmp_dir: str) -> int:
     survivors = set()
     for path in parquet_files(fs.join(tmp_dir, "rejects")):
         with fs.open_file(path) as f:
-            table = pq.read_table(f, columns=["reason", "detail"])
-        for reason, detail in zip(table.column("reason").to_pylist(), table.column("detail").to_pylist()):
-            if reason in (rules.EXACT_DUPLICATE, rules.NEAR_DUPLICATE) and detail:
-                survivors.add(detail.split(" ", 3)[2])
+            column = pq.read_table(f, columns=["survivor_uid"]).column("survivor_uid")
+        survivors.update(uid for uid in column.to_pylist() if uid)
     return len(survivors)
-

@@ -62,7 +62,7 @@ def to_candidate(row: dict) -> dict:
     """A checked row as a candidate: normalised URL, and the uid of (URL, caption)."""
     url = normalize_url(row["url"])
     return {"uid": schemas.candidate_uid(url, row["caption"]), "url": url,
-            "caption": row["caption"], "source": row["source"]}
+            "caption": row["caption"], "source": row["source"], "page_url": row.get("page_url")}
 
 
 def pick_url_survivor(url_and_rows):
@@ -94,7 +94,7 @@ class IngestStage(BaseStage):
         files = fs.expand(patterns)
         if not files:
             raise InputError(f"no candidate files match {', '.join(patterns) or '(nothing given)'}",
-                             "set ingest.sources or pass --in with parquet/csv/tsv/jsonl/wat files")
+                             "set ingest.sources or pass --in with parquet/csv/tsv/jsonl/wat/warc files")
         for path in files:
             detect_format(path)  # fail fast on an unknown extension
         p = make_pipeline(ctx.beam_args)
@@ -112,7 +112,7 @@ class IngestStage(BaseStage):
         rejected = ((raw[REJECTED], captioned[REJECTED], deduped[REJECTED])
                     | "AllRejects" >> beam.Flatten())
         ({KEPT: deduped[KEPT], REJECTED: rejected}
-         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.CANDIDATES))
+         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.INGESTED))
         result = p.run()
         result.wait_until_finish()
         n_in = counter_value(result, ROWS_READ)

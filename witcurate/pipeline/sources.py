@@ -1,17 +1,15 @@
-"""Candidate sources: (url, caption) rows from Parquet, CSV/TSV, JSONL and Common Crawl WAT files.
+"""Candidate sources: (url, caption) rows from Parquet, CSV/TSV, JSONL and Common Crawl WAT and WARC files.
 
 Column names follow img2dataset's `url_col` / `caption_col` conventions. Each reader yields plain
 dicts `{"url", "caption", "source"}`; a row without a usable url or caption still comes out
-(with None) so the ingest stage can reject it with a reason instead of losing it.
+(with None) so the ingest stage can reject it with a reason instead of losing it. WAT and WARC
+rows (sources_warc) also carry the `page_url` the image was found on.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 from typing import Any, Iterator
-from urllib.parse import urljoin
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -19,19 +17,20 @@ import pyarrow.parquet as pq
 
 from witcurate.errors import InputError
 from witcurate.pipeline import fs
+from witcurate.pipeline.sources_warc import read_warc, read_wat
 
-FORMATS = ("parquet", "csv", "tsv", "jsonl", "wat")
+FORMATS = ("parquet", "csv", "tsv", "jsonl", "wat", "warc")
+_COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 
 
 def detect_format(path: str) -> str:
     name = path.lower()
-    for suffix in (".gz", ".bz2", ".zst"):
-        if name.endswith(suffix) and not name.endswith(".wat.gz"):
+    for suffix in _COMPRESSIONS:
+        if name.endswith(suffix):
             name = name[: -len(suffix)]
-    if name.endswith(".wat.gz") or name.endswith(".wat"):
-        return "wat"
-    for fmt, exts in (("parquet", (".parquet",)), ("csv", (".csv",)), ("tsv", (".tsv",)),
-                      ("jsonl", (".jsonl", ".json", ".ndjson"))):
+            break
+    for fmt, exts in (("wat", (".wat",)), ("warc", (".warc",)), ("parquet", (".parquet",)),
+                      ("csv", (".csv",)), ("tsv", (".tsv",)), ("jsonl", (".jsonl", ".json", ".ndjson"))):
         if name.endswith(exts):
             return fmt
     raise InputError(f"cannot tell the format of candidate source {path}",
@@ -99,54 +98,6 @@ def read_jsonl(path: str, url_col: str, caption_col: str) -> Iterator[dict]:
             yield _row(obj.get(url_col), obj.get(caption_col), path)
 
 
-def _warc_records(stream: io.BufferedIOBase) -> Iterator[tuple[dict[str, str], bytes]]:
-    """(headers, body) of each WARC record in an (uncompressed) stream."""
-    while True:
-        line = stream.readline()
-        if not line:
-            return
-        if not line.strip():
-            continue
-        if not line.startswith(b"WARC/"):
-            raise ValueError(f"not a WARC record header: {line[:40]!r}")
-        headers: dict[str, str] = {}
-        while True:
-            h = stream.readline()
-            if not h or not h.strip():
-                break
-            key, _, value = h.decode("utf-8", errors="replace").partition(":")
-            headers[key.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        yield headers, stream.read(length)
-
-
-def wat_links(payload: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(absolute image url, alt text) of every <img> with alt text in one WAT metadata record."""
-    env = payload.get("Envelope", {})
-    base = env.get("WARC-Header-Metadata", {}).get("WARC-Target-URI", "")
-    html_meta = (env.get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {})
-                 .get("HTML-Metadata", {}))
-    base = html_meta.get("Head", {}).get("Base") or base
-    for link in html_meta.get("Links", []) or []:
-        if link.get("path") == "IMG@/src" and link.get("url"):
-            yield urljoin(base, link["url"]), link.get("alt", "")
-
-
-def read_wat(path: str, url_col: str, caption_col: str) -> Iterator[dict]:
-    with fs.open_file(path) as raw:
-        stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
-        for headers, body in _warc_records(stream):
-            if headers.get("warc-type") != "metadata":
-                continue
-            try:
-                payload = json.loads(body)
-            except json.JSONDecodeError:
-                yield {"url": None, "caption": None, "source": path, "error": "invalid_wat_json"}
-                continue
-            for url, alt in wat_links(payload):
-                yield _row(url, alt, path)
-
-
 def read_source(path: str, url_col: str = "url", caption_col: str = "caption") -> Iterator[dict]:
     fmt = detect_format(path)
     if fmt == "parquet":
@@ -155,4 +106,6 @@ def read_source(path: str, url_col: str = "url", caption_col: str = "caption") -
         return read_delimited(path, url_col, caption_col, "," if fmt == "csv" else "\t")
     if fmt == "jsonl":
         return read_jsonl(path, url_col, caption_col)
+    if fmt == "warc":
+        return read_warc(path, url_col, caption_col)
     return read_wat(path, url_col, caption_col)

@@ -53,6 +53,13 @@ def stage_dir(out_root: str, name: str) -> str:
     return fs.join(out_root, name)
 
 
+def last_run(config: Config, out_root: str, *names: str) -> str:
+    """The directory of the first of `names` that run.stages includes (else the last name): where
+    a stage's input is when the stages between it and score may be left out of a run."""
+    chosen = next((n for n in names if n in config.run.stages), names[-1])
+    return stage_dir(out_root, chosen)
+
+
 REGISTRY: dict[str, str] = {
     "queries": "witcurate.queries.stage:QueriesStage",
     "ingest": "witcurate.pipeline.ingest:IngestStage",
@@ -62,6 +69,8 @@ REGISTRY: dict[str, str] = {
     "dedupe": "witcurate.pipeline.dedupe:DedupeStage",
     "scorer": "witcurate.pipeline.scorer:ScorerStage",
     "score": "witcurate.pipeline.score:ScoreStage",
+    "semdedup": "witcurate.pipeline.semdedup:SemdedupStage",
+    "target": "witcurate.pipeline.target:TargetStage",
     "cap": "witcurate.pipeline.cap:CapStage",
     "shards": "witcurate.pipeline.shards:ShardsStage",
     "train": "witcurate.pipeline.train:TrainStage",
@@ -84,6 +93,10 @@ SUMMARIES: dict[str, str] = {
               "an evaluation set",
     "scorer": "train the bootstrap CLIP scorer on a trusted clean image-text set (WebDataset tars)",
     "score": "CLIP-score image-text pairs with an open_clip model; keep by threshold or top fraction",
+    "semdedup": "semantic dedup (SemDeDup) on the score stage's image embeddings: k-means, then "
+                "pairs above a cosine threshold within a cluster, one survivor per group",
+    "target": "target-distribution filter (DataComp's image-based filter): keep the pairs whose "
+              "image cluster is nearest to a target set's embeddings",
     "cap": "keep at most per_query pairs per query (the rarest query a pair matches), best scores first",
     "shards": "write the final WebDataset shards, Parquet sidecars, manifest.json and the dataset card",
     "train": "train a CLIP model on the shards with the bundled trainer and evaluate it",

@@ -30,6 +30,12 @@ CANDIDATES = pa.schema([
     ("source", pa.string()),       # the file it came from
 ])
 
+# Ingest's output: the candidates and the page each image was found on (WAT/WARC sources; null for
+# tables). Match and later stages need only CANDIDATES' columns, so their inputs stay as they were.
+INGESTED = pa.schema(list(CANDIDATES) + [
+    ("page_url", pa.string()),
+])
+
 MATCHED = pa.schema(list(CANDIDATES) + [
     ("query_ids", pa.list_(pa.int32())),
 ])
@@ -77,9 +83,12 @@ REJECTS = pa.schema([
     ("record", pa.string()),       # the rejected record as JSON, so nothing vanishes
 ])
 
+# Dedupe's rejects also name the survivor they duplicate (null for its other reasons).
+DEDUPE_REJECTS = pa.schema(list(REJECTS) + [("survivor_uid", pa.string())])
+
 SCHEMAS = {
     "queries": QUERIES,
-    "ingest": CANDIDATES,
+    "ingest": INGESTED,
     "match": MATCHED,
     "balance": BALANCED,
     "download": DOWNLOADED,

@@ -21,9 +21,10 @@ from witcurate.pipeline.runner import MANIFEST
 from witcurate.pipeline.tables import parquet_files, read_table, reject_counts
 
 # Stages whose counts are records flowing toward the shards (the waterfall), in run order.
-RECORD_STAGES = ("ingest", "match", "balance", "download", "dedupe", "score", "cap", "shards")
+RECORD_STAGES = ("ingest", "match", "balance", "download", "dedupe", "score", "semdedup", "target",
+                 "cap", "shards")
 TABLE_STAGES = ("queries", "ingest", "match", "balance", "download", "dedupe", "scorer", "score",
-                "cap", "shards")
+                "semdedup", "target", "cap", "shards")
 # At most this many reject records are parsed for the score histogram (it is a histogram).
 MAX_REJECT_RECORDS = 500_000
 

@@ -1,0 +1,315 @@
+"""The semdedup and target stages: their Beam steps with TestPipeline, and each stage through the
+runner on a generated score stage directory (rows, saved embeddings, manifest): accounting,
+reasons, the survivor named, resume, bad input, and Beam's multi-process mode."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+from cli_errors import one_line_error
+from semantic_world import duplicate_world, embeddings_table, scored_row, target_world, unit, write_score_dir
+
+from witcurate import schemas
+from witcurate.config import load_config
+from witcurate.config_checks import validate
+from witcurate.errors import ConfigError, InputError
+from witcurate.filters.semantic_dedup import INVALID_EMBEDDING, SEMANTIC_DUPLICATE
+from witcurate.filters.target import OFF_TARGET_CLUSTER
+from witcurate.pipeline import embeddings as emb
+from witcurate.pipeline.beam_io import KEPT, REJECTED
+from witcurate.pipeline.runner import run_stage
+from witcurate.pipeline.semdedup import DedupCluster
+from witcurate.pipeline.stages import get_stage
+from witcurate.pipeline.tables import read_table
+
+MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+DEDUP = ["semdedup.clusters=20", "semdedup.sample=5000", "semdedup.threshold=0.9"]
+TARGET = ["target.enabled=true", "target.clusters=60", "target.sample=5000"]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _run(name: str, overrides: list[str], score_dir, out, beam_args=(), progress=_quiet, **inputs):
+    config = load_config(None, overrides)
+    return run_stage(get_stage(name), config, str(out), {"in": str(score_dir), "score": str(score_dir),
+                                                          **inputs}, list(beam_args), progress=progress)
+
+
+def _rejects(stage_dir) -> list[dict]:
+    table = read_table(str(stage_dir / "rejects"))
+    return table.to_pylist() if table is not None else []
+
+
+def _kept(stage_dir) -> list[str]:
+    return sorted(read_table(str(stage_dir), ["uid"]).column("uid").to_pylist())
+
+
+# --- Beam steps ------------------------------------------------------------------------------------
+
+def test_join_embeddings_routes_every_row(tmp_path):
+    vectors = unit(np.random.default_rng(0).normal(size=(4, 8)))
+    vectors[2, 3] = np.nan
+    uids = ["a", "b", "c", "x"]                   # "x": an embedding without a row (score rejected it)
+    pq.write_table(embeddings_table(uids, vectors), tmp_path / "e.parquet")
+    rows = pa.Table.from_pylist([scored_row(u, i, 0.5) for i, u in enumerate(["a", "b", "c", "d"])],
+                                schemas.SCORED)                         # "d": no embedding
+    with TestPipeline() as p:
+        outs = (p | beam.Create([rows.slice(0, 2), rows.slice(2)])
+                  | emb.JoinEmbeddings([str(tmp_path / "e.parquet")], 8, buckets=3))
+        assert_that(outs[emb.NODES] | "NodeUids" >> beam.FlatMap(
+            lambda b: [(u, v.shape, bool(np.allclose(v, vectors[uids.index(u)], atol=1e-3)))
+                       for u, v in zip(b.uids, b.vectors)]),
+            equal_to([("a", (8,), True), ("b", (8,), True)]), label="nodes")
+        assert_that(outs[REJECTED] | "RejectReasons" >> beam.FlatMap(
+            lambda t: [(r["uid"], r["reason"], r["detail"]) for r in t.to_pylist()]),
+            equal_to([("c", INVALID_EMBEDDING, "embedding holds NaN or infinite values")]), label="rejects")
+        assert_that(outs[emb.MISSING], equal_to([{"count": 1, "examples": ["d"]}]), label="missing")
+
+
+def _batch(uids, scores, vectors) -> emb.NodeBatch:
+    rows = pa.Table.from_pylist([scored_row(u, i, s) for i, (u, s) in enumerate(zip(uids, scores))],
+                                schemas.SCORED)
+    return emb.NodeBatch(rows, np.asarray(vectors, np.float16), emb.uid_keys(uids))
+
+
+def test_dedup_cluster_keeps_the_best_scored_and_names_it():
+    x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0]]))
+    batches = [_batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]), _batch(["u1"], [0.7], x[[1]])]
+    with TestPipeline() as p:
+        outs = (p | beam.Create([((5, -1), batches)])
+                  | beam.ParDo(DedupCluster(0.95, 1000)).with_outputs(REJECTED, main=KEPT))
+        assert_that(outs[KEPT] | "KeptUids" >> beam.FlatMap(lambda t: t.column("uid").to_pylist()),
+                    equal_to(["u1", "u2"]), label="kept")
+        assert_that(outs[REJECTED] | "Survivors" >> beam.FlatMap(lambda t: [
+            (r["uid"], r["reason"], json.loads(r["record"])["survivor_uid"],
+             r["detail"].startswith("semantic duplicate of u1: cosine 0.99") and "cluster 5" in r["detail"])
+            for r in t.to_pylist()]),
+            equal_to([("u0", SEMANTIC_DUPLICATE, "u1", True)]), label="rejects")
+
+
+# --- semdedup through the runner ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dup_world():
+    return duplicate_world(n_clean=1500, groups=44, dim=64, topics=20, seed=1)
+
+
+@pytest.fixture(scope="module")
+def dup_score(dup_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dup")
+    return write_score_dir(root / "score", dup_world.uids, dup_world.vectors, dup_world.scores,
+                           extra_embeddings=40)
+
+
+def test_semdedup_stage_finds_the_planted_groups(dup_world, dup_score, tmp_path):
+    m = _run("semdedup", DEDUP, dup_score, tmp_path / "semdedup")
+    counts = m["counts"]
+    assert counts["in"] == len(dup_world.uids) == counts["kept"] + counts["rejected"]
+    assert set(counts["reasons"]) == {SEMANTIC_DUPLICATE}
+    assert m["semdedup"]["clusters"] == 20 and m["semdedup"]["duplicate_groups"] >= 40
+    rejects = _rejects(tmp_path / "semdedup")
+    kept = set(_kept(tmp_path / "semdedup"))
+    removed = {r["uid"] for r in rejects}
+    flags = np.array([u in removed for u in dup_world.uids])
+    recall = flags[~dup_world.clean()].sum() / dup_world.should_remove()
+    assert recall >= 0.9 and flags[dup_world.clean()].mean() <= 0.02
+    score_of = dict(zip(dup_world.uids, dup_world.scores.tolist()))
+    for r in rejects:                       # every survivor named is kept and scored at least as well
+        survivor = json.loads(r["record"])["survivor_uid"]
+        assert survivor in kept and survivor in r["detail"]
+        assert score_of[survivor] >= score_of[r["uid"]]
+    again = _run("semdedup", DEDUP, dup_score, tmp_path / "semdedup")
+    assert again.get("skipped") is True
+
+
+def test_semdedup_splits_clusters_too_large_for_one_worker(dup_world, dup_score, tmp_path):
+    m = _run("semdedup", ["semdedup.clusters=2", "semdedup.sample=5000", "semdedup.threshold=0.9",
+                          "semdedup.max_cluster_size=400"], dup_score, tmp_path / "semdedup")
+    assert m["semdedup"]["split_clusters"] == 2 and m["semdedup"]["child_clusters"] > 4
+    removed = {r["uid"] for r in _rejects(tmp_path / "semdedup")}
+    flags = np.array([u in removed for u in dup_world.uids])
+    assert flags[~dup_world.clean()].sum() / dup_world.should_remove() >= 0.9
+    labels = {r["detail"].split("cluster ")[1].split(" ")[0] for r in _rejects(tmp_path / "semdedup")}
+    assert labels and all("." in label for label in labels)        # "cluster.child": split ones
+
+
+def test_switched_off_everything_passes_and_is_counted(tmp_path):
+    world = duplicate_world(n_clean=50, groups=3, dim=8, seed=2)
+    score = write_score_dir(tmp_path / "score", world.uids, world.vectors)
+    for path in (score / "embeddings").iterdir():        # not even read when switched off
+        path.unlink()
+    for name, off in (("semdedup", "semdedup.enabled=false"), ("target", "target.enabled=false")):
+        m = _run(name, [off], score, tmp_path / name)
+        assert m["counts"] == {"in": len(world.uids), "kept": len(world.uids), "rejected": 0, "reasons": {}}
+        assert m[name] == {"enabled": False}
+
+
+def test_missing_embeddings_stop_with_the_score_stage_named(tmp_path, capsys):
+    world = duplicate_world(n_clean=60, groups=2, dim=8, seed=3)
+    score = write_score_dir(tmp_path / "score", world.uids, world.vectors, parts=2)
+    (score / "embeddings" / "part-00001.parquet").unlink()
+    with pytest.raises(InputError, match=r"kept rows have no image embedding in the score stage") as e:
+        _run("semdedup", ["semdedup.clusters=4", "semdedup.sample=100"], score, tmp_path / "semdedup")
+    assert "rerun the score stage" in e.value.hint
+    assert not (tmp_path / "semdedup").exists()
+    for path in (score / "embeddings").iterdir():
+        path.unlink()
+    err = one_line_error(capsys, ["semdedup", "--in", str(score), "--score", str(score), "--out", str(tmp_path / "s2")],
+                         "error: no saved embeddings")
+    assert "score" in err
+
+
+def test_nan_embeddings_are_rejects_and_a_small_pool_clamps_the_clusters(tmp_path):
+    world = duplicate_world(n_clean=40, groups=2, dim=8, seed=4)
+    vectors = world.vectors.copy()
+    vectors[[3, 7]] = np.nan
+    score = write_score_dir(tmp_path / "score", world.uids, vectors)
+    notes = []
+    m = _run("semdedup", ["semdedup.clusters=500", "semdedup.sample=1000", "semdedup.threshold=0.9"],
+             score, tmp_path / "semdedup", progress=notes.append)
+    assert m["counts"]["reasons"][INVALID_EMBEDDING] == 2
+    assert m["counts"]["in"] == m["counts"]["kept"] + m["counts"]["rejected"]
+    assert m["semdedup"]["clusters"] == len(world.uids) - 2
+    assert any("semdedup.clusters is 500 but the pool holds" in n for n in notes)
+
+
+# --- target through the runner -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tgt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tgt")
+    world = target_world(seed=1)
+    np.save(root / "targets.npy", world.targets)
+    return world, write_score_dir(root / "score", world.uids, world.pool), root / "targets.npy"
+
+
+def test_target_stage_drops_the_off_target_clusters(tgt, tmp_path):
+    world, score, targets = tgt
+    m = _run("target", TARGET + [f"target.embeddings={targets}"], score, tmp_path / "target")
+    assert m["counts"]["in"] == m["counts"]["kept"] + m["counts"]["rejected"] == len(world.uids)
+    assert set(m["counts"]["reasons"]) == {OFF_TARGET_CLUSTER}
+    assert m["target"]["target_embeddings"] == {"rows": 1500, "usable": 1500, "dim": 64}
+    removed = {r["uid"] for r in _rejects(tmp_path / "target")}
+    flags = np.array([u in removed for u in world.uids])
+    assert flags[world.off_target].mean() >= 0.8 and flags[~world.off_target].mean() <= 0.05
+    clusters = json.loads((tmp_path / "target" / "clusters.json").read_text())
+    assert len(clusters["clusters"]) == 60 and m["target"]["clusters_kept"] == sum(
+        c["kept"] for c in clusters["clusters"])
+    detail = _rejects(tmp_path / "target")[0]["detail"]
+    assert detail.startswith("cluster ") and "distance" in detail and "to the target set" in detail
+    # a keep fraction keeps that share of the clusters, nearest first
+    half = _run("target", TARGET + [f"target.embeddings={targets}", "target.keep_fraction=0.5"],
+                score, tmp_path / "half")
+    assert half["target"]["clusters_kept"] == 30
+
+
+def test_a_bad_target_set_is_a_one_line_error(tgt, tmp_path, capsys):
+    _, score, _ = tgt
+    np.save(tmp_path / "empty.npy", np.zeros((0, 64), np.float32))
+    np.save(tmp_path / "narrow.npy", np.ones((5, 32), np.float32))
+    np.save(tmp_path / "nan.npy", np.full((5, 64), np.nan, np.float32))
+    for name, needle in (("empty", "is empty"), ("narrow", "have size 32, the pool's (score stage) have size 64"),
+                         ("nan", "none of the 5 target embeddings"), ("absent", "not found")):
+        argv = ["target", "--in", str(score), "--score", str(score), "--out", str(tmp_path / f"t-{name}"),
+                "--set", "target.enabled=true", "--target-embeddings", str(tmp_path / f"{name}.npy")]
+        one_line_error(capsys, argv, needle)
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_target_images_are_embedded_with_the_score_model(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        (images / f"{i}.png").write_bytes(_png(i))
+    with tarfile.open(images / "trusted-0.tar", "w") as tar:
+        for i in range(3, 8):
+            data = _png(i)
+            info = tarfile.TarInfo(f"{i:05d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (images / "broken.jpg").write_bytes(b"not an image")
+    world = duplicate_world(n_clean=30, groups=1, dim=128, seed=5)         # witcurate-tiny's size
+    score = write_score_dir(tmp_path / "score", world.uids, world.vectors)
+    manifest = json.loads((score / "_SUCCESS.json").read_text())
+    (score / "_SUCCESS.json").write_text(json.dumps({**manifest, "model": "witcurate-tiny:random"}))
+    overrides = ["target.enabled=true", f"target.images={images}", "target.clusters=4", "target.sample=100",
+                 "score.model=witcurate-tiny", "score.pretrained=''"]
+    m = _run("target", overrides, score, tmp_path / "target")
+    assert m["target"]["embedded"] == {"images": 8, "unreadable": 1}
+    assert np.load(tmp_path / "target" / "target_embeddings.npy").shape == (8, 128)
+    assert m["counts"]["in"] == m["counts"]["kept"] + m["counts"]["rejected"]
+    other = overrides[:-1] + ["score.pretrained=openai"]          # not the model the pool was scored with
+    with pytest.raises(InputError, match="but the score stage used witcurate-tiny:random"):
+        _run("target", other, score, tmp_path / "target2")
+
+
+# --- Beam's multi-process mode ---------------------------------------------------------------------
+
+def test_multi_process_runs_equal_in_process(dup_score, tgt, tmp_path):
+    _, tscore, targets = tgt
+    for name, overrides, score in (("semdedup", DEDUP, dup_score),
+                                   ("target", TARGET + [f"target.embeddings={targets}"], tscore)):
+        _run(name, overrides, score, tmp_path / f"{name}-1")
+        _run(name, overrides, score, tmp_path / f"{name}-2", beam_args=MULTI_PROCESS)
+        one, two = tmp_path / f"{name}-1", tmp_path / f"{name}-2"
+        assert _kept(one) == _kept(two)
+        assert sorted((r["uid"], r["reason"], r["detail"]) for r in _rejects(one)) == \
+            sorted((r["uid"], r["reason"], r["detail"]) for r in _rejects(two))
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,needle", [
+    ("semdedup.threshold=0", "semdedup.threshold must be a cosine in (0, 1], got 0"),
+    ("semdedup.threshold=1.5", "semdedup.threshold must be a cosine in (0, 1], got 1.5"),
+    ("semdedup.threshold=.nan", "semdedup.threshold must be a cosine in (0, 1]"),
+    ("semdedup.sample=10", "semdedup.sample (10) is below semdedup.clusters (1000)"),
+    ("target.sample=999", "target.sample (999) is below target.clusters (1000)"),
+    ("semdedup.clusters=0", "semdedup.clusters must be at least 1"),
+    ("semdedup.max_cluster_size=1", "semdedup.max_cluster_size must be at least 2"),
+    ("target.keep_fraction=0", "target.keep_fraction must be in (0, 1], got 0"),
+    ("target.keep_fraction=1.01", "target.keep_fraction must be in (0, 1]"),
+])
+def test_config_values_are_range_checked_at_load(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert needle in e.value.message
+
+
+def test_the_target_filter_needs_one_target_set_when_it_runs():
+    config = load_config(None, ["target.enabled=true"])          # fine until the stage runs
+    with pytest.raises(ConfigError, match="no target set is given"):
+        validate(config, stages=("target",))
+    with pytest.raises(ConfigError, match="set one of embeddings and images"):
+        load_config(None, ["target.embeddings=t.npy", "target.images=imgs/"])
+    assert load_config("configs/demo.yaml").run.stages.index("semdedup") == \
+        load_config("configs/demo.yaml").run.stages.index("score") + 1
+
+
+def test_cap_reads_the_last_embedding_step_the_run_has():
+    def cap_input(stages):
+        config = load_config(None, [f"run.stages=[{','.join(stages)}]"])
+        return get_stage("cap").default_inputs(config, "OUT")["in"]
+    assert cap_input(["score", "semdedup", "target", "cap"]) == "OUT/target"
+    assert cap_input(["score", "semdedup", "cap"]) == "OUT/semdedup"
+    assert cap_input(["score", "cap"]) == "OUT/score"
+    assert get_stage("target").default_inputs(load_config(None, ["run.stages=[score,target]"]), "OUT")["in"] \
+        == "OUT/score"

@@ -1,0 +1,118 @@
+"""k-means over L2-normalised embeddings, on plain numpy arrays: the fit on a bounded sample, the
+nearest-centroid assignment, and the split of clusters too large for one worker.
+
+The fit is faiss's k-means (faiss-cpu), spherical (centroids re-normalised every iteration, so
+"nearest" is the largest cosine), as SemDeDup and DataComp fit theirs. faiss rather than
+scikit-learn: the same algorithm at a fraction of the time on a few hundred thousand 512-d
+vectors (BLAS distance blocks, OpenMP over centroids), no scipy/joblib stack, and its result
+does not depend on the thread count (each centroid's sum runs over the points in order).
+
+The fit sees only the sample; every other vector is assigned by `ClusterModel.assign`, a blocked
+matrix product, wherever it is (a Beam worker). A cluster whose share of the sample says it
+would hold more than `max_size` vectors in the whole pool gets child centroids fitted on its own
+sample members, and its vectors are assigned to a child as well: the key a worker groups by is
+(cluster, child), so no group is expected above `max_size`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ASSIGN_BLOCK = 8192      # vectors per matrix product (bounds memory to BLOCK x clusters floats)
+
+
+def sample_key(uid: str) -> int:
+    """A stable 64-bit hash of a uid: the k-means sample is the uids with the smallest keys, the
+    same on any runner and any sharding."""
+    return int.from_bytes(hashlib.blake2b(uid.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); a zero row stays zero."""
+    x = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def fit_kmeans(vectors: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np.ndarray:
+    """Spherical k-means centroids (min(k, n) of them, unit length, float32) of `vectors`."""
+    x = np.ascontiguousarray(normalise(vectors))
+    n, d = x.shape
+    if n == 0:
+        raise ValueError("k-means needs at least one vector")
+    k = max(1, min(int(k), n))
+    if k == 1:
+        return normalise(x.mean(axis=0, keepdims=True))
+    import faiss
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=max(256, n))
+    km.train(x)
+    return normalise(km.centroids)
+
+
+def nearest(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each vector, the index of its nearest centroid (largest cosine; ties to the lowest
+    index) and that cosine, in blocks of ASSIGN_BLOCK vectors."""
+    x = np.asarray(vectors, dtype=np.float32)
+    c = np.asarray(centroids, dtype=np.float32)
+    index = np.empty(len(x), dtype=np.int64)
+    cosine = np.empty(len(x), dtype=np.float32)
+    for start in range(0, len(x), ASSIGN_BLOCK):
+        sims = x[start:start + ASSIGN_BLOCK] @ c.T
+        best = np.argmax(sims, axis=1)
+        index[start:start + len(best)] = best
+        cosine[start:start + len(best)] = sims[np.arange(len(best)), best]
+    return index, cosine
+
+
+@dataclass
+class ClusterModel:
+    """Top-level centroids, and child centroids for the clusters that were split."""
+    centroids: np.ndarray                                    # (k, d) float32, unit rows
+    children: dict[int, np.ndarray] = field(default_factory=dict)
+    sample_size: int = 0
+
+    @property
+    def k(self) -> int:
+        return len(self.centroids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    def assign(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cluster, child, cosine to the cluster's centroid) per vector; child is -1 in a
+        cluster that was not split."""
+        x = np.asarray(vectors, dtype=np.float32)
+        top, cosine = nearest(x, self.centroids)
+        child = np.full(len(x), -1, dtype=np.int64)
+        for cluster, subs in self.children.items():
+            members = np.flatnonzero(top == cluster)
+            if len(members):
+                child[members] = nearest(x[members], subs)[0]
+        return top, child, cosine
+
+
+def split_large_clusters(model: ClusterModel, sample: np.ndarray, total: int, max_size: int,
+                         seed: int = 0, niter: int = 20) -> ClusterModel:
+    """`model` with child centroids for every cluster expected to exceed `max_size` vectors.
+
+    A cluster's expected size is its share of the sample times `total` (the vectors to be
+    assigned). Its children are fitted on its sample members, as many as make the expected child
+    half of `max_size` (headroom for the estimate's error)."""
+    if len(sample) == 0 or total <= max_size:
+        return model
+    top, _ = nearest(sample, model.centroids)
+    counts = np.bincount(top, minlength=model.k)
+    children = {}
+    for cluster in np.flatnonzero(counts * total / len(sample) > max_size).tolist():
+        expected = counts[cluster] * total / len(sample)
+        members = sample[top == cluster]
+        parts = min(len(members), math.ceil(expected / max(1, max_size // 2)))
+        if parts > 1:
+            children[int(cluster)] = fit_kmeans(members, parts, seed + 1 + cluster, niter)
+    return ClusterModel(model.centroids, children, model.sample_size)

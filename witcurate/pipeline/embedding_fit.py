@@ -1,0 +1,130 @@
+"""The k-means model of the embedding steps, fitted in Beam on a bounded sample, and the batched
+writes of their outputs.
+
+The sample is the `sample` node vectors with the smallest stable uid hashes (kmeans.sample_key):
+each batch offers its smallest, a combine keeps the smallest overall, so the same sample comes
+out on any runner and any sharding, and nothing beyond it is ever gathered in one place. The
+fit (filters/kmeans.py) runs once, on one worker, and its ClusterModel is the side input every
+assignment uses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from witcurate import schemas
+from witcurate.filters import kmeans
+from witcurate.pipeline import fs
+from witcurate.pipeline.beam_io import KEPT, REJECTED, beam_path, read_json_lines
+
+
+def _smallest(keys: np.ndarray, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(keys, kind="stable")[:n]
+    return keys[order], vectors[order]
+
+
+class SmallestKeys(beam.CombineFn):
+    """(keys, vectors) of node batches -> the n with the smallest keys, in key order."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, batch):
+        return self.merge_accumulators([acc, (batch.keys, batch.vectors)])
+
+    def merge_accumulators(self, accs):
+        accs = [a for a in accs if a is not None and len(a[0])]
+        if not accs:
+            return None
+        return _smallest(np.concatenate([a[0] for a in accs]), np.concatenate([a[1] for a in accs]), self.n)
+
+    def extract_output(self, acc):
+        return acc
+
+
+def fit_model(sample: tuple[np.ndarray, np.ndarray] | None, total: int, clusters: int,
+              max_size: int, seed: int, niter: int) -> kmeans.ClusterModel:
+    """The ClusterModel of the sample: min(clusters, sample) centroids, and children for the
+    clusters expected to exceed max_size among the `total` vectors to assign."""
+    if sample is None or not len(sample[0]):
+        return kmeans.ClusterModel(np.zeros((0, 0), dtype=np.float32), {}, 0)
+    vectors = kmeans.normalise(sample[1])
+    model = kmeans.ClusterModel(kmeans.fit_kmeans(vectors, clusters, seed, niter), {}, len(vectors))
+    return kmeans.split_large_clusters(model, vectors, total, max_size, seed, niter)
+
+
+def _total(counts) -> int:
+    return int(sum(counts))
+
+
+class FitClusters(beam.PTransform):
+    """NodeBatches -> one ClusterModel fitted on the `sample` vectors with the smallest uid hashes."""
+
+    def __init__(self, clusters: int, sample: int, max_size: int, seed: int, niter: int):
+        super().__init__()
+        self.clusters, self.sample, self.max_size = clusters, sample, max_size
+        self.seed, self.niter = seed, niter
+
+    def expand(self, nodes):
+        total = nodes | "BatchSizes" >> beam.Map(len) | "CountNodes" >> beam.CombineGlobally(_total)
+        return (nodes
+                | "Sample" >> beam.CombineGlobally(SmallestKeys(self.sample))
+                | "FitKMeans" >> beam.Map(fit_model, beam.pvalue.AsSingleton(total), self.clusters,
+                                          self.max_size, self.seed, self.niter))
+
+
+def model_summary(model: kmeans.ClusterModel) -> str:
+    """One JSON line about a fitted model, for the stage's manifest."""
+    return json.dumps({"clusters": model.k, "sample": model.sample_size,
+                       "split_clusters": len(model.children),
+                       "child_clusters": sum(len(c) for c in model.children.values())})
+
+
+def write_model_summary(model, work_dir: str) -> None:
+    (model
+     | "ModelSummary" >> beam.Map(model_summary)
+     | "WriteModelSummary" >> beam.io.WriteToText(fs.join(work_dir, "model"), ".jsonl", num_shards=1))
+
+
+def read_model_summary(work_dir: str) -> dict[str, Any]:
+    found = read_json_lines(fs.join(work_dir, "model"))
+    return found[0] if found else {}
+
+
+def conform_kept(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A kept table with exactly `schema`'s columns and types, ready for the batched writer."""
+    return schemas.conform(table, schema).select(schema.names).cast(schema)
+
+
+def _non_empty(table: pa.Table) -> bool:
+    return table.num_rows > 0
+
+
+class WriteTables(beam.PTransform):
+    """Write a stage's kept tables and reject tables as parquet parts in its temporary directory
+    (the batched twin of beam_io.WriteStageOutputs: same files, same schemas)."""
+
+    def __init__(self, tmp_dir: str, kept_schema: pa.Schema):
+        super().__init__()
+        self.tmp_dir = beam_path(tmp_dir)
+        self.kept_schema = kept_schema
+
+    def expand(self, outputs):
+        (outputs[KEPT]
+         | "NonEmptyKept" >> beam.Filter(_non_empty)
+         | "ConformKept" >> beam.Map(conform_kept, self.kept_schema)
+         | "WriteKept" >> beam.io.WriteToParquetBatched(fs.join(self.tmp_dir, "part"), self.kept_schema,
+                                                        file_name_suffix=".parquet"))
+        (outputs[REJECTED]
+         | "NonEmptyRejects" >> beam.Filter(_non_empty)
+         | "WriteRejects" >> beam.io.WriteToParquetBatched(fs.join(self.tmp_dir, "rejects", "part"),
+                                                           schemas.REJECTS, file_name_suffix=".parquet"))
+        return outputs
