@@ -187,6 +187,12 @@ def _check_started(pool) -> None:
             "script again.") from None
 
 
+# A worker is replaced after this many tasks (img2dataset recycles after 5 in a pool of one call).
+# The pool here outlives calls, and each download shard is one task here, as is the start-up
+# probe: at 5, a run of 5 shards paid a fresh worker (seconds of importing OpenCV, 15 s on a
+# loaded machine) before its last shard. 20 still bounds what a worker can accumulate.
+TASKS_PER_WORKER = 20
+
 _pools: dict[tuple[int, WorkerSettings], Any] = {}
 _pools_lock = threading.Lock()
 _current = threading.local()
@@ -202,7 +208,7 @@ def _pool(processes: int, settings: WorkerSettings):
             os.environ[MAX_PIXELS_ENV] = str(settings.max_pixels)
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(processes, initializer=_init_worker, initargs=(settings,),
-                            maxtasksperchild=5)
+                            maxtasksperchild=TASKS_PER_WORKER)
             _check_started(pool)
             _pools[key] = pool
         return pool
