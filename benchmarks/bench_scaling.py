@@ -42,6 +42,8 @@ import threading
 import time
 from pathlib import Path
 
+from witcurate.demo.hosts import allow_private
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "match", "balance", "download", "dedupe", "score", "cap", "shards"]
 SIZES = [1_000, 10_000] + ([100_000] if os.environ.get("WITCURATE_BENCH_100K") == "1" else [])
@@ -67,7 +69,7 @@ def _overrides(world: Path, port: int, pool: int) -> list[str]:
         f"queries.dumps=[{world}/dump/enwiki-demo-pages-articles-multistream.xml.bz2]",
         f"queries.pageviews=['{world}/pageviews/pageviews-*.gz']",
         f"ingest.sources=[{world}/pool/candidates.parquet]",
-        f"download.allow_private=['127.0.0.1:{port}']",
+        f"download.allow_private={allow_private('127.0.0.1', port)}",     # the demo's 8 hosts
         f"balance.per_query={LIFTED}", f"cap.per_query={LIFTED}",
         "score.pretrained=''", "score.threshold=null", "score.top_fraction=0.7", RUN_STAGES,
     ]
