@@ -109,7 +109,12 @@ def test_world_json_and_urls(world):
     assert table.column_names == ["url", "caption"]
     assert table.num_rows == POOL
     urls = table.column("url").to_pylist()
-    assert all(u.startswith("http://127.0.0.1:18999/i/") for u in urls)
+    # the demo's hosts: 127.0.0.1 (demo.host) and the next seven, each serving /i/ (robots.txt
+    # decides about /private/i/)
+    hosts = [f"http://127.0.0.{i}:18999/" for i in range(1, 9)]
+    assert all(re.fullmatch(r"http://127\.0\.0\.[1-8]:18999(/private)?/i/[0-9a-f]{14}\.(jpg|png)", u) for u in urls)
+    assert {u[:len(hosts[0])] for u in urls} == set(hosts)
+    assert info["allow_private"] == [h[len("http://"):-1] for h in hosts]
     assert len(set(urls)) == POOL
     for rel in ("dump/" + wiki.DUMP_NAME, "dump/" + wiki.INDEX_NAME, "host.json",
                 "truth/truth.parquet", "eval/retrieval-00000.tar", "trusted/trusted-00000.tar",
