@@ -42,7 +42,7 @@ from witcurate.demo.files import write_json
 from witcurate.demo.pool import write_pool
 from witcurate.errors import UserError
 
-VERSION = 1
+VERSION = 2
 
 
 def world_params(cfg: DemoSection) -> dict:
