@@ -414,3 +414,36 @@ def test_pageview_files_in_the_wikimedia_format(world):
     below = [t for t, v in english.items() if v < 70]
     assert len(above) >= 40 and len(below) >= 100
     assert "Night sky" in english and "Red circle" in english
+
+
+# --------------------------------------------------------------------------- judging the embedding stages
+
+def _truth_of(rows):
+    from witcurate.demo.semantic_truth import Truth
+    return Truth([{"url": u, "kind": k, "dup_of": d} for u, k, d in rows])
+
+
+def test_semdedup_is_judged_by_truth_groups():
+    from witcurate.demo.semantic_truth import judge_dedup
+    truth = _truth_of([("o", "clean", None), ("c1", "semantic_dup", "o"), ("c2", "semantic_dup", "o"),
+                       ("p", "clean", None), ("q", "clean", None), ("x", "off_target", None)])
+    reached = ["o", "c1", "c2", "p", "q", "x"]
+    # The original removed while a copy stays is right; p, a scene of its own, is a clean pair lost.
+    judged = judge_dedup(reached, {"o", "c1", "p"}, truth)
+    assert (judged["right"], judged["possible"], judged["recall"]) == (2, 2, 1.0)
+    assert (judged["clean_removed"], judged["clean_at_stage"]) == (1, 3)
+    assert judged["clean_removed_share"] == pytest.approx(1 / 3, abs=1e-4)
+    # Removing a whole group keeps nothing of it: one removal too many, a clean pair lost.
+    judged = judge_dedup(reached, {"o", "c1", "c2"}, truth)
+    assert (judged["right"], judged["clean_removed"], judged["other_pairs_lost"]) == (2, 1, 0)
+    judged = judge_dedup(reached, {"x"}, truth)
+    assert (judged["recall"], judged["clean_removed"], judged["other_pairs_lost"]) == (0.0, 0, 1)
+
+
+def test_target_filter_is_judged_on_off_target_and_clean_pairs():
+    from witcurate.demo.semantic_truth import judge_target
+    truth = _truth_of([("a", "clean", None), ("b", "clean", None), ("c", "semantic_dup", "a"),
+                       ("x", "off_target", None), ("y", "off_target", None)])
+    judged = judge_target(["a", "b", "c", "x", "y"], {"x", "b"}, truth)
+    assert (judged["off_target_removed"], judged["off_target_at_stage"], judged["recall"]) == (1, 2, 0.5)
+    assert (judged["clean_removed"], judged["clean_at_stage"], judged["clean_removed_share"]) == (1, 2, 0.5)
