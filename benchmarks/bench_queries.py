@@ -31,7 +31,7 @@ from typing import Callable
 
 import benchmarks
 
-FIXTURE = (Path(benchmarks.__file__).resolve().parents[2] / "shared" / "fixtures" / "wikipedia"
+FIXTURE = (Path(benchmarks.__file__).resolve().parents[1] / "tests" / "fixtures" / "wikipedia"
            / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 ENWIKI_BYTES = 23e9
 CORES = (1, 16, 64, 256)

@@ -3,14 +3,50 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port
+from repo_boundary import RepoBoundary
+from shared_demo import DemoRun, DemoWorld, make_run, make_world
+
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"     # real-data samples kept in the repo (see their PROVENANCE.md)
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# As the CLI does, before torch is imported: OpenMP threads that spin-wait while Beam, the image
+# host and download workers need the same two cores make every in-process run slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if (REPO / ".nltk_data").exists():
     os.environ.setdefault("NLTK_DATA", str(REPO / ".nltk_data"))
+
+
+def pytest_configure(config):
+    """Fail any test that reads a file beside the clone or writes inside it (repo_boundary.py)."""
+    boundary = RepoBoundary(REPO)
+    boundary.install()
+    config.pluginmanager.register(boundary, "repo-boundary")
 
 
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory) -> DemoWorld:
+    """The session's one small demo world (see shared_demo.py); tests only read it."""
+    return make_world(tmp_path_factory.mktemp("demo") / "world", free_port())
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_world, tmp_path_factory) -> DemoRun:
+    """Every stage of `witcurate run` on the shared world, once per session; tests only read it.
+    Its image host is stopped when the run returns, so the next user can serve the same port."""
+    return make_run(demo_world, tmp_path_factory.mktemp("demo-run") / "run")
+
+
+@pytest.fixture(scope="session")
+def beam_chain_run(tmp_path_factory) -> tuple[str, dict[str, dict]]:
+    """beam_chain's pure-Beam stages run once in this process: (run directory, manifests).
+    The Dataflow graph tests build on it and the portability tests compare against it."""
+    from beam_chain import run_chain
+    root = str(tmp_path_factory.mktemp("beam-chain") / "run")
+    return root, run_chain(root, [])

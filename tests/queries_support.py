@@ -7,7 +7,7 @@ import gzip
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "wikipedia"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wikipedia"
 ENWIKI = FIXTURES / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MULTISTREAM = FIXTURES / "pages-articles-p2566p2583.multistream.xml.bz2"
 MULTISTREAM_INDEX = FIXTURES / "pages-articles-p2566p2583.multistream-index.xml.bz2"

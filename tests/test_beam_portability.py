@@ -26,10 +26,9 @@ MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processi
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("inproc") / "run")
-    manifests = run_chain(root, [])
-    return root, manifests
+def in_process(beam_chain_run):
+    """The chain in this process, run once per session (conftest.py)."""
+    return beam_chain_run
 
 
 def test_chain_in_worker_processes_matches_in_process(in_process, tmp_path):

@@ -1,18 +1,26 @@
 """The whole chain is portable: in Beam's worker processes, and on a non-local filesystem.
 
-A tiny demo world is run three times through queries, ingest, match, balance, download, dedupe,
-scorer, score, semdedup, target, cap and shards: in-process under a local directory (the reference); with Beam's
-local runner in multi-process mode (`--direct_num_workers=2
---direct_running_mode=multi_processing`), where unpicklable DoFns, driver-only state, per-process
-model and pool set-up and non-deterministic keys show up before Dataflow does; and in-process
-under `memory://`, with every input the stages read (the dump, pageview files, candidate pool
+The session's shared demo world (conftest.py `demo_world`) runs through queries, ingest, match,
+balance, download, dedupe, scorer, score, semdedup, target, cap and shards three ways:
+in-process under a local directory (the reference: the session's shared run, `demo_run`, made
+once for this test, the end-to-end test and the kill-and-resume test); with Beam's local runner
+in multi-process mode (`--direct_num_workers=2 --direct_running_mode=multi_processing`), where
+unpicklable DoFns, driver-only state, per-process model and pool set-up and non-deterministic
+keys show up before Dataflow does; and in-process under `memory://`, with every input the stages read (the dump, pageview files, candidate pool
 and trusted set) copied into memory:// as well. The stages' parquet IO goes through Beam's
 FileSystems, which learn `memory://` from the test-only FileSystem in `memory_fs.py`; the local
 FnApiRunner runs in this process, so it shares fsspec's memory store with the driver. Any
 os.path, open(), os.listdir, pathlib or shutil call on a run path fails there (or writes a local
 directory named `memory:`), as it would on gs://. Both other runs must produce the same uids and the
-same reject reasons in every stage as the reference, and byte-identical shard tars; the memory
-run also an audit without problems.
+same reject reasons in every stage they run as the reference, and byte-identical shard tars;
+the memory run also an audit without problems.
+
+The multi-process run runs the stages with something of their own to get wrong in worker
+processes: queries (dump splits), download (its worker pool), score (a model per process) and
+shards (image tars). The pure-Beam stages between them (ingest, match, balance, dedupe, cap)
+are copied from the reference instead: test_beam_portability runs each of them in worker
+processes on data made to keep and reject something in every one, and each Beam stage here
+costs two worker start-ups. (The scorer trains in the driver, in any mode.)
 
 The one exception is where the download stage's files are written. img2dataset writes its shards
 from worker processes that the stage spawns; on gs:// they write to the bucket, but a spawned
@@ -33,11 +41,9 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 from memory_fs import beam_memory_filesystem, clear
-from ports import free_port
 
 from witcurate.config import load_config
 from witcurate.demo.host import ImageHost
-from witcurate.demo.world import generate_world
 from witcurate.pipeline import fs
 from witcurate.pipeline.audit import audit_run, format_table
 from witcurate.pipeline.inference import local_weights
@@ -55,19 +61,6 @@ def _quiet(_msg: str) -> None:
     pass
 
 
-def _world_overrides(world: Path, port: int) -> list[str]:
-    return [
-        f"demo.root={world}", f"demo.port={port}", "demo.pool_size=150", "demo.trusted_size=40",
-        "demo.eval_size=10",
-        "queries.wordnet=false",              # WordNet is read from a local NLTK directory anyway
-        f"download.allow_private=['127.0.0.1:{port}']",
-        "download.processes_count=1", "download.timeout=1",   # the host's slow faults take 4 s
-        "scorer.epochs=1", "shards.samples_per_shard=20",
-        # a scorer trained for one epoch has no calibrated threshold: keep the top 70%
-        "score.threshold=null", "score.top_fraction=0.7",
-    ]
-
-
 def _copy_inputs(world: Path, root: str) -> str:
     """The world's raw inputs, copied under ROOT/inputs through fsspec; returns that directory."""
     inputs = fs.join(root, "inputs")
@@ -81,13 +74,15 @@ def _copy_inputs(world: Path, root: str) -> str:
 
 
 MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+MULTI_PROCESS_STAGES = ["queries", "download", "score", "shards"]
 
 
 def _run_chain(root: str, world: Path, overrides: list[str], download_staging: str | None,
-               beam_args: tuple[str, ...] = ()) -> dict:
-    """Every stage under `root` with its default inputs; returns each stage's manifest."""
+               beam_args: tuple[str, ...] = (), only: list[str] = STAGES, reference: str = "") -> dict:
+    """The stages in `only` under `root` with their default inputs, the others copied from the
+    finished `reference` run; returns each stage's manifest."""
     inputs = _copy_inputs(world, root)
-    config = load_config(CONFIG, overrides + [
+    config = load_config(CONFIG, overrides + [      # the same run, reading the copies
         f"queries.dumps=['{inputs}/enwiki-demo-pages-articles-multistream.xml.bz2']",
         f"queries.pageviews=['{inputs}/pageviews-*.gz']",
         f"ingest.sources=['{inputs}/candidates*.parquet']",
@@ -95,6 +90,10 @@ def _run_chain(root: str, world: Path, overrides: list[str], download_staging: s
     ])
     manifests = {}
     for name in STAGES:
+        if name not in only:
+            shutil.copytree(fs.join(reference, name), fs.join(root, name))
+            manifests[name] = {**fs.read_json(fs.join(root, name, "_SUCCESS.json")), "copied": True}
+            continue
         stage = get_stage(name)
         final = fs.join(root, name)
         if name == "download" and download_staging:
@@ -108,22 +107,20 @@ def _run_chain(root: str, world: Path, overrides: list[str], download_staging: s
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(demo_world, demo_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fsspec-paths")
-    world, local_root, mp_root = tmp / "world", str(tmp / "run"), str(tmp / "run-multiprocess")
-    port = free_port()
-    overrides = _world_overrides(world, port)
-    generate_world(load_config(CONFIG, overrides).demo, str(world), progress=_quiet)
-    host = ImageHost(str(world), "127.0.0.1", port)
+    world, mp_root = demo_world.root, str(tmp / "run-multiprocess")
+    overrides = demo_world.overrides()
+    host = ImageHost(str(world), "127.0.0.1", demo_world.port)
     host.start()
     clear(MEMORY_ROOT)
     checkpoint = fs.join(MEMORY_ROOT, "scorer", "checkpoint.pt")
     try:
-        local = _run_chain(local_root, world, overrides, None)
-        multiprocess = _run_chain(mp_root, world, overrides, None, tuple(MULTI_PROCESS))
+        multiprocess = _run_chain(mp_root, world, overrides, None, tuple(MULTI_PROCESS),
+                                  MULTI_PROCESS_STAGES, str(demo_run.out))
         with beam_memory_filesystem():
             memory = _run_chain(MEMORY_ROOT, world, overrides, str(tmp / "staging"))
-        yield {"local_root": local_root, "local": local, "memory": memory,
+        yield {"local_root": str(demo_run.out), "local": demo_run.manifests, "memory": memory,
                "mp_root": mp_root, "multiprocess": multiprocess}
     finally:
         host.stop()
@@ -186,7 +183,8 @@ def test_memory_run_equals_local_run(runs):
 
 def test_chain_in_beam_worker_processes_equals_in_process(runs):
     local_root, local, mp_root, mp = runs["local_root"], runs["local"], runs["mp_root"], runs["multiprocess"]
-    for name in STAGES:
+    for name in MULTI_PROCESS_STAGES:
+        assert not mp[name].get("skipped") and not mp[name].get("copied"), name    # really ran
         assert mp[name]["counts"] == local[name]["counts"], name
         glob = local[name]["kept_glob"]
         assert _kept_keys(fs.join(mp_root, name), glob) == _kept_keys(fs.join(local_root, name), glob), name

@@ -1,9 +1,18 @@
-"""The CLI a user meets: help everywhere, one-line errors with exit code 2, audit."""
+"""The CLI a user meets: help everywhere, one-line errors with exit code 2, audit, and the
+config in force named on stderr (never configs/demo.yaml picked up by chance)."""
+
+import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
+from cli_errors import one_line_error
 from witcurate.cli import main
+from witcurate.config import IngestSection
 from witcurate.pipeline.stages import ORDER
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("command", ["run", "demo", "audit", "experiment", *ORDER])
@@ -13,47 +22,60 @@ def test_help_everywhere(command, capsys):
     assert e.value.code == 0 and "usage: witcurate" in capsys.readouterr().out
 
 
-def _one_line_error(capsys, argv):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
-
-
 def test_bad_config_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("cap:\n  per_qurey: 3\n")
-    err = _one_line_error(capsys, ["run", "--config", str(bad), "--out", str(tmp_path / "o")])
+    err = one_line_error(capsys, ["run", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert "unknown key 'per_qurey'" in err and "known keys" in err
 
 
 def test_missing_input(tmp_path, capsys):
-    err = _one_line_error(capsys, ["match", "--in", str(tmp_path / "nope"), "--queries",
+    err = one_line_error(capsys, ["match", "--in", str(tmp_path / "nope"), "--queries",
                                    str(tmp_path / "q.json"), "--out", str(tmp_path / "match")])
     assert "does not exist" in err
 
 
 def test_missing_dump(tmp_path, capsys):
-    err = _one_line_error(capsys, ["queries", "--dump", str(tmp_path / "enwiki.xml.bz2"),
+    err = one_line_error(capsys, ["queries", "--dump", str(tmp_path / "enwiki.xml.bz2"),
                                    "--out", str(tmp_path / "queries"), "--set", "queries.wordnet=false"])
     assert "enwiki.xml.bz2" in err
 
 
+@pytest.mark.parametrize("config, says", [
+    ([], "config: built-in defaults (WIT) + 2 overrides"),      # --dump and --set
+    (["--config", "configs/demo.yaml"], "config: configs/demo.yaml + 2 overrides"),
+])
+def test_a_stage_run_from_the_repo_root_uses_the_config_it_names(tmp_path, capsys, monkeypatch, config, says):
+    """`witcurate queries --dump X` in the checkout (where configs/demo.yaml lies) means the WIT
+    defaults unless --config says otherwise, and the first line on stderr says which."""
+    monkeypatch.chdir(REPO)
+    assert (REPO / "configs" / "demo.yaml").exists()
+    assert main(["queries", *config, "--dump", str(tmp_path / "enwiki.xml.bz2"),
+                 "--out", str(tmp_path / "queries"), "--set", "queries.wordnet=false"]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == says
+
+
 def test_unknown_option_is_refused_not_passed_to_beam(tmp_path, capsys):
-    err = _one_line_error(capsys, ["ingest", "--in", "x.parquet", "--out", str(tmp_path / "i"), "--treshold=3"])
+    err = one_line_error(capsys, ["ingest", "--in", "x.parquet", "--out", str(tmp_path / "i"), "--treshold=3"])
     assert "--treshold" in err
 
 
 def test_audit_of_missing_run(tmp_path, capsys):
-    assert "not found" in _one_line_error(capsys, ["audit", str(tmp_path / "none")])
+    assert "not found" in one_line_error(capsys, ["audit", str(tmp_path / "none")])
 
 
-def test_ingest_subcommand_end_to_end(tmp_path, capsys):
+def test_ingest_subcommand_end_to_end(tmp_path, capsys, monkeypatch):
+    """From the repository root, without --config: the built-in defaults, recorded as such."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     pq.write_table(pa.table({"url": ["http://a.com/1.jpg", "http://a.com/2.jpg"],
                              "caption": ["two red circles on the grass", "IMG_0001.jpg"]}), tmp_path / "c.parquet")
+    monkeypatch.chdir(REPO)
     assert main(["ingest", "--in", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "run" / "ingest")]) == 0
-    assert "in=2 kept=1 rejected=1" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "in=2 kept=1 rejected=1" in out
+    assert err.splitlines() == ["config: built-in defaults (WIT)"]
+    manifest = json.loads((tmp_path / "run" / "ingest" / "_SUCCESS.json").read_text())
+    assert manifest["config"]["ingest"] == dataclasses.asdict(IngestSection())    # not demo.yaml's sources
     assert main(["audit", str(tmp_path / "run")]) == 0
     assert "ingest" in capsys.readouterr().out

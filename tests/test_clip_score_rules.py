@@ -26,6 +26,16 @@ def test_threshold_keeps_scores_at_or_above_it():
     assert rules.keep_by_threshold(-0.5, -1.0) is True
 
 
+@pytest.mark.parametrize("threshold", [0.25, 0.5, -0.125, 0.3125, float(np.float32(0.28))])
+def test_a_score_exactly_at_the_threshold_is_kept(threshold):
+    """Values float32 holds exactly: the stored score equals the threshold, so only `>=` keeps
+    it (0.28 itself rounds up in float32 and cannot tell `>=` from `>`)."""
+    assert float(np.float32(threshold)) == threshold
+    assert rules.keep_by_threshold(threshold, threshold) is True
+    below = float(np.nextafter(np.float32(threshold), np.float32(-1)))
+    assert rules.keep_by_threshold(below, threshold) == Drop("clip_score_below")
+
+
 def test_threshold_is_applied_to_the_stored_float32_score():
     # 0.28 rounds up in float32; a stored clip_score of 0.28 must pass a 0.28 threshold.
     assert float(np.float32(0.28)) > 0.28
@@ -100,23 +110,24 @@ def test_score_bins_grow_with_the_score():
     assert rules.score_bin(-0.5) < rules.score_bin(-0.25) < rules.score_bin(0.25) < rules.score_bin(0.5)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.3, 0.5, 0.999, 1.0])
-def test_two_pass_cutoff_equals_the_one_pass_cutoff(fraction):
-    """Histogram, then only the cutoff's bin ranked: exactly top_fraction_cutoff, ties and
-    negative scores included, with the whole pipeline transform run on the same data."""
-    import apache_beam as beam
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
+FRACTIONS = [0.0, 0.001, 0.3, 0.5, 0.999, 1.0]
 
-    from witcurate.pipeline.score import TopFractionCutoff
 
+def _case(fraction: float):
+    """Scores with ties and negative values, their uids and tie hashes, and the one-pass cutoff."""
     rng = np.random.default_rng(int(fraction * 1000))
     scores = np.concatenate([rng.normal(0.25, 0.05, 3000), np.full(300, 0.3), rng.uniform(-1, 1, 200)])
     scores = [float(np.float32(s)) for s in scores]
     uids = [f"u{i}" for i in range(len(scores))]
     ties = [rules.tie_hash(u) for u in uids]
-    expected = rules.top_fraction_cutoff(scores, ties, fraction)
+    return scores, uids, ties, rules.top_fraction_cutoff(scores, ties, fraction)
 
+
+@pytest.mark.parametrize("fraction", FRACTIONS)
+def test_two_pass_cutoff_equals_the_one_pass_cutoff(fraction):
+    """Histogram, then only the cutoff's bin ranked: exactly top_fraction_cutoff, ties and
+    negative scores included."""
+    scores, _, ties, expected = _case(fraction)
     histogram = np.zeros(1 << rules.BIN_BITS, dtype=np.int64)
     for s in scores:
         histogram[rules.score_bin(s)] += 1
@@ -124,6 +135,19 @@ def test_two_pass_cutoff_equals_the_one_pass_cutoff(fraction):
     in_bin = [(s, t) for s, t in zip(scores, ties) if where and rules.score_bin(s) == where["bin"]]
     assert rules.cutoff_in_bin(in_bin, where) == expected
 
-    rows = [{"uid": u, "clip_score": s} for u, s in zip(uids, scores)]
+
+def test_the_pipeline_transform_finds_the_one_pass_cutoff_for_every_fraction():
+    """The whole pipeline transform on the same data, every fraction in one pipeline (one Beam
+    start-up instead of six)."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from witcurate.pipeline.score import TopFractionCutoff
+
     with TestPipeline() as p:
-        assert_that(p | beam.Create(rows) | TopFractionCutoff(fraction), equal_to([expected]))
+        for fraction in FRACTIONS:
+            scores, uids, _, expected = _case(fraction)
+            rows = [{"uid": u, "clip_score": s} for u, s in zip(uids, scores)]
+            cutoff = p | f"Rows {fraction}" >> beam.Create(rows) | f"Cutoff {fraction}" >> TopFractionCutoff(fraction)
+            assert_that(cutoff, equal_to([expected]), label=f"Equals {fraction}")

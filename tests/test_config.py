@@ -78,12 +78,10 @@ def test_a_keep_rule_is_needed_only_where_the_score_stage_runs():
 
 
 def test_run_with_a_bad_value_fails_before_its_first_stage(tmp_path, capsys):
-    from witcurate.cli import main
+    from cli_errors import one_line_error
     out, world = tmp_path / "run", tmp_path / "world"
     for bad in ("score.batch_size=0", "score.threshold=null"):    # a range; a stage-dependent rule
-        code = main(["run", "--config", "configs/demo.yaml", "--out", str(out),
-                     "--set", bad, "--set", f"demo.root={world}"])
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and err.startswith("error: ") and "\n" not in err
+        err = one_line_error(capsys, ["run", "--config", "configs/demo.yaml", "--out", str(out),
+                                      "--set", bad, "--set", f"demo.root={world}"])
         assert bad.partition("=")[0] in err or "neither is set" in err
         assert not out.exists() and not world.exists()        # no stage ran, no demo world was made

@@ -15,14 +15,13 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
-from beam_chain import run_chain
 from witcurate.config import load_config
 from witcurate.pipeline import beam_io, fs
 from witcurate.pipeline.runner import StageContext
 from witcurate.pipeline.stages import ORDER, get_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_DUMP = ROOT.parent / "shared" / "fixtures" / "wikipedia" / \
+FIXTURE_DUMP = ROOT / "tests" / "fixtures" / "wikipedia" / \
     "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Beam validates these at pipeline construction: project ids and bucket names must look real.
 DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=witcurate-test", "--region=us-central1",
@@ -50,11 +49,10 @@ def dry_run(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """Real stage outputs (ingest .. cap) from a small local run, to build the graphs on."""
-    root = str(tmp_path_factory.mktemp("graphs") / "run")
-    run_chain(root, [])
-    return root
+def run_dir(beam_chain_run):
+    """Real stage outputs (ingest .. cap) from a small local run, to build the graphs on (the
+    session's in-process beam_chain run, which the portability tests compare against)."""
+    return beam_chain_run[0]
 
 
 def stage_setup(name: str, root: str):

@@ -1,4 +1,7 @@
-"""The whole chain on a tiny demo world: dump -> queries -> ... -> shards -> train, offline."""
+"""The whole chain on a tiny demo world: dump -> queries -> ... -> shards -> train, offline.
+
+The run is the session's shared one (conftest.py `demo_run`), also the reference of the
+portability and kill-and-resume tests."""
 
 import json
 
@@ -11,30 +14,12 @@ from witcurate.pipeline.audit import audit_run
 from witcurate.pipeline.matcher import QueryMatcher
 from witcurate.pipeline.run import run_all
 from witcurate.pipeline.stages import ORDER
-from ports import free_port
-
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    world, out = root / "world", root / "run"
-    port = free_port()
-    cfg = load_config("configs/demo.yaml", [
-        f"demo.root={world}", f"demo.port={port}", "demo.pool_size=240", "demo.trusted_size=400",
-        "demo.eval_size=40",
-        f"queries.dumps=[{world}/dump/enwiki-demo-pages-articles-multistream.xml.bz2]",
-        f"queries.pageviews=['{world}/pageviews/pageviews-*.gz']",
-        f"ingest.sources=[{world}/pool/candidates.parquet]",
-        f"download.allow_private=['127.0.0.1:{port}']", "download.urls_per_shard=100",
-        f"scorer.trusted={world}/trusted/trusted-*.tar", "scorer.epochs=2",
-        f"train.eval_dir={world}/eval", "train.epochs=1", "shards.samples_per_shard=50",
-        # a scorer trained for seconds has no calibrated threshold: keep the top 70%
-        "score.threshold=null", "score.top_fraction=0.7",
-    ])
-    log = []
-    run_all(cfg, str(out), [], progress=log.append, hooks=demo_hooks(cfg))
-    return cfg, out, log
+def tiny_run(demo_run):
+    """The session's shared run of the small demo world (conftest.py, shared_demo.py)."""
+    return demo_run.config, demo_run.out, demo_run.log
 
 
 def test_every_stage_ran_and_balances(tiny_run):

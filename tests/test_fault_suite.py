@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from cli_errors import one_line_error
 from queries_support import write_plain
 from witcurate import schemas
 from witcurate.cli import main
@@ -52,16 +53,6 @@ from witcurate.pipeline import download_worker
 from witcurate.pipeline.tables import read_table
 
 LONG = 1_000_000
-
-
-def _error(capsys, argv: list[str], *needles: str) -> str:
-    """The command fails with exit 2 and one line that says what is wrong."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def _rejects(capsys, argv: list[str], out: Path, reasons: dict[str, int], kept: int) -> dict:
@@ -86,14 +77,14 @@ GOOD = [("http://img.example.com/a.jpg", "two red circles on the grass"),
 
 # ---- queries: the Wikipedia inputs ----
 
-# The dump alone (configs/demo.yaml, read by default, points at the demo world's page views).
+# The dump alone, without WordNet (the built-in defaults read no page views).
 NO_PAGEVIEWS = ["--set", "queries.wordnet=false", "--set", "queries.pageviews=[]"]
 
 
 def test_truncated_bz2_dump(tmp_path, capsys):
     dump = write_plain(tmp_path / "enwiki-x-pages-articles.xml.bz2")
     dump.write_bytes(dump.read_bytes()[:-40])
-    _error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"), *NO_PAGEVIEWS],
+    one_line_error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"), *NO_PAGEVIEWS],
            "truncated bz2 stream", "re-download the dump")
     assert not (tmp_path / "q").exists()
 
@@ -101,14 +92,14 @@ def test_truncated_bz2_dump(tmp_path, capsys):
 def test_bz2_dump_that_is_not_mediawiki_xml(tmp_path, capsys):
     dump = tmp_path / "enwiki-x-pages-articles.xml.bz2"
     dump.write_bytes(bz2.compress(b"this is a text file, not a MediaWiki export\n" * 50))
-    _error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"), *NO_PAGEVIEWS], str(dump))
+    one_line_error(capsys, ["queries", "--dump", str(dump), "--out", str(tmp_path / "q"), *NO_PAGEVIEWS], str(dump))
 
 
 def test_truncated_pageviews_gzip(tmp_path, capsys):
     dump = write_plain(tmp_path / "enwiki-x-pages-articles.xml.bz2")
     data = gzip.compress(b"".join(b"en Page_%d 5 0\n" % i for i in range(5000)))
     (tmp_path / "pageviews-20240101-000000.gz").write_bytes(data[: len(data) // 2])
-    _error(capsys, ["queries", "--dump", str(dump), "--pageviews", str(tmp_path / "pageviews-*.gz"),
+    one_line_error(capsys, ["queries", "--dump", str(dump), "--pageviews", str(tmp_path / "pageviews-*.gz"),
                     "--out", str(tmp_path / "q"), "--set", "queries.wordnet=false"],
            "cannot read the pageview file")
 
@@ -193,7 +184,7 @@ def _match(run: Path, queries: Path) -> list[str]:
 def test_truncated_upstream_part_names_the_stage_to_rerun(finished_ingest, capsys):
     (part,) = finished_ingest.glob("ingest/part-*.parquet")
     part.write_bytes(part.read_bytes()[:-100])
-    _error(capsys, _match(finished_ingest, finished_ingest.parent / "q.json"),
+    one_line_error(capsys, _match(finished_ingest, finished_ingest.parent / "q.json"),
            str(part), "rerun the ingest stage with --force")
     assert not (finished_ingest / "match").exists()
 
@@ -205,14 +196,14 @@ def test_truncated_upstream_part_names_the_stage_to_rerun(finished_ingest, capsy
 def test_deleted_upstream_part_is_caught_before_anything_runs(finished_ingest, capsys):
     (part,) = finished_ingest.glob("ingest/part-*.parquet")
     part.unlink()
-    _error(capsys, _match(finished_ingest, finished_ingest.parent / "q.json"),
+    one_line_error(capsys, _match(finished_ingest, finished_ingest.parent / "q.json"),
            "holds 0 rows but its manifest counted 2", "rerun ingest with --force")
 
 
 def test_queries_file_that_is_not_json(finished_ingest, capsys):
     bad = finished_ingest.parent / "bad.json"
     bad.write_text("{not json")
-    _error(capsys, _match(finished_ingest, bad), "is not valid JSON")
+    one_line_error(capsys, _match(finished_ingest, bad), "is not valid JSON")
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -222,7 +213,7 @@ def test_queries_file_that_is_not_json(finished_ingest, capsys):
 def test_bad_config(finished_ingest, capsys, text, needle):
     cfg = finished_ingest.parent / "bad.yaml"
     cfg.write_text(text)
-    _error(capsys, ["cap", "--config", str(cfg), "--in", str(finished_ingest / "ingest"),
+    one_line_error(capsys, ["cap", "--config", str(cfg), "--in", str(finished_ingest / "ingest"),
                     "--out", str(finished_ingest / "cap")], needle)
 
 
@@ -333,7 +324,7 @@ def test_full_disk_is_a_clear_error_and_the_rerun_elsewhere_works(tmp_path, caps
     src = _pool(tmp_path / "big.parquet", rows)
     disk = tmp_path / "disk"
     with _small_disk(disk) as why:
-        _error(capsys, ["ingest", "--in", str(src), "--out", str(disk / "run" / "ingest")],
+        one_line_error(capsys, ["ingest", "--in", str(src), "--out", str(disk / "run" / "ingest")],
                "ran out of space", why, "rerun the same command")
         assert not (disk / "run" / "ingest").exists()
         assert not (disk / "run" / ".tmp-ingest").exists()     # its space was given back
@@ -344,5 +335,5 @@ def test_full_disk_is_a_clear_error_and_the_rerun_elsewhere_works(tmp_path, caps
 def test_unwritable_output_path(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    _error(capsys, ["ingest", "--in", str(_pool(tmp_path / "c.parquet", GOOD)),
+    one_line_error(capsys, ["ingest", "--in", str(_pool(tmp_path / "c.parquet", GOOD)),
                     "--out", str(blocker / "run" / "ingest")], "cannot write")

@@ -1,8 +1,9 @@
 """Fault test: kill -9 a run inside each of its stages, rerun, and get the same dataset with nothing redone.
 
-A tiny demo world is run once uninterrupted (the reference). The run is then started again from
-nothing, as a separate process group, and SIGKILLed once inside each stage in pipeline order:
-at a random moment within the stage's reference wall time (seed printed; set
+The reference is the session's shared run of the small demo world (conftest.py `demo_run`,
+the same world and settings; its stage wall times set when the kills fall). The run is started
+from nothing, as a separate process group, and SIGKILLed once inside each stage in pipeline
+order: at a random moment within the stage's reference wall time (seed printed; set
 WITCURATE_KILL_SEED to replay one), except download, killed once a shard has finished (its
 DONE.json exists), and score, killed while it writes its output files. Every attempt resumes
 from the last one's leftovers. Each attempt must skip the stages that had landed; the final
@@ -10,8 +11,8 @@ shards must equal the reference's byte for byte; the audit must pass; no tempora
 may remain; and the download shards that had finished before the kill must be reused, not
 fetched again.
 
-The run serves the demo image host itself (run.demo=true), so each killed run's host dies with
-it and the next attempt binds the same port again.
+Each attempt serves the demo image host itself (run.demo=true), so each killed run's host dies
+with it and the next attempt binds the same port again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,31 +28,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = "queries,ingest,match,balance,download,dedupe,scorer,score,semdedup,target,cap,shards"
-RUN_TIMEOUT = 120
-
-
-
-def _overrides(world: Path, port: int) -> list[str]:
-    values = [
-        f"demo.root={world}", f"demo.port={port}", "demo.pool_size=150", "demo.trusted_size=200",
-        "demo.eval_size=40",
-        f"queries.dumps=[{world}/dump/enwiki-demo-pages-articles-multistream.xml.bz2]",
-        f"queries.pageviews=['{world}/pageviews/pageviews-*.gz']",
-        "queries.wordnet=false",               # WordNet's 86k extra queries cost 10 s per run
-        f"ingest.sources=[{world}/pool/candidates.parquet]",
-        f"download.allow_private=['127.0.0.1:{port}']",
-        # five download shards: a kill can land between finished and unfinished ones
-        "download.urls_per_shard=30",
-        f"scorer.trusted={world}/trusted/trusted-*.tar", "scorer.epochs=1",
-        "shards.samples_per_shard=20",
-        # a scorer trained for seconds has no calibrated threshold: keep the top 70%
-        "score.threshold=null", "score.top_fraction=0.7",
-    ]
-    return [arg for v in values for arg in ("--set", v)]
+# A run that takes this many times the reference's stage time (and at least MIN_TIMEOUT s) is
+# taken for hung: the limit follows the machine's load instead of a fixed guess.
+TIMEOUT_FACTOR, MIN_TIMEOUT = 4, 120
 
 
 def _command(args: list[str]) -> list[str]:
@@ -70,15 +51,14 @@ def _env() -> dict[str, str]:
 class Run:
     """`witcurate run` for one output directory, each attempt its own process group."""
 
-    def __init__(self, out: Path, overrides: list[str], log_dir: Path):
-        self.out, self.overrides, self.log_dir = out, overrides, log_dir
+    def __init__(self, out: Path, config_args: list[str], log_dir: Path, timeout: float):
+        self.out, self.config_args, self.log_dir, self.timeout = out, config_args, log_dir, timeout
         self.attempts = 0
 
     def start(self) -> subprocess.Popen:
         self.attempts += 1
         log = open(self.log_dir / f"{self.out.name}-{self.attempts}.log", "wb")
-        args = ["run", "--config", "configs/demo.yaml", "--out", str(self.out), "--stages", STAGES,
-                *self.overrides]
+        args = ["run", "--out", str(self.out), "--stages", STAGES, *self.config_args]
         proc = subprocess.Popen(_command(args), cwd=REPO, env=_env(), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = log.name
@@ -88,7 +68,7 @@ class Run:
     def complete(self) -> str:
         proc = self.start()
         try:
-            rc = proc.wait(timeout=RUN_TIMEOUT)
+            rc = proc.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             rc = None
@@ -99,7 +79,7 @@ class Run:
     def kill_when(self, ready, what: str, delay: float = 0.0) -> subprocess.Popen:
         """Start an attempt and SIGKILL its whole process group `delay` s after `ready(proc)` holds."""
         proc = self.start()
-        deadline = time.time() + RUN_TIMEOUT
+        deadline = time.time() + self.timeout
         while not ready(proc):
             if proc.poll() is not None:
                 text = Path(proc.log_path).read_text(errors="replace")
@@ -146,24 +126,20 @@ def _stage_log_says(proc: subprocess.Popen, text: str) -> bool:
     return text in Path(proc.log_path).read_text(errors="replace")
 
 
-def test_killed_run_resumes_to_identical_shards(tmp_path):
+def test_killed_run_resumes_to_identical_shards(tmp_path, demo_world, demo_run):
     seed = int(os.environ.get("WITCURATE_KILL_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
-    world, logs, out = tmp_path / "world", tmp_path / "logs", tmp_path / "run"
+    logs, out = tmp_path / "logs", tmp_path / "run"
     logs.mkdir()
-    run = Run(out, _overrides(world, free_port()), logs)
+    timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * demo_run.reference_seconds())
+    run = Run(out, demo_world.cli_args(), logs, timeout)
 
-    # The reference: one uninterrupted run, its shards kept aside.
-    run.complete()
-    audit = _audit(out)
+    # The reference: the shared uninterrupted run of the same world and settings.
+    ref = demo_run.out
+    audit = _audit(ref)
     assert audit.returncode == 0, audit.stdout + audit.stderr
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    shutil.copytree(out / "shards", ref / "shards")
-    walls = {s: json.loads((out / s / "_SUCCESS.json").read_text())["wall_seconds"] for s in STAGES.split(",")}
-    planned = json.loads((out / "download" / "_SUCCESS.json").read_text())["download"]["shards"]
-    for stage in out.iterdir():
-        shutil.rmtree(stage) if stage.is_dir() else stage.unlink()
+    walls = {s: demo_run.manifests[s]["wall_seconds"] for s in STAGES.split(",")}
+    planned = demo_run.manifests["download"]["download"]["shards"]
 
     # One SIGKILL inside each stage, in pipeline order, each attempt resuming the last one's
     # leftovers. Most land at a random moment within the stage's reference wall time; download

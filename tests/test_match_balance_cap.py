@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +19,7 @@ from witcurate.pipeline.match import MatchStage
 from witcurate.pipeline.matcher import QueryMatcher, metaclip_reference_match
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
+from witcurate.queries.tokenize import tokens, words_and_bigrams
 
 quiet = dict(progress=lambda s: None)
 ENTRIES = ["red", "red circle", "circle", "New York", "U.S.", "dog", "hot dog", "blue", "star",
@@ -26,13 +28,34 @@ WORDS = ["red", "circle", "New", "York", "U.S.", "dog", "hot", "blue", "star", "
          "sky", ",", ".", "!", "(dog)", "C++", "rock", "'n'", "roll", "the", "\t", "  "]
 
 
+def _random_caption(rng: random.Random) -> str:
+    """Words and punctuation, a third of them glued to the token before ("red," "dog.")."""
+    caption = rng.choice(WORDS)
+    for _ in range(rng.randint(0, 8)):
+        caption += rng.choice([" ", " ", ""]) + rng.choice(WORDS)
+    return caption
+
+
 def test_matcher_finds_every_metaclip_match():
     rng = random.Random(0)
     matcher = QueryMatcher(ENTRIES)
+    glued = 0
     for _ in range(2000):
-        caption = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9)))
+        caption = _random_caption(rng)
+        glued += bool(re.search(r"[a-z][,.!]", caption))
         ours = set(matcher.match(caption))
         assert set(metaclip_reference_match(caption, ENTRIES)) <= ours, caption
+    assert glued > 100          # punctuation glued to words is tried, not only spaced out
+
+
+def test_a_comma_glued_to_a_word_is_its_own_token():
+    """`red, blue`: both words match, the comma is a token, and no bigram spans it."""
+    assert tokens("red, blue") == ["red", ",", "blue"]
+    assert words_and_bigrams("red, blue") == (["red", "blue"], [])
+    assert words_and_bigrams("red blue") == (["red", "blue"], [("red", "blue")])
+    matcher = QueryMatcher(["red", "blue", "red blue"])
+    assert matcher.match("red, blue") == [0, 1]               # not "red blue" across the comma
+    assert matcher.match("red blue") == [0, 1, 2]
 
 
 def test_matcher_fixes_metaclip_blind_spots():

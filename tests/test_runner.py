@@ -14,13 +14,13 @@ from witcurate.schemas import REJECTS
 
 
 class EvenStage:
-    """Keeps odd numbers, rejects even ones; `lose` drops a record and `invent` writes one reject
-    too many, to break the accounting."""
+    """Keeps odd numbers, rejects even ones; `lose` drops a record and `extra` rejects one twice,
+    each breaking the accounting."""
     name = "even"
     sections = ("cap",)
 
-    def __init__(self, n=10, lose=False, crash=False, invent=False):
-        self.n, self.lose, self.crash, self.invent, self.calls = n, lose, crash, invent, 0
+    def __init__(self, n=10, lose=False, crash=False, extra=False):
+        self.n, self.lose, self.crash, self.extra, self.calls = n, lose, crash, extra, 0
 
     def run(self, ctx):
         self.calls += 1
@@ -29,8 +29,8 @@ class EvenStage:
         rejected = [reject({"uid": str(i)}, "even") for i in nums if not i % 2]
         if self.lose:
             rejected = rejected[1:]
-        if self.invent:
-            rejected.append(reject({"uid": "ghost"}, "even"))
+        if self.extra:
+            rejected = rejected + rejected[:1]
         pq.write_table(pa.Table.from_pylist(kept, pa.schema([("n", pa.int64())])),
                        fs.join(ctx.tmp_dir, "part-00000.parquet"))
         if self.crash:
@@ -47,10 +47,12 @@ def test_manifest_counts_and_reasons(tmp_path):
     assert audit_run(str(tmp_path))[0].problems == []
 
 
-@pytest.mark.parametrize("broken, counts", [({"lose": True}, "kept=5 rejected=4"),
-                                            ({"invent": True}, "kept=5 rejected=6")])
+@pytest.mark.parametrize("broken, counts", [
+    ({"lose": True}, "in=10 kept=5 rejected=4"),        # a record vanished
+    ({"extra": True}, "in=10 kept=5 rejected=6"),       # one reject too many
+])
 def test_unbalanced_stage_is_an_error_and_lands_nothing(tmp_path, broken, counts):
-    with pytest.raises(AccountingError, match=f"does not balance: in=10 {counts}"):
+    with pytest.raises(AccountingError, match=f"does not balance: {counts}"):
         run_stage(EvenStage(**broken), Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
     assert not (tmp_path / "even").exists()
 

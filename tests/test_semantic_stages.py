@@ -16,10 +16,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
+from cli_errors import one_line_error
 from semantic_world import duplicate_world, embeddings_table, scored_row, target_world, unit, write_score_dir
 
 from witcurate import schemas
-from witcurate.cli import main
 from witcurate.config import load_config
 from witcurate.config_checks import validate
 from witcurate.errors import ConfigError, InputError
@@ -166,9 +166,9 @@ def test_missing_embeddings_stop_with_the_score_stage_named(tmp_path, capsys):
     assert not (tmp_path / "semdedup").exists()
     for path in (score / "embeddings").iterdir():
         path.unlink()
-    assert main(["semdedup", "--in", str(score), "--score", str(score), "--out", str(tmp_path / "s2")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no saved embeddings") and "score" in err and "\n" not in err
+    err = one_line_error(capsys, ["semdedup", "--in", str(score), "--score", str(score), "--out", str(tmp_path / "s2")],
+                         "error: no saved embeddings")
+    assert "score" in err
 
 
 def test_nan_embeddings_are_rejects_and_a_small_pool_clamps_the_clusters(tmp_path):
@@ -224,9 +224,7 @@ def test_a_bad_target_set_is_a_one_line_error(tgt, tmp_path, capsys):
                          ("nan", "none of the 5 target embeddings"), ("absent", "not found")):
         argv = ["target", "--in", str(score), "--score", str(score), "--out", str(tmp_path / f"t-{name}"),
                 "--set", "target.enabled=true", "--target-embeddings", str(tmp_path / f"{name}.npy")]
-        assert main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and needle in err and "\n" not in err, err
+        one_line_error(capsys, argv, needle)
 
 
 def _png(seed: int) -> bytes:

@@ -3,6 +3,10 @@
 Each stage subcommand is built from the stage's own declarations (named inputs, options).
 Arguments the CLI does not know are handed to Beam (`--runner DataflowRunner --project ...`)
 after checking that Beam knows them. User errors print one line and exit 2.
+
+Without `--config` a command means the built-in WIT defaults (the dataclass defaults in
+config.py), wherever it runs: a YAML file in the working directory is never picked up by
+chance. Every command that reads a config says on stderr which one is in force.
 """
 
 from __future__ import annotations
@@ -23,22 +27,28 @@ from witcurate.config import Config, load_config  # noqa: E402
 from witcurate.errors import UserError  # noqa: E402
 from witcurate.pipeline import fs  # noqa: E402
 
-DEFAULT_CONFIG = "configs/demo.yaml"
+BUILT_IN = "built-in defaults (WIT)"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
-                        help=f"YAML config (default: {DEFAULT_CONFIG} if it exists)")
+                        help="YAML config, e.g. configs/demo.yaml (default: the built-in WIT defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value; repeatable")
     parser.add_argument("--force", action="store_true", help="rerun even if a matching manifest exists")
 
 
 def _load(args: argparse.Namespace, values: dict | None = None) -> Config:
-    path = args.config
-    if path is None and os.path.exists(DEFAULT_CONFIG):
-        path = DEFAULT_CONFIG
-    return load_config(path, list(args.overrides), values)
+    """--config's file, or the built-in defaults without one, then --set and option values."""
+    config = load_config(args.config, list(args.overrides), values)
+    print(config_line(args.config, len(args.overrides) + len(values or {})), file=sys.stderr)
+    return config
+
+
+def config_line(path: str | None, overrides: int) -> str:
+    """`config: configs/demo.yaml + 2 overrides`: the one line that says which config is in force."""
+    line = f"config: {path or BUILT_IN}"
+    return line + (f" + {overrides} override{'s' if overrides != 1 else ''}" if overrides else "")
 
 
 def check_beam_args(args: list[str]) -> list[str]:
@@ -145,6 +155,7 @@ def _cmd_browse(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _cmd_experiment(args: argparse.Namespace, beam_args: list[str]) -> int:
     from witcurate.trainer.experiment import run_experiment
+    print(f"config: the run's own ({fs.join(args.run_dir, 'shards', 'manifest.json')})", file=sys.stderr)
     results = run_experiment(args.run_dir, seeds=args.seeds, steps=args.steps, eval_dir=args.eval,
                              batch_size=args.batch_size, device=args.device, default_config=args.default,
                              beam_args=beam_args)
