@@ -3,9 +3,8 @@ selenium), checked as a person would: the pages load with no console errors, eve
 them loads, clicking a reason shows that reason's samples, the search box narrows the list,
 the keyboard reaches everything, and the pages fit a desktop and a phone.
 
-The report is built from a small real run (the demo world through shards, without the scorer:
-score uses an untrained model and keeps its top 70%). `browse_run` can be replaced by a shared
-run fixture: the tests need only a finished run directory with shards.
+The report is built from a copy of the session's shared demo run (conftest.py `demo_run`: the
+small demo world through every stage), so the browser tests add no run of their own.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from ports import free_port
 from selenium import webdriver  # the test extra (pip install -e '.[test]')
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -38,24 +36,10 @@ DESKTOP, PHONE = (1280, 800), (390, 844)
 
 
 @pytest.fixture(scope="module")
-def browse_run(tmp_path_factory) -> Path:
-    """A small real run, queries to shards, with its report built."""
-    from witcurate.config import load_config
-    from witcurate.pipeline.run import run_all
-    root = tmp_path_factory.mktemp("browse")
-    world, out = root / "world", root / "run"
-    port = free_port()
-    cfg = load_config("configs/demo.yaml", [
-        f"demo.root={world}", f"demo.port={port}", "demo.pool_size=160", "demo.trusted_size=40",
-        "demo.eval_size=8", "queries.wordnet=false",
-        f"queries.dumps=[{world}/dump/enwiki-demo-pages-articles-multistream.xml.bz2]",
-        f"queries.pageviews=['{world}/pageviews/pageviews-*.gz']",
-        f"ingest.sources=[{world}/pool/candidates.parquet]",
-        f"download.allow_private=['127.0.0.1:{port}']", "download.urls_per_shard=60",
-        "shards.samples_per_shard=50", "score.pretrained=", "score.threshold=null", "score.top_fraction=0.7",
-        "run.stages=[queries,ingest,match,balance,download,dedupe,score,cap,shards]",
-    ])
-    run_all(cfg, str(out), [], progress=lambda _: None)
+def browse_run(demo_run, tmp_path_factory) -> Path:
+    """A copy of the session's shared demo run (queries to train), with its report built."""
+    out = tmp_path_factory.mktemp("browse") / "run"
+    shutil.copytree(demo_run.out, out)
     build_report(str(out), progress=lambda _: None)
     return out
 
