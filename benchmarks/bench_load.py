@@ -1,7 +1,9 @@
 """Load: the download stage against the demo's fault-injecting image host, sweeping concurrency.
 
-One demo world of N pool candidates (3,000 by default; 1.25% of them per injected fault kind)
-is generated (not timed) and served by the demo image host in this process. For each thread
+One demo world of N pool candidates (3,000 by default; 1.25% of them per injected fault kind,
+1% per politeness fault) is generated (not timed) and served by the demo image host in this
+process, on its 8 loopback hosts. Politeness stays on (configs/demo.yaml: robots.txt obeyed, 2
+connections per host), so past 8 hosts x 2 connections more threads only wait. For each thread
 count in THREADS the whole pool goes through the download stage with the demo's download settings
 (configs/demo.yaml: 2 s timeout, no retries, 1,000 URLs per shard) and 2 processes x that many
 threads, in a fresh process given LIMIT_S seconds (imports included); one that runs past it is
@@ -12,7 +14,8 @@ killed and counts as not sustained. Per setting:
   mismatched  URLs whose fate is not the one their injected fault must give (the ground truth's
               kind -> reason mapping, as asserted by tests/test_download_load.py)
   peak RSS    the stage process tree's largest process (os.wait4's rusage, workers included)
-  peak conns  the most connections the host had open at once (sampled from /proc/net/tcp)
+  peak conns  the most connections the 8 hosts had open at once, together (sampled from
+              /proc/net/tcp)
 
 "Sustained": finished in time, 0 unaccounted, 0 mismatched. The highest concurrency the machine
 sustains is the highest sustained setting whose URLs/s is at least 90% of the best sustained
@@ -144,6 +147,7 @@ def run() -> list[dict]:
     from witcurate import schemas
     from witcurate.config import DemoSection
     from witcurate.demo.host import ImageHost
+    from witcurate.demo.hosts import allow_private
     from witcurate.demo.world import FAULT_KINDS, generate_world
 
     assert set(EXPECTED_REASON) == set(FAULT_KINDS), "a new fault kind needs its expected reason"
@@ -170,7 +174,7 @@ def run() -> list[dict]:
                 out = root / f"download-{threads}"
                 args = {"config": str(REPO / "configs" / "demo.yaml"), "in": str(root / "balance"),
                         "out": str(out),
-                        "overrides": [f"download.allow_private=['127.0.0.1:{port}']",
+                        "overrides": [f"download.allow_private={allow_private('127.0.0.1', port)}",
                                       f"download.processes_count={PROCESSES}",
                                       f"download.thread_count={threads}"]}
                 with _PeakConnections(port) as conns:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from witcurate.config import Config, load_config
+from witcurate.demo.hosts import allow_private
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo.yaml"
@@ -42,11 +43,11 @@ class DemoWorld:
             f"queries.pageviews=['{w}/pageviews/pageviews-*.gz']",
             "queries.wordnet=false",
             f"ingest.sources=[{w}/pool/candidates.parquet]",
-            f"download.allow_private=['127.0.0.1:{port}']",
+            f"download.allow_private={allow_private('127.0.0.1', port)}",     # the demo's 8 hosts
             "download.urls_per_shard=30", "download.processes_count=1", "download.timeout=1",
             f"scorer.trusted={w}/trusted/trusted-*.tar", "scorer.epochs=1",
             "score.threshold=null", "score.top_fraction=0.7",
-            "shards.samples_per_shard=20",
+            "shards.samples_per_shard=8",          # several tars from the few pairs kept
             f"train.eval_dir={w}/eval", "train.epochs=1",
         ]
 

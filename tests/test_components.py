@@ -12,6 +12,7 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 
+from union_find import union_find
 from witcurate.pipeline.beam_io import check_graph, make_pipeline, run_pipeline
 from witcurate.pipeline.components import rounds_bound
 from witcurate.pipeline.components_passes import ComponentsDidNotConverge, Contraction
@@ -19,24 +20,6 @@ from witcurate.pipeline.components_passes import ComponentsDidNotConverge, Contr
 ROOT = Path(__file__).resolve().parents[1]
 DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=witcurate-test", "--region=us-central1",
                  "--temp_location=gs://witcurate-test-bucket/tmp", f"--setup_file={ROOT / 'setup.py'}"]
-
-
-def union_find(edges) -> dict:
-    """vertex -> the smallest vertex of its component, by a plain union-find."""
-    parent: dict = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
 
 
 def itself(vertex):

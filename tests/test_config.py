@@ -1,6 +1,7 @@
 import pytest
 
 from witcurate.config import load_config
+from witcurate.demo.hosts import allow_private
 from witcurate.errors import ConfigError
 
 
@@ -8,7 +9,8 @@ def test_demo_config_loads_with_overrides():
     cfg = load_config("configs/demo.yaml", ["cap.per_query=5", "score.threshold=0.3", "run.beam_args=[--direct_num_workers=2]"])
     assert cfg.cap.per_query == 5 and cfg.score.threshold == 0.3
     assert cfg.run.beam_args == ["--direct_num_workers=2"]
-    assert cfg.download.allow_private == ["127.0.0.1:18080"]
+    # exactly the demo world's hosts (demo.host and the next seven, on demo.port)
+    assert cfg.download.allow_private == allow_private(cfg.demo.host, cfg.demo.port)
 
 
 @pytest.mark.parametrize("text,match", [

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
+from union_find import union_find
 from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import ConfigError
@@ -23,24 +24,6 @@ from witcurate.filters.images import inspect_image
 from witcurate.pipeline.dedupe import DedupeStage
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
-
-
-def union_find(edges) -> dict:
-    """vertex -> the smallest vertex of its component: the plain reference."""
-    parent: dict = {}
-
-    def find(x):
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
 
 
 def components(edges):

@@ -353,6 +353,7 @@ pq.write_table(pa.Table.from_pylist(rows, schemas.BALANCED), root + "/in/part-00
 cfg = Config()
 cfg.download.processes_count = 1
 cfg.download.allow_private = ["127.0.0.1:1"]
+cfg.download.obey_robots = False     # nothing listens there: its robots.txt would refuse the URL
 run_stage(DownloadStage(), cfg, root + "/out", {"in": root + "/in"}, progress=lambda m: None)
 '''
 

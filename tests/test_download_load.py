@@ -1,19 +1,27 @@
-"""Load test: the download stage against the demo's fault-injecting image host, at high concurrency.
+"""Load test: the download stage against the demo's many-host, fault-injecting image host.
 
-A demo world with a pool of POOL candidates is generated and served by the demo image host (a
-thread of this process, on a free loopback port). The pool goes straight into the download stage
-as a balance-stage directory (every candidate, uid = schemas.candidate_uid), and the stage runs
-with the demo's download settings (configs/demo.yaml: 2 s timeout, no retries, min side 48) but
-2 processes x THREADS fetch threads. It runs in a child process so that a hang fails the test
-after HARD_TIMEOUT_S instead of blocking it; the stage's own wall time must stay under
+A demo world with a pool of POOL candidates is generated and served by the demo image host (one
+server per host address, 127.0.0.1 ... 127.0.0.8, in threads of this process, on a free port).
+The pool goes straight into the download stage as a balance-stage directory (every candidate,
+uid = schemas.candidate_uid), and the stage runs with the demo's download settings
+(configs/demo.yaml: 2 s timeout, no retries, min side 48, robots.txt obeyed, 2 connections per
+host) but 2 processes x THREADS fetch threads. It runs in a child process so that a hang fails
+the test after HARD_TIMEOUT_S instead of blocking it; the stage's own wall time must stay under
 WALL_BOUND_S.
 
 Checked against the world's ground truth (truth/truth.parquet, which the stage never reads):
   * every input uid ends kept or rejected exactly once (none lost, none doubled);
-  * each injected fault gets its reason, URL by URL, and every URL without a fault is kept;
+  * each injected fault gets its reason, URL by URL (robots_disallowed, robots_unavailable and
+    rate_limited included), and every URL without a fault is kept;
   * the redirect to a loopback address that is not allowlisted (127.0.0.2:9) is refused: the
     rejects name it and a listener there receives no connection;
-  * the host really saw concurrent connections (sampled from /proc/net/tcp).
+and against the host's request log:
+  * each host's robots.txt was asked for once, before anything else, and no path it refuses
+    was ever asked for;
+  * no host was serving more than download.per_host_connections requests at once (from the
+    log, whose intervals lie inside the client's connections), and commons, which answers 429
+    above two at once, never had to;
+  * every request carried download.user_agent.
 """
 
 from __future__ import annotations
@@ -26,7 +34,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,19 +43,22 @@ from ports import free_port
 
 from witcurate import schemas
 from witcurate.config import DemoSection, load_config
+from witcurate.demo import hosts as demo_hosts
 from witcurate.demo import world as demo_world
+from witcurate.demo.host_log import peak_concurrency, politeness
+from witcurate.demo.truth_report import download_faults, format_politeness
 from witcurate.demo.host import ImageHost
 from witcurate.pipeline.tables import read_table
 
 REPO = Path(__file__).resolve().parents[1]
-POOL = 1200                 # 15 URLs of each injected fault kind
+POOL = 1200                 # 15 URLs of each injected fault kind, 12 of each politeness kind
 PROCESSES = 2
-THREADS = 128               # 256 fetches in flight at most
+THREADS = 32                # 64 fetch threads for 8 hosts x 2 connections: most of them wait
 URLS_PER_SHARD = 600        # two download shards: the worker pool is reused under load
-# Measured 10-13 s (stage wall, imports excluded) on the shared 2-core machine at 64-256 threads.
-WALL_BOUND_S = 40
-HARD_TIMEOUT_S = 150        # the child process, imports included: past this it counts as a hang
-MIN_PEAK_CONNECTIONS = 64   # the host must see at least this many connections open at once
+# Measured 86 s (stage wall, imports excluded; 65 s of it the first shard, whose workers import
+# img2dataset) on the shared 2-core machine at load 13; the code before politeness took 73 s there.
+WALL_BOUND_S = 120
+HARD_TIMEOUT_S = 300        # the child process, imports included: past this it counts as a hang
 SENTINEL = ("127.0.0.2", 9)  # where the redirect_private fault points (world.REDIRECT_LOCATION)
 
 EXPECTED_REASON = demo_world.EXPECTED_DOWNLOAD_REASON
@@ -91,40 +101,6 @@ class Sentinel:
 
     def close(self) -> None:
         self.sock.close()
-
-
-class ConnectionSampler:
-    """The most established server-side connections on a loopback port, sampled from
-    /proc/net/tcp every `interval` seconds while the stage runs."""
-
-    def __init__(self, port: int, interval: float = 0.05):
-        self.needle = f":{port:04X} "
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _count(self) -> int:
-        n = 0
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if (parts[1] + " ").endswith(self.needle) and parts[3] == "01":
-                    n += 1
-        return n
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._count())
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def write_balance_dir(pool_path: Path, directory: Path) -> list[dict]:
@@ -178,22 +154,24 @@ def load_run(tmp_path_factory):
     rows = write_balance_dir(world_dir / "pool" / "candidates.parquet", root / "balance")
     truth = pq.read_table(world_dir / "truth" / "truth.parquet", columns=["url", "kind"]).to_pylist()
 
-    overrides = [f"download.allow_private=['127.0.0.1:{port}']",
+    overrides = [f"download.allow_private={demo_hosts.allow_private('127.0.0.1', port)}",
                  f"download.processes_count={PROCESSES}", f"download.thread_count={THREADS}",
                  f"download.urls_per_shard={URLS_PER_SHARD}"]
     args = {"config": str(REPO / "configs" / "demo.yaml"), "overrides": overrides,
             "in": str(root / "balance"), "out": str(out)}
     sentinel, target = place_sentinel(world_dir)
     try:
-        with ImageHost(str(world_dir), "127.0.0.1", port), ConnectionSampler(port) as sampler:
+        with ImageHost(str(world_dir), "127.0.0.1", port) as host:
             result = run_child(args, HARD_TIMEOUT_S)
+            requests = host.requests()
         redirected = sentinel.connections()
     finally:
         sentinel.close()
     cfg = load_config(args["config"], overrides)
+    roles = json.loads((world_dir / "host.json").read_text())["hosts"]
     return {"rows": rows, "truth": truth, "out": out, "result": result, "cfg": cfg,
-            "peak_connections": sampler.peak, "sentinel_connections": redirected,
-            "redirect_target": target}
+            "sentinel_connections": redirected,
+            "redirect_target": target, "requests": requests, "roles": roles}
 
 
 def outcomes(out: Path) -> tuple[list[dict], list[dict]]:
@@ -220,10 +198,10 @@ def test_the_expected_mix_follows_from_the_demo_settings(load_run):
 def test_the_stage_finishes_within_the_bound_under_load(load_run):
     result = load_run["result"]
     print(f"\nload test: {POOL} urls, {PROCESSES}x{THREADS} threads, stage {result['seconds']:.1f} s "
-          f"({POOL / result['seconds']:.0f} urls/s), peak {load_run['peak_connections']} connections at the host")
+          f"({POOL / result['seconds']:.0f} urls/s), peak requests at once per host "
+          f"{peak_concurrency(load_run['requests'])}; shards (urls, s): "
+          f"{[(s['urls'], s['seconds']) for s in result['manifest']['download']['per_shard']]}")
     assert result["seconds"] < WALL_BOUND_S, f"{result['seconds']:.1f} s at {PROCESSES}x{THREADS} threads"
-    assert load_run["peak_connections"] >= MIN_PEAK_CONNECTIONS, (
-        f"the host saw at most {load_run['peak_connections']} connections at once: not a load test")
 
 
 def test_every_url_is_kept_or_rejected_exactly_once(load_run):
@@ -291,3 +269,62 @@ def test_the_allowlist_holds_under_load(load_run):
     for r in redirects:
         assert r["reason"] == "private_address" and target in r["detail"], r
     assert load_run["sentinel_connections"] == 0, "the non-allowlisted redirect target was contacted"
+
+
+def test_robots_txt_was_asked_once_per_host_first_and_obeyed(load_run):
+    requests = sorted(load_run["requests"], key=lambda e: e["start"])
+    roles = load_run["roles"]
+    for role in roles:
+        mine = [e for e in requests if e["host"] == role["address"]]
+        assert mine and mine[0]["path"] == "/robots.txt", role["name"]
+        assert sum(e["path"] == "/robots.txt" for e in mine) == 1, role["name"]
+    report = politeness(requests, roles)["hosts"]
+    assert {name: r["refused_paths"] for name, r in report.items() if r["refused_paths"]} == {}
+    for name in ("no-witcurate", "robots-500", "robots-slow"):    # nothing but robots.txt asked
+        assert report[name]["requests"] == 1, name
+    table = pq.read_table(str(load_run["out"] / "robots")).to_pylist()
+    verdicts = {r["origin"].split("//")[1].split(":")[0]: r["verdict"] for r in table}
+    expected = {"commons": "rules", "plain-a": "rules", "plain-b": "rules", "no-robots": "allow_all",
+                "no-witcurate": "rules", "robots-500": "disallow_all", "robots-slow": "disallow_all",
+                "throttled": "allow_all"}
+    assert verdicts == {r["address"]: expected[r["name"]] for r in roles}
+
+
+def test_no_host_had_more_than_the_limit_open(load_run):
+    limit = load_run["cfg"].download.per_host_connections
+    peaks = peak_concurrency(load_run["requests"])
+    assert max(peaks.values()) <= limit, peaks
+    assert peaks["127.0.0.1"] == limit, peaks               # commons was kept busy up to the limit
+    commons = [e for e in load_run["requests"] if e["host"] == "127.0.0.1"]
+    assert not [e for e in commons if e["status"] == 429], "commons had to throttle us"
+
+
+def test_every_request_carries_our_user_agent(load_run):
+    agents = collections.Counter(e["ua"] for e in load_run["requests"])
+    assert set(agents) == {load_run["cfg"].download.user_agent}, agents
+
+
+def test_the_manifest_counts_each_hosts_outcomes(load_run):
+    hosts = load_run["result"]["manifest"]["hosts"]
+    assert hosts["distinct"] == 8 and hosts["top"][0]["host"] == "127.0.0.1"
+    assert hosts["robots"] == {"rules": 4, "allow_all": 2, "disallow_all": 2}
+    by_host = {h["host"]: h for h in hosts["top"]}
+    kinds = collections.Counter((t["url"].split("/")[2].split(":")[0], t["kind"]) for t in load_run["truth"])
+    assert by_host["127.0.0.8"]["rate_limited"] == by_host["127.0.0.8"]["urls"] == kinds[("127.0.0.8", "rate_limited")]
+    assert by_host["127.0.0.5"]["disallowed"] == by_host["127.0.0.5"]["urls"]
+    assert by_host["127.0.0.6"]["robots_unavailable"] == by_host["127.0.0.6"]["urls"]
+    for h in hosts["top"]:
+        assert h["urls"] == sum(h[o] for o in ("fetched", "disallowed", "robots_unavailable",
+                                               "rate_limited", "failed"))
+
+
+def test_the_truth_report_finds_every_fault_with_its_reason(load_run):
+    kept, rejects = outcomes(load_run["out"])
+    fates = {r["url"]: "shards" for r in kept}
+    fates.update({json.loads(r["record"])["url"]: f"download:{r['reason']}" for r in rejects})
+    report = download_faults({t["url"]: t["kind"] for t in load_run["truth"]}, fates)
+    assert set(report) == set(demo_world.FAULT_KINDS)
+    for kind, row in report.items():
+        assert row["otherwise"] == {} and row["as_expected"] > 0, (kind, row)
+    lines = format_politeness(politeness(load_run["requests"], load_run["roles"]))
+    assert lines[0].startswith("image host log") and any(line.strip().startswith("commons") for line in lines)

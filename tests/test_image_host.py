@@ -1,11 +1,14 @@
-"""The demo image host answers every URL of the pool the way host.json and the truth say.
+"""The demo image host answers every URL of the pool the way host.json and the truth say, each of
+its hosts answers robots.txt and throttles the way its role says, and it logs every request.
 
-Loopback only: the host binds 127.0.0.1, and the redirect fault is checked without following it.
+Loopback only: the host binds 127.0.0.1 ... 127.0.0.8, and the redirect fault is checked without
+following it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import email.utils
 import http.client
 import os
 import socket
@@ -17,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from witcurate.config import DemoSection
-from witcurate.demo.host import ImageHost
+from witcurate.demo import hosts as demo_hosts
+from witcurate.demo.host import ImageHost, _Handler
 from witcurate.demo.world import REDIRECT_LOCATION, generate_world
 from witcurate.errors import UserError
 from ports import free_port
@@ -148,8 +152,10 @@ def test_slow_answers_after_the_download_timeout(served):
 
 
 def test_many_concurrent_clients_and_no_request_log(served, capfd):
-    root, _, rows = served
-    urls = [r["url"] for r in rows if r["kind"] in ("clean", "mismatched", "junk")][:200]
+    root, host, rows = served
+    # commons answers 429 above 2 requests at once (test_commons_throttles_above_two): elsewhere
+    urls = [r["url"] for r in rows if r["kind"] in ("clean", "mismatched", "junk")
+            and not r["url"].startswith(host.base_url)][:200]
     faults = [_first(rows, k)["url"] for k in ("http_404", "reset", "html")]
 
     def fetch(url):
@@ -188,3 +194,86 @@ def test_stop_frees_the_port_and_port_zero_picks_one(served):
 def test_missing_world_is_a_user_error(tmp_path):
     with pytest.raises(UserError):
         ImageHost(str(tmp_path / "nothing"), "127.0.0.1", 0)
+
+
+# --------------------------------------------------------------------------- many hosts
+
+def test_every_host_answers_its_own_robots_txt(served):
+    _, host, _ = served
+    assert host.addresses == demo_hosts.addresses("127.0.0.1") and len(host.addresses) == 8
+    for address, role in zip(host.addresses, demo_hosts.ROLES):
+        url = f"http://{address}:{host.port}/robots.txt"
+        if role.robots_slow:
+            with pytest.raises((TimeoutError, urllib.error.URLError)):
+                _get(url, timeout=1.0)
+            continue
+        status, _, body = _get(url)
+        assert status == role.robots_status, role.name
+        if status == 200:
+            assert body.decode() == role.robots
+
+
+def test_urls_sit_on_the_host_their_kind_needs(served):
+    _, host, rows = served
+    by_role = {address: role.name for address, role in zip(host.addresses, demo_hosts.ROLES)}
+    for r in rows:
+        role = by_role[r["url"].split("/")[2].split(":")[0]]
+        if r["kind"] in demo_hosts.KIND_HOSTS:
+            assert role in demo_hosts.KIND_HOSTS[r["kind"]], r
+        else:
+            assert demo_hosts.ROLES[demo_hosts.ROLE_INDEX[role]].share > 0, r
+        assert ("/private/" in r["url"]) == (r["kind"] == "robots_path")
+    commons = sum(by_role[r["url"].split("/")[2].split(":")[0]] == "commons" for r in rows)
+    assert commons > 0.4 * len(rows)                  # one host holds a large share
+
+
+def test_a_private_path_serves_the_same_file(served):
+    root, _, rows = served
+    r = _first(rows, "robots_path")
+    status, _, body = _get(r["url"])
+    assert status == 200 and body == _file_bytes(root, r["url"])
+
+
+def test_the_throttled_host_answers_each_retry_after_form(served):
+    _, _, rows = served
+    urls = [r["url"] for r in rows if r["kind"] == "rate_limited"]
+    answers = []
+    for i in range(len(demo_hosts.THROTTLE_ANSWERS)):
+        status, headers, _ = _get(urls[i % len(urls)])
+        answers.append((status, headers["Retry-After"]))
+    for (status, value), (want_status, want) in zip(answers, demo_hosts.THROTTLE_ANSWERS):
+        assert status == want_status
+        if want == "date":
+            assert 0 <= email.utils.parsedate_to_datetime(value).timestamp() - time.time() <= 2
+        else:
+            assert value == want
+
+
+def test_commons_throttles_above_two_at_once(served, monkeypatch):
+    _, host, rows = served
+    image = _Handler._image
+
+    def slow_image(self, *args):
+        time.sleep(0.6)                              # three requests surely in flight together
+        return image(self, *args)
+    monkeypatch.setattr(_Handler, "_image", slow_image)
+    urls = [r["url"] for r in rows if r["kind"] == "clean" and r["url"].startswith(host.base_url)][:3]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(_get, urls))
+    statuses = sorted(a[0] for a in answers)
+    assert statuses == [200, 200, 429]
+    assert next(a[1]["Retry-After"] for a in answers if a[0] == 429) == "1"
+
+
+def test_every_request_is_logged(served):
+    _, host, rows = served
+    r = _first(rows, "clean")
+    request = urllib.request.Request(r["url"], headers={"User-Agent": "logged-agent/1"})
+    before = len(host.requests())
+    urllib.request.urlopen(request, timeout=3).close()
+    entry = host.requests()[before]
+    assert entry["host"] == r["url"].split("/")[2].split(":")[0]
+    assert entry["path"] == "/" + r["url"].split("/", 3)[3] and entry["ua"] == "logged-agent/1"
+    assert entry["status"] == 200 and entry["start"] <= entry["end"]
+    peaks = host.peak_concurrency()
+    assert set(peaks) <= set(host.addresses) and all(p >= 1 for p in peaks.values())

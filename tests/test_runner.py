@@ -82,20 +82,26 @@ def test_killed_stage_leaves_no_output_and_rerun_finishes(tmp_path):
     assert not (tmp_path / ".tmp-even").exists()
 
 
-def test_upstream_change_reruns_downstream(tmp_path):
+def test_upstream_change_reruns_downstream_only_when_its_content_changed(tmp_path):
     up = EvenStage()
     run_stage(up, Config(), str(tmp_path / "even"), {}, progress=lambda s: None)
 
     class Down(EvenStage):
         name = "down"
     down = Down()
-    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lambda s: None)
-    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lambda s: None)
+    lines = []
+    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lines.append)
+    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lines.append)
     assert down.calls == 1
     changed = Config()
-    changed.cap.per_query = 3
+    changed.cap.per_query = 3            # upstream reruns and lands the same rows: nothing to redo
     run_stage(up, changed, str(tmp_path / "even"), {}, progress=lambda s: None)
-    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lambda s: None)
+    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lines.append)
+    assert up.calls == 2 and down.calls == 1 and "[down] already done" in lines[-1]
+    up.n = 12                            # upstream lands two more rows: downstream reruns
+    changed.cap.per_query = 4
+    run_stage(up, changed, str(tmp_path / "even"), {}, progress=lambda s: None)
+    run_stage(down, Config(), str(tmp_path / "down"), {"in": str(tmp_path / "even")}, progress=lines.append)
     assert down.calls == 2
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from witcurate import __version__
 from witcurate.config_checks import validate
 from witcurate.errors import ConfigError
 
@@ -91,7 +92,16 @@ class DownloadSection:
     processes_count: int = 2
     thread_count: int = 16
     urls_per_shard: int = 10_000
+    # The product token robots.txt groups and X-Robots-Tag directives are matched against.
     user_agent_token: str = "witcurate"
+    # Sent on every request (robots.txt and images), so a host knows who asks and where to read why.
+    user_agent: str = f"witcurate/{__version__} (+https://github.com/witcurate/witcurate)"
+    obey_robots: bool = True          # fetch each origin's robots.txt once and obey it (RFC 9309)
+    per_host_connections: int = 2     # requests open to one host at once, per download shard
+    per_host_delay: float = 0.0       # seconds between the starts of two requests to one host
+    max_retry_after: float = 60.0     # the longest Retry-After waited out; longer: rate_limited
+    rate_limit_retries: int = 3       # retries of a URL answered 429/503 before rate_limited
+    max_host_shards: int = 4          # shards one host's URLs may be spread over
     disallowed_header_directives: list[str] = field(
         default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
     min_side: int = 64

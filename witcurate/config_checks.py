@@ -31,6 +31,8 @@ AT_LEAST: dict[str, float] = {
     "download.image_size": 1, "download.urls_per_shard": 1, "download.processes_count": 1,
     "download.thread_count": 1, "download.timeout": 1, "download.max_pixels": 1,
     "download.min_side": 0, "download.retries": 0, "download.max_aspect_ratio": 1,
+    "download.per_host_connections": 1, "download.per_host_delay": 0, "download.max_retry_after": 0,
+    "download.rate_limit_retries": 0, "download.max_host_shards": 1,
     "dedupe.max_hamming": 0, "dedupe.bands": 1,
     "scorer.epochs": 1, "scorer.batch_size": 1, "scorer.warmup_steps": 0,
     "score.batch_size": 1, "score.num_workers": 0,
@@ -104,6 +106,13 @@ def _score(score: Any, where: str, scoring: bool) -> None:
 
 
 def _download(download: Any, where: str) -> None:
+    for key in ("per_host_delay", "max_retry_after"):
+        if not math.isfinite(getattr(download, key)):
+            raise ConfigError(f"{where}: download.{key} must be a finite number of seconds, "
+                              f"got {getattr(download, key)!r}", "set a value in range")
+    if any(ord(c) < 32 or ord(c) == 127 for c in download.user_agent):
+        raise ConfigError(f"{where}: download.user_agent holds a control character",
+                          "it is sent as an HTTP header: one line of printable text")
     for entry in download.allow_private:
         try:
             parse_allow_entry(entry)

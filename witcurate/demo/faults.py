@@ -7,16 +7,21 @@ from __future__ import annotations
 # Faults the host acts out (listed in host.json), and faults in the content it serves.
 HOST_FAULTS = ("http_404", "http_500", "slow", "reset", "truncated", "html", "redirect_private", "noai")
 CONTENT_FAULTS = ("bomb", "oversized", "tiny")
-FAULT_KINDS = HOST_FAULTS + CONTENT_FAULTS
+# Faults of a whole host (demo/hosts.py): a path its robots.txt disallows, a host disallowing
+# witcurate, a robots.txt answering 500 or timing out, a host answering every request 429/503.
+POLITENESS_FAULTS = ("robots_path", "robots_agent", "robots_500", "robots_timeout", "rate_limited")
+FAULT_KINDS = HOST_FAULTS + CONTENT_FAULTS + POLITENESS_FAULTS
 FAULT_FRACTION = 0.0125
-# Share of the pool for each noise kind; "clean" takes the rest (about 41%). Beyond what a
+POLITENESS_FRACTION = 0.01
+# Share of the pool for each noise kind; "clean" takes the rest (about 35%). Beyond what a
 # caption rule, a hash or a CLIP score catches: `semantic_dup`, a clean scene re-rendered
 # (shifted, rescaled, another background texture, other noise and JPEG quality) in groups from
 # one copy to a template-spam group of a third of them; `off_target`, banners, charts, logos and
 # screenshots whose alt text is a clean caption (demo/offtarget.py).
 KIND_FRACTIONS: dict[str, float] = {
     "mismatched": 0.08, "junk": 0.04, "exact_dup": 0.03, "near_dup": 0.03,
-    **{k: FAULT_FRACTION for k in FAULT_KINDS},
+    **{k: FAULT_FRACTION for k in HOST_FAULTS + CONTENT_FAULTS},
+    **{k: POLITENESS_FRACTION for k in POLITENESS_FAULTS},
     "semantic_dup": 0.12, "off_target": 0.15,
 }
 # The share of the semantic duplicates that copy one scene: the template spam.
@@ -32,9 +37,12 @@ EXPECTED_DOWNLOAD_REASON: dict[str, str | None] = {
     "http_404": "http_404", "http_500": "http_500", "slow": "timeout", "reset": "connection_error",
     "truncated": "truncated", "html": "not_an_image", "redirect_private": "private_address",
     "noai": "opt_out_header", "bomb": "too_many_pixels", "tiny": "image_too_small", "oversized": None,
+    "robots_path": "robots_disallowed", "robots_agent": "robots_disallowed",
+    "robots_500": "robots_unavailable", "robots_timeout": "robots_unavailable",
+    "rate_limited": "rate_limited",
 }
 
 SLOW_SECONDS = 4.0                                   # longer than the demo's 2 s download timeout
-REDIRECT_LOCATION = "http://127.0.0.2:9/x.jpg"       # loopback, but not the allowlisted host:port
+REDIRECT_LOCATION = "http://127.0.0.2:9/x.jpg"       # loopback, but not an allowlisted host:port
 OVERSIZED = (3000, 2000)
 TINY = 24

@@ -1,6 +1,7 @@
 """The demo plugged into `witcurate run` (a RunHook, registered by the CLI when run.demo is true).
 
-While the stages run: the demo world exists (generated if missing) and its image host serves it.
+While the stages run: the demo world exists (generated if missing) and its image host serves it,
+appending every request to OUT/demo_host_log.jsonl.
 After them: the run is judged against the world's ground truth, which the pipeline never reads;
 the report is saved beside the run (demo_truth.json) and added to the dataset card.
 """
@@ -26,7 +27,12 @@ class DemoHooks:
 
         demo = self.config.demo
         generate_world(demo, demo.root, progress=progress)
-        host = ImageHost(fs.join(demo.root), demo.host, demo.port)
+        from witcurate.demo.truth_report import HOST_LOG
+        log_path = None
+        if "://" not in out_root:                   # the host's request log, beside a local run
+            fs.makedirs(out_root)
+            log_path = fs.join(out_root, HOST_LOG)
+        host = ImageHost(fs.join(demo.root), demo.host, demo.port, log_path=log_path)
         host.start()
         progress(f"[demo] image host serving {demo.root} at {host.base_url}")
         try:

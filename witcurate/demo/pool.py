@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from witcurate.config import DemoSection
-from witcurate.demo import draw, offtarget, rerender
+from witcurate.demo import draw, hosts, offtarget, rerender
 from witcurate.demo.faults import (HOST_FAULTS, KIND_FRACTIONS, KINDS, NO_IMAGE_KINDS, OVERSIZED,
                                    REDIRECT_LOCATION, SLOW_SECONDS, SPAM_SHARE, TINY)
 from witcurate.demo.files import write_json
@@ -182,7 +182,20 @@ def _write_truth(path: str, plan: PoolPlan, urls: list[str], captions: list[str]
     }), path)
 
 
-def write_pool(cfg: DemoSection, out: str, base_url: str, version: int) -> dict[str, int]:
+def place_urls(cfg: DemoSection, plan: PoolPlan) -> tuple[list[str], dict[str, str]]:
+    """Each item's URL on the demo's hosts (demo/hosts.py), and the faults the image host acts
+    out, by path."""
+    addresses = hosts.addresses(cfg.host)
+    urls, faults = [], {}
+    for name, kind in zip(plan.names, plan.kinds):
+        role, prefix = hosts.place(name, kind)
+        urls.append(f"http://{addresses[role]}:{cfg.port}{prefix}{name}")
+        if kind in HOST_FAULTS:
+            faults[f"{prefix}{name}"] = kind
+    return urls, faults
+
+
+def write_pool(cfg: DemoSection, out: str, version: int) -> dict[str, int]:
     """images/, host.json, pool/candidates.parquet and truth/truth.parquet under `out`; returns
     the number of items of each kind."""
     rng = random.Random(f"pool:{cfg.seed}")
@@ -195,11 +208,11 @@ def write_pool(cfg: DemoSection, out: str, base_url: str, version: int) -> dict[
     for i, blob in data.items():
         with open(os.path.join(images_dir, plan.names[i]), "wb") as f:
             f.write(blob)
-    urls = [f"{base_url}{URL_PREFIX}{name}" for name in plan.names]
-    faults = {f"/{URL_PREFIX}{name}": kind for name, kind in zip(plan.names, plan.kinds) if kind in HOST_FAULTS}
+    urls, faults = place_urls(cfg, plan)
     write_json(os.path.join(out, "host.json"), {
         "version": version, "prefix": f"/{URL_PREFIX}", "slow_seconds": SLOW_SECONDS,
-        "redirect_location": REDIRECT_LOCATION, "faults": faults})
+        "redirect_location": REDIRECT_LOCATION, "port": cfg.port, "hosts": hosts.host_table(cfg.host),
+        "faults": faults})
     os.makedirs(os.path.join(out, "pool"))
     pq.write_table(pa.table({"url": pa.array(urls, pa.string()), "caption": pa.array(captions, pa.string())}),
                    os.path.join(out, "pool", "candidates.parquet"))

@@ -1,7 +1,9 @@
 """Score a finished demo run against the world's ground truth (which the pipeline never reads).
 
 Every pool URL is traced to its fate: the stage and reason that dropped it, or the final shards.
-The CLIP filter is judged on what reached it: a pair whose caption does not describe its image
+Each injected download fault is checked against the reason it must get (faults.py), and the image
+host's request log, when the run kept one, against the manners asked of the crawler (robots.txt,
+connections at once, throttling, the User-Agent). The CLIP filter is judged on what reached it: a pair whose caption does not describe its image
 (`mismatched`, or `junk` alt text that got that far) should be rejected, everything else kept.
 The embedding stages (semdedup, target) are judged, with their curves, in semantic_truth.py.
 """
@@ -15,12 +17,15 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from witcurate.demo.faults import EXPECTED_DOWNLOAD_REASON
+from witcurate.demo.host_log import politeness, read_log
 from witcurate.demo.semantic_truth import Truth, semdedup_quality, target_quality
 from witcurate.pipeline import fs
 from witcurate.pipeline.tables import parquet_files, read_table
 from witcurate.pipeline.stages import ORDER
 
 BAD_FOR_CLIP = frozenset({"mismatched", "junk"})
+HOST_LOG = "demo_host_log.jsonl"          # the image host's request log, beside the run
 
 
 def _reject_rows(stage_dir: str):
@@ -82,6 +87,36 @@ def _pr(dropped: np.ndarray, bad: np.ndarray) -> dict[str, float]:
     return {"precision": round(precision, 4), "recall": round(recall, 4)}
 
 
+def download_faults(kinds: dict[str, str], fates: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per injected fault kind: the reason the download stage must give it, how many of its URLs
+    got it, how many never reached the download (dropped before), and any other fates."""
+    before = {f"{stage}:" for stage in ORDER[:ORDER.index("download")]}
+    table: dict[str, dict[str, Any]] = {}
+    for url, kind in kinds.items():
+        if kind not in EXPECTED_DOWNLOAD_REASON:
+            continue
+        expected = EXPECTED_DOWNLOAD_REASON[kind]
+        row = table.setdefault(kind, {"expected": expected or "kept", "as_expected": 0,
+                                      "before_download": 0, "otherwise": {}})
+        fate = fates.get(url, "unaccounted")
+        if any(fate.startswith(b) for b in before):
+            row["before_download"] += 1
+        elif (fate == f"download:{expected}") if expected else not fate.startswith("download:"):
+            row["as_expected"] += 1
+        else:
+            row["otherwise"][fate] = row["otherwise"].get(fate, 0) + 1
+    return dict(sorted(table.items()))
+
+
+def host_politeness(out_root: str, demo_root: str) -> dict[str, Any] | None:
+    """What the image host's request log (HOST_LOG beside the run) says of the crawler's manners."""
+    log = fs.join(out_root, HOST_LOG)
+    if not fs.exists(log):
+        return None
+    hosts = fs.read_json(fs.join(demo_root, "host.json")).get("hosts") or []
+    return politeness(read_log(log), hosts)
+
+
 def evaluate_run(out_root: str, demo_root: str) -> dict[str, Any]:
     with fs.open_file(fs.join(demo_root, "truth", "truth.parquet")) as f:
         truth = pq.read_table(f, columns=["url", "kind", "dup_of"]).to_pylist()
@@ -94,6 +129,8 @@ def evaluate_run(out_root: str, demo_root: str) -> dict[str, Any]:
     shipped = [kinds[u] for u, f in fates.items() if f == "shards" and u in kinds]
     return {
         "fates": {k: dict(v.most_common()) for k, v in sorted(table.items())},
+        "download_faults": download_faults(kinds, fates),
+        "politeness": host_politeness(out_root, demo_root),
         "unaccounted": sum(v["unaccounted"] for v in table.values()),
         "shipped": len(shipped),
         "shipped_bad_captions": sum(k in BAD_FOR_CLIP for k in shipped),
@@ -127,6 +164,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines = ["demo ground truth: where each injected kind ended"]
     for kind, fates in report["fates"].items():
         lines.append(f"  {kind:<17} " + ", ".join(f"{f} {n}" for f, n in fates.items()))
+    faults = report.get("download_faults") or {}
+    wrong = {k: r["otherwise"] for k, r in faults.items() if r["otherwise"]}
+    lines.append(f"download faults: {len(faults) - len(wrong)} of {len(faults)} kinds end with their "
+                 "expected reason" + (f"; otherwise: {wrong}" if wrong else ""))
+    lines += format_politeness(report.get("politeness"))
     clip = report.get("clip_filter")
     if clip:
         lines.append(f"CLIP filter at threshold {clip['threshold']}: precision {clip['precision']:.3f}, "
@@ -136,6 +178,17 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"shipped {report['shipped']} pairs, {report['shipped_bad_captions']} with a caption "
                  f"that does not fit the image; {report['unaccounted']} pool URLs unaccounted for")
     return "\n".join(lines)
+
+
+def format_politeness(polite: dict[str, Any] | None) -> list[str]:
+    if not polite:
+        return []
+    lines = ["image host log: requests, robots.txt, refused paths asked for, 429/503, peak at once"]
+    for name, r in polite["hosts"].items():
+        lines.append(f"  {name:<17} {r['requests']:>5} {r['robots_txt']:>3} {r['refused_paths']:>3} "
+                     f"{r['throttled']:>4} {r['peak']:>3}")
+    agents = ", ".join(f"{ua!r} {n}" for ua, n in polite["user_agents"].items())
+    return lines + [f"  user agents: {agents}"]
 
 
 def plot_pr_curve(clip: dict[str, Any]):

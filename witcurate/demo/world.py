@@ -5,14 +5,15 @@ Layout under `root` (all deterministic from the seed; same parameters, same byte
 
     dump/enwiki-demo-pages-articles-multistream.xml.bz2   (+ -index.txt.bz2)
     pageviews/pageviews-YYYYMMDD-HH0000.gz
-    pool/candidates.parquet        url, caption
-    images/<name>                  what the host serves at /i/<name>
-    host.json                      per-path behaviour of the host (faults)
+    pool/candidates.parquet        url, caption (URLs on the demo's hosts, demo/hosts.py)
+    images/<name>                  what the host serves at /i/<name> (or /private/i/<name>)
+    host.json                      the hosts and their manners, per-path behaviour (faults)
     trusted/trusted-NNNNN.tar      WebDataset: tNNNNNN.jpg + tNNNNNN.txt, disjoint from the pool
     eval/zeroshot/<shape>/NNNNN.jpg, eval/zeroshot/classnames.json, eval/zeroshot/templates.json
     eval/retrieval-NNNNN.tar       WebDataset: rNNNNNN.jpg + rNNNNNN.txt
     truth/truth.parquet            url, caption, kind, true_caption, dup_of (+ what the image shows)
-    world.json                     parameters, base_url, counts
+    world.json                     parameters, base_url (the first host), hosts, the
+                                   download.allow_private entries they need, counts
 
 The world is written to a temporary sibling directory and renamed into place, so an
 interrupted generation never leaves a half world behind. It lives on local disk (the image
@@ -32,7 +33,7 @@ import time
 from typing import Callable
 
 from witcurate.config import DemoSection
-from witcurate.demo import pageviews, wiki
+from witcurate.demo import hosts, pageviews, wiki
 from witcurate.demo.eval_sets import write_pairs_tars, write_zeroshot
 # The fault constants are also read as world.X (the host's and the download tests' documentation).
 from witcurate.demo.faults import (CONTENT_FAULTS, EXPECTED_DOWNLOAD_REASON, FAULT_KINDS,  # noqa: F401
@@ -42,7 +43,8 @@ from witcurate.demo.files import write_json
 from witcurate.demo.pool import write_pool
 from witcurate.errors import UserError
 
-VERSION = 2
+VERSION = 3                  # 2: many hosts (demo/hosts.py) and the politeness faults;
+                             # 3: semantic duplicates and off-target images
 
 
 def world_params(cfg: DemoSection) -> dict:
@@ -83,6 +85,7 @@ def generate_world(cfg: DemoSection, root: str | None = None,
                         ("eval_size", cfg.eval_size)):
         if value < 1:
             raise UserError(f"demo.{name} must be at least 1, got {value}", f"set demo.{name}")
+    hosts.addresses(cfg.host)                # a loopback IPv4 address with room for the hosts
     if cfg.image_size < 32:
         raise UserError(f"demo.image_size must be at least 32, got {cfg.image_size}",
                         "set demo.image_size (96 by default)")
@@ -118,7 +121,7 @@ def _generate_into(cfg: DemoSection, out: str, params: dict, progress) -> dict:
     pv_paths = pageviews.write_pageviews(os.path.join(out, "pageviews"), views, seed)
 
     progress(f"demo world: drawing the pool ({cfg.pool_size} candidates)")
-    counts = write_pool(cfg, out, base_url(cfg), VERSION)
+    counts = write_pool(cfg, out, VERSION)
 
     progress(f"demo world: drawing the trusted set ({cfg.trusted_size} pairs)")
     trusted = write_pairs_tars(os.path.join(out, "trusted"), "trusted", "t", cfg.trusted_size,
@@ -143,4 +146,6 @@ def _generate_into(cfg: DemoSection, out: str, params: dict, progress) -> dict:
         "retrieval": [rel(p) for p in retrieval],
         "zeroshot": "eval/zeroshot",
         "host": {"slow_seconds": SLOW_SECONDS, "redirect_location": REDIRECT_LOCATION},
+        "hosts": {role["address"]: role["name"] for role in hosts.host_table(cfg.host)},
+        "allow_private": hosts.allow_private(cfg.host, cfg.port),
     }

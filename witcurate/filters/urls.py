@@ -310,15 +310,24 @@ class ResponseCheckProcessor(urllib.request.BaseHandler):
     https_response = http_response
 
 
+def guarded_handlers(policy: AddressPolicy, content_type_ok: Callable[[str], object] | None = None,
+                     http: urllib.request.BaseHandler | None = None,
+                     https: urllib.request.BaseHandler | None = None) -> list[urllib.request.BaseHandler]:
+    """The handlers of a guarded opener: http(s) only, no proxy, every connection and redirect
+    checked against `policy`. `http`/`https` replace the guarded connection handlers with
+    subclasses of them (the download's per-host gate)."""
+    return [urllib.request.ProxyHandler({}), urllib.request.UnknownHandler(),
+            http or GuardedHTTPHandler(policy), https or GuardedHTTPSHandler(policy),
+            urllib.request.HTTPDefaultErrorHandler(), GuardedRedirectHandler(policy),
+            urllib.request.HTTPErrorProcessor(), ResponseCheckProcessor(content_type_ok)]
+
+
 def build_opener(policy: AddressPolicy,
                  content_type_ok: Callable[[str], object] | None = None) -> urllib.request.OpenerDirector:
     """An opener that fetches http(s) only, through no proxy, with every connection and redirect
     checked against `policy` (no file:, ftp: or data: handlers at all)."""
     opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler({}), urllib.request.UnknownHandler(),
-                    GuardedHTTPHandler(policy), GuardedHTTPSHandler(policy),
-                    urllib.request.HTTPDefaultErrorHandler(), GuardedRedirectHandler(policy),
-                    urllib.request.HTTPErrorProcessor(), ResponseCheckProcessor(content_type_ok)):
+    for handler in guarded_handlers(policy, content_type_ok):
         opener.add_handler(handler)
     return opener
 

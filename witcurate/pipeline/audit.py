@@ -66,11 +66,12 @@ def audit_records(stage_dir: str, name: str, manifest: dict[str, Any]) -> StageA
 
 
 def changed_inputs(manifest: dict[str, Any]) -> list[str]:
-    """Inputs that were finished stages and have been rerun or changed since."""
+    """Inputs that were finished stages (or files inside one) whose content changed since: rerun
+    with different results. A rerun that landed the same content is no problem."""
     problems = []
     for key, entry in manifest.get("inputs", {}).items():
         path = entry.get("path", "")
-        if entry.get("fingerprint", "").startswith("stage:") and fs.exists(path):
+        if entry.get("fingerprint", "").startswith(("stage:", "content:")) and fs.exists(path):
             if fingerprint_input(path) != entry["fingerprint"]:
                 problems.append(f"input {key} ({path}) changed since this stage ran: rerun it")
     return problems

@@ -1,11 +1,15 @@
 """The download stage: img2dataset fetches, resizes and encodes images shard by shard in Beam.
 
-    balance rows --GroupByUidRank--> (shard index, rows) --> DownloadShard DoFn (download_shard.py)
+    balance rows --ObeyRobots (robots.py)--> robots rejects, ((shard, n_shards), row)
+                 --GroupByKey--> (shard index, rows) --> DownloadShard DoFn (download_shard.py)
+    kept rows + rejects --CountHosts (download_hosts.py)--> the top hosts and their outcomes
     after the pipeline: the shards' tars move into the stage directory as images/NNNNN.tar
 
-Shards are cut deterministically: input uids in sorted order, one shard every `urls_per_shard`
-distinct uids, ranked inside Beam (`uid_order`) so no process ever holds every uid. A
-shard's work lives in the stage's work directory (kept when a run is killed) under a name that
+Each origin's robots.txt is fetched once, before any image (robots.py), and its verdicts land in
+download/robots/. Shards are cut by host (hosts.py): a host's URLs go to one shard, or to at
+most download.max_host_shards for a big host, so the per-host limits each shard's workers keep
+(polite_fetch.py) bound what reaches a host from the whole run; the cut is a hash of host and
+uid, the same in every run. A shard's work lives in the stage's work directory (kept when a run is killed) under a name that
 includes a fingerprint of its uids and the download config (download_results.py); it is finished
 once its DONE.json is written, and a rerun reuses finished shards instead of fetching them
 again. Image bytes are written by img2dataset straight into the shard's tar files and never
@@ -14,7 +18,6 @@ travel through Beam.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from typing import Any
@@ -29,10 +32,14 @@ from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, FilterRecords, WriteStageOutputs, make_pipeline,
                                         read_json_lines, read_stage, run_pipeline)
 from witcurate.pipeline.download_results import DONE, MISSING_UID, read_done, shard_dir
+from witcurate.pipeline.download_hosts import CountHosts, read_host_counts
 from witcurate.pipeline.download_shard import SHARD, DownloadShard
+from witcurate.pipeline.hosts import shard_count
+from witcurate.pipeline.robots import ROBOTS_SCHEMA, ObeyRobots, table_row
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option
-from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
+
+ROBOTS_DIR = "robots"          # the robots table: download/robots/part-*.parquet
 
 
 class DownloadStage(BaseStage):
@@ -41,6 +48,9 @@ class DownloadStage(BaseStage):
     inputs = ("in",)
     # Only what fetching needs; the rest of a balance row rides along into the output.
     input_schema = pa.schema([schemas.BALANCED.field("uid"), schemas.BALANCED.field("url")])
+    # Later stages read an image by the tar and key its kept row names, and the row carries the
+    # sha256 of those bytes: the rows' digest covers the tars without reading them again.
+    content_skips = ("images/*.tar",)
     options = (
         Option("--image-size", "download.image_size", "resize images to this size (pixels)", int),
         Option("--resize-mode", "download.resize_mode",
@@ -54,7 +64,14 @@ class DownloadStage(BaseStage):
         Option("--urls-per-shard", "download.urls_per_shard", "URLs per download shard", int),
         Option("--min-side", "download.min_side", "minimum side of the original image (pixels)", int),
         Option("--user-agent-token", "download.user_agent_token",
-               "token in the User-Agent and for X-Robots-Tag directives", str),
+               "product token matched by robots.txt groups and X-Robots-Tag directives", str),
+        Option("--user-agent", "download.user_agent", "the User-Agent sent with every request", str),
+        Option("--per-host-connections", "download.per_host_connections",
+               "requests open to one host at once (per download shard)", int),
+        Option("--per-host-delay", "download.per_host_delay",
+               "seconds between the starts of two requests to one host", float),
+        Option("--max-retry-after", "download.max_retry_after",
+               "the longest Retry-After (seconds) waited out before a URL is rate_limited", float),
         Option("--allow-private", "download.allow_private",
                "allow this loopback/private host:port, host or CIDR network", str),
     )
@@ -66,7 +83,7 @@ class DownloadStage(BaseStage):
         cfg = ctx.config.download
         n_rows = ctx.rows()
         on_disk = len(fs.glob(fs.join(ctx.work_dir, "shards", "*", DONE)))
-        ctx.progress(f"[download] {n_rows} urls, about {math.ceil(n_rows / cfg.urls_per_shard)} shards"
+        ctx.progress(f"[download] {n_rows} urls, up to {shard_count(n_rows, cfg.urls_per_shard)} shards by host"
                      + (f"; {on_disk} finished shards of an earlier attempt to reuse" if on_disk else ""))
         run_token = uuid.uuid4().hex
         info_prefix = fs.join(ctx.tmp_dir, "_shards", "info")
@@ -77,6 +94,8 @@ class DownloadStage(BaseStage):
         wall = time.time() - start
         shard_stats = land_shards(ctx, read_json_lines(info_prefix), run_token)
         fs.rm(fs.join(ctx.tmp_dir, "_shards"))
+        hosts = read_host_counts(fs.join(ctx.tmp_dir, "_hosts", "hosts"))
+        fs.rm(fs.join(ctx.tmp_dir, "_hosts"))
         fresh = [s for s in shard_stats if not s["resumed"]]
         fetched = sum(s["fetched"] for s in fresh)
         fetch_seconds = sum(s["seconds"] for s in fresh)
@@ -85,26 +104,35 @@ class DownloadStage(BaseStage):
             "download": {"shards": len(shard_stats), "fetched_this_run": fetched,
                          "reused_shards": len(shard_stats) - len(fresh),
                          "pipeline_seconds": round(wall, 3), "per_shard": shard_stats},
+            "hosts": hosts,
         })
 
 
 def download_pipeline(p: beam.Pipeline, ctx: StageContext, n_rows: int, run_token: str,
                       info_prefix: str) -> None:
-    """Read the balanced rows, cut them into shards, fetch each, write kept rows and rejects;
-    each finished shard is listed under `info_prefix`."""
+    """Read the balanced rows, obey robots.txt, cut the rest into shards by host, fetch each,
+    write kept rows and rejects, the robots table and the per-host counts; each finished shard
+    is listed under `info_prefix`."""
     cfg = ctx.config.download
     config_hash = ctx.config.section_hash("download")
     # Rows without a uid cannot be ranked into a shard: they are rejects straight away.
     rows = (read_stage(p, ctx.input("in"), "ReadIn")
             | "SplitMissingUid" >> FilterRecords(Required("uid", MISSING_UID, "the row has no uid",
                                                           allow_empty=False)))
-    outs = (rows[KEPT]
-            | "CutShards" >> GroupByUidRank(cfg.urls_per_shard, bucket_width(n_rows))
+    judged = rows[KEPT] | "Robots" >> ObeyRobots(cfg, ctx.work_dir, n_rows)
+    outs = (judged[KEPT]
+            | "GroupByShard" >> beam.GroupByKey()
             | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token))
             .with_outputs(KEPT, REJECTED, SHARD))
     outs[SHARD] | "WriteShardList" >> beam.io.WriteToText(info_prefix, file_name_suffix=".jsonl")
-    ({KEPT: outs[KEPT], REJECTED: (rows[REJECTED], outs[REJECTED]) | "AllRejects" >> beam.Flatten()}
-     | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.DOWNLOADED))
+    rejects = (rows[REJECTED], judged[REJECTED], outs[REJECTED]) | "AllRejects" >> beam.Flatten()
+    ({KEPT: outs[KEPT], REJECTED: rejects} | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.DOWNLOADED))
+    if cfg.obey_robots:
+        (judged["robots"] | "RobotsRows" >> beam.Map(lambda kv: table_row(kv[1]))
+         | "WriteRobots" >> beam.io.WriteToParquet(fs.join(ctx.tmp_dir, ROBOTS_DIR, "part"), ROBOTS_SCHEMA,
+                                                   file_name_suffix=".parquet"))
+    ({"kept": outs[KEPT], "rejects": rejects, "robots": judged["robots"]}
+     | "HostCounts" >> CountHosts(fs.join(ctx.tmp_dir, "_hosts", "hosts")))
 
 
 def land_shards(ctx: StageContext, shards: list[dict[str, Any]], run_token: str) -> list[dict[str, Any]]:

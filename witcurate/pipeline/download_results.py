@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from witcurate.config import DownloadSection
 from witcurate.filters import images
 from witcurate.filters.base import Drop
+from witcurate.filters.retry_after import RATE_LIMITED, RATE_LIMITED_MARKER
 from witcurate.pipeline import fs
 
 DONE = "DONE.json"
@@ -99,6 +100,8 @@ def decide(row: dict[str, Any], result: dict[str, Any] | None, checks: Checks,
         return Drop(NO_RESULT, "img2dataset returned no result for this URL (its shard failed)")
     if result.get("status") != "success":
         message = result.get("error_message") or f"status {result.get('status')}"
+        if message.startswith(RATE_LIMITED_MARKER):
+            return Drop(RATE_LIMITED, message)
         return Drop(images.classify_error(result.get("status"), message), message)
     ow, oh = result.get("original_width"), result.get("original_height")
     size = images.size_ok(ow, oh, cfg.min_side, cfg.max_aspect_ratio, cfg.max_pixels)

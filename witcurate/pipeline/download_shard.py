@@ -3,7 +3,9 @@
     (shard index, rows) --> DownloadShard
         duplicate uids        -> rejects
         URL safety check      -> refusals are rejects, never fetched
-        img2dataset.download  -> NNNNN.tar + per-sample parquet (in the shard's work dir)
+        img2dataset.download  -> NNNNN.tar + per-sample parquet (in the shard's work dir), the
+                                 URLs interleaved by host, fetched politely (polite_fetch.py)
+                                 through a per-host gate shared by the shard's worker processes
         image checks + sha256 + perceptual hash of each stored image (in the download workers)
         every fetched row joined with its result: kept, or a reject with a reason
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
 import uuid
 from typing import Any, Iterator
@@ -33,6 +37,7 @@ from witcurate.pipeline.beam_io import KEPT, REJECTED, reject, rejected
 from witcurate.pipeline.download_results import (DONE, DUPLICATE_UID, decide, final_tar_name,
                                                  read_done, read_results, shard_dir,
                                                  shard_fingerprint, write_parquet)
+from witcurate.pipeline.hosts import interleave_by_host
 
 log = logging.getLogger("witcurate")
 
@@ -71,9 +76,13 @@ class DownloadShard(beam.DoFn):
 
     def setup(self):
         from witcurate.pipeline import download_worker
-        self.policy = urls.AddressPolicy.from_config(self.cfg.allow_private)
-        self.settings = download_worker.WorkerSettings(self.policy, self.cfg.max_pixels,
-                                                       self.cfg.encode_format)
+        cfg = self.cfg
+        self.policy = urls.AddressPolicy.from_config(cfg.allow_private)
+        politeness = download_worker.Politeness(cfg.user_agent, cfg.per_host_connections,
+                                                cfg.per_host_delay, cfg.max_retry_after,
+                                                cfg.rate_limit_retries)
+        self.settings = download_worker.WorkerSettings(self.policy, cfg.max_pixels,
+                                                       cfg.encode_format, politeness)
 
     def teardown(self):
         from witcurate.pipeline import download_worker
@@ -134,8 +143,14 @@ class DownloadShard(beam.DoFn):
         out_dir = fs.join(adir, "i2d")
         url_list = fs.join(adir, "urls.parquet")
         write_parquet(url_list, [{"uid": r["uid"], "url": str(r.get("url") or ""),
-                                  "caption": r.get("caption")} for r in safe], _URL_LIST)
-        self.run_img2dataset(url_list, out_dir, len(safe))
+                                  "caption": r.get("caption")} for r in interleave_by_host(safe)],
+                      _URL_LIST)
+        # The shard's per-host gate lives on this machine's disk, beside its worker processes.
+        gate_dir = tempfile.mkdtemp(prefix=f"witcurate-hosts-{index:05d}-")
+        try:
+            self.run_img2dataset(url_list, out_dir, len(safe), gate_dir)
+        finally:
+            shutil.rmtree(gate_dir, ignore_errors=True)
         results, checks = read_results(out_dir)
         kept = []
         for row in safe:
@@ -148,11 +163,11 @@ class DownloadShard(beam.DoFn):
                          **{k: outcome[k] for k in _IMAGE_FIELDS}, "shard": tar})
         return kept
 
-    def run_img2dataset(self, url_list: str, out_dir: str, n_urls: int) -> None:
+    def run_img2dataset(self, url_list: str, out_dir: str, n_urls: int, gate_dir: str) -> None:
         from witcurate.pipeline import download_worker
         cfg = self.cfg
         download_worker.guarded_download(
-            self.settings,
+            self.settings, gate_dir,
             url_list=url_list, input_format="parquet", url_col="url", caption_col="caption",
             save_additional_columns=["uid"], output_format="webdataset", output_folder=out_dir,
             image_size=cfg.image_size, resize_mode=cfg.resize_mode,

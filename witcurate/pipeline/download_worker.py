@@ -6,7 +6,9 @@ worker that follows it. img2dataset's `multiprocessing` distributor is replaced 
 this module wraps, see `guarded_download`; plain img2dataset calls in the same process are left
 as they were) by `guarded_distributor`, which
   * runs every shard task through `ShardTask`, which installs the guarded urllib opener in the
-    worker (idempotent) before img2dataset's Downloader touches the network, and afterwards reads
+    worker (idempotent; the polite one of polite_fetch.py, with the shard's per-host gate, when
+    the call names a gate directory) before img2dataset's Downloader touches the network, and
+    afterwards reads
     the shard it wrote back to hash and check every stored image there, in parallel across
     workers (`NNNNN.checks.parquet` beside img2dataset's `NNNNN.parquet`);
   * starts workers with OPENCV_IO_MAX_IMAGE_PIXELS set, so OpenCV refuses to decode an image
@@ -54,21 +56,45 @@ CHECKS_SCHEMA = pa.schema([
 
 
 @dataclass(frozen=True)
+class Politeness:
+    """What the polite opener needs (polite_fetch.py); the gate directory is per shard."""
+    user_agent: str = ""
+    per_host_connections: int = 2
+    per_host_delay: float = 0.0
+    max_retry_after: float = 60.0
+    rate_limit_retries: int = 3
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     policy: urls.AddressPolicy
     max_pixels: int
     encode_format: str = "jpg"
+    politeness: Politeness = Politeness()
 
 
-_installed: WorkerSettings | None = None
+_installed: tuple[WorkerSettings, str] | None = None
 
 
-def install(settings: WorkerSettings) -> None:
-    """Install the guarded urllib opener in this process (once per settings)."""
+def install(settings: WorkerSettings, gate_dir: str = "") -> None:
+    """Install the guarded urllib opener in this process (once per settings and shard gate):
+    with a gate directory, the polite one (User-Agent, per-host slots, Retry-After)."""
     global _installed
-    if _installed != settings:
+    if _installed == (settings, gate_dir):
+        return
+    if gate_dir:
+        import urllib.request
+
+        from witcurate.pipeline import polite_fetch
+        from witcurate.pipeline.host_gate import HostGate
+        p = settings.politeness
+        gate = HostGate(gate_dir, p.per_host_connections, p.per_host_delay, p.max_retry_after)
+        urllib.request.install_opener(polite_fetch.build_opener(
+            settings.policy, gate, p.user_agent, p.rate_limit_retries, p.max_retry_after,
+            images.content_type_ok))
+    else:
         urls.install(settings.policy, images.content_type_ok)
-        _installed = settings
+    _installed = (settings, gate_dir)
 
 
 def shard_name(shard_id: int, oom_shard_count: int) -> str:
@@ -109,12 +135,13 @@ def inspect_shard(output_folder: str, name: str, encode_format: str, max_pixels:
 class ShardTask:
     """The callable the pool runs for each img2dataset shard: guard, download, inspect."""
 
-    def __init__(self, downloader: Any, settings: WorkerSettings):
+    def __init__(self, downloader: Any, settings: WorkerSettings, gate_dir: str = ""):
         self.downloader = downloader
         self.settings = settings
+        self.gate_dir = gate_dir
 
     def __call__(self, row):
-        install(self.settings)
+        install(self.settings, self.gate_dir)
         ok, row = self.downloader(row)
         if not ok:
             return ok, row
@@ -160,6 +187,12 @@ def _check_started(pool) -> None:
             "script again.") from None
 
 
+# A worker is replaced after this many tasks (img2dataset recycles after 5 in a pool of one call).
+# The pool here outlives calls, and each download shard is one task here, as is the start-up
+# probe: at 5, a run of 5 shards paid a fresh worker (seconds of importing OpenCV, 15 s on a
+# loaded machine) before its last shard. 20 still bounds what a worker can accumulate.
+TASKS_PER_WORKER = 20
+
 _pools: dict[tuple[int, WorkerSettings], Any] = {}
 _pools_lock = threading.Lock()
 _current = threading.local()
@@ -175,7 +208,7 @@ def _pool(processes: int, settings: WorkerSettings):
             os.environ[MAX_PIXELS_ENV] = str(settings.max_pixels)
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(processes, initializer=_init_worker, initargs=(settings,),
-                            maxtasksperchild=5)
+                            maxtasksperchild=TASKS_PER_WORKER)
             _check_started(pool)
             _pools[key] = pool
         return pool
@@ -202,7 +235,7 @@ def guarded_distributor(processes_count, downloader, reader, _subjob_size, max_s
         return multiprocessing_distributor(processes_count, downloader, reader, _subjob_size,
                                            max_shard_retry)
     pool = _pool(processes_count, settings)
-    task = ShardTask(downloader, settings)
+    task = ShardTask(downloader, settings, getattr(_current, "gate_dir", ""))
 
     def run(shards) -> list:
         failed = []
@@ -268,17 +301,18 @@ def _patch_img2dataset():
 
 
 @contextlib.contextmanager
-def settings_for_this_thread(settings: WorkerSettings) -> Iterator[None]:
-    _current.settings = settings
+def settings_for_this_thread(settings: WorkerSettings, gate_dir: str = "") -> Iterator[None]:
+    _current.settings, _current.gate_dir = settings, gate_dir
     try:
         yield
     finally:
-        _current.settings = None
+        _current.settings, _current.gate_dir = None, ""
 
 
-def guarded_download(settings: WorkerSettings, **kwargs: Any) -> None:
-    """img2dataset.download(**kwargs) with the multiprocessing distributor guarded as above."""
+def guarded_download(settings: WorkerSettings, gate_dir: str = "", **kwargs: Any) -> None:
+    """img2dataset.download(**kwargs) with the multiprocessing distributor guarded as above;
+    with `gate_dir` (a local directory of this shard) its workers fetch politely through it."""
     main = _patch_img2dataset()
     kwargs["distributor"] = "multiprocessing"
-    with settings_for_this_thread(settings):
+    with settings_for_this_thread(settings, gate_dir):
         main.download(**kwargs)

@@ -20,7 +20,8 @@ import pyarrow as pa
 from witcurate import schemas
 from witcurate.filters import kmeans
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import KEPT, REJECTED, beam_path, read_json_lines
+from witcurate.pipeline.beam_io import KEPT, REJECTED, beam_path, read_json_lines, run_pipeline
+from witcurate.pipeline.runner import StageContext, StageResult
 
 
 def _smallest(keys: np.ndarray, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,3 +129,12 @@ class WriteTables(beam.PTransform):
          | "WriteRejects" >> beam.io.WriteToParquetBatched(fs.join(self.tmp_dir, "rejects", "part"),
                                                            schemas.REJECTS, file_name_suffix=".parquet"))
         return outputs
+
+
+def pass_everything(ctx: StageContext, p: beam.Pipeline, rows: beam.PCollection, name: str) -> StageResult:
+    """A stage switched off (`NAME.enabled: false`): every pair is kept as it came, nothing is
+    read from the embeddings, and the manifest says the step was off."""
+    ctx.progress(f"[{name}] {name}.enabled is false: every pair passes")
+    {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteTables(ctx.tmp_dir, schemas.SCORED)
+    run_pipeline(p)
+    return StageResult(units="pairs", extra={name: {"enabled": False}})

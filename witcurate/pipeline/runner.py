@@ -8,7 +8,9 @@ The runner then counts both from the files themselves, checks in = kept + reject
 `_SUCCESS.json` and renames TMP to OUT/STAGE. A stage that produces a model instead of filtering
 records (`produces = "model"`: scorer, train) has no records to balance: it writes its files
 (checkpoint.pt, metrics.jsonl, ...) and the manifest lists them with their sizes instead. A killed run leaves only a TMP behind, which the
-next attempt deletes; a stage whose manifest matches its config and inputs is skipped.
+next attempt deletes; a stage whose manifest matches its config and inputs is skipped. Inputs
+count by content: each manifest records a digest of what its stage holds (pipeline/content.py),
+so a rerun upstream that lands the same rows and files redoes nothing after it.
 Work that must survive a kill inside a stage (download shards) goes to `ctx.work_dir`, which is
 kept across attempts and removed once the stage has landed.
 """
@@ -30,12 +32,12 @@ from witcurate.config import Config
 from witcurate.errors import AccountingError, InputError, UserError
 from witcurate.pipeline import fs
 from witcurate.pipeline.code_hash import code_hash
+from witcurate.pipeline.content import MANIFEST, entry_for, stage_content
 from witcurate.pipeline.tables import count_rows, open_parquet, parquet_files, reject_counts
 from witcurate.schemas import validate
 
 log = logging.getLogger("witcurate")
 
-MANIFEST = "_SUCCESS.json"
 # What a stage produces (its `produces` attribute; records when it has none).
 RECORDS = "records"                  # kept + rejected parquet parts, balanced against its input
 MODEL = "model"                      # files (weights, metrics); no records to count
@@ -79,7 +81,9 @@ class StageResult:
 class Stage(Protocol):
     name: str
     sections: tuple[str, ...]        # config sections that change this stage's output
-    # optional: produces = MODEL for a stage that writes a model, not records
+    # optional: produces = MODEL for a stage that writes a model, not records;
+    # content_skips: globs of its files left out of its content digest (pipeline/content.py);
+    # reports_on: stages of the run whose manifests it reads (the dataset card)
 
     def run(self, ctx: StageContext) -> StageResult: ...
 
@@ -132,19 +136,54 @@ def check_input(stage: Stage, inputs: dict[str, str]) -> dict[str, int]:
 
 
 def fingerprint_input(path: str) -> str:
-    """A stage directory is identified by its manifest's fingerprint, a file by size and mtime."""
-    manifest = fs.join(path, MANIFEST)
-    if fs.exists(manifest):
-        return "stage:" + fs.read_json(manifest)["fingerprint"]
+    """An input by its content where a finished stage recorded it: a stage directory by the
+    digest of what it holds, a file inside one by the digest of the entry that covers it (a
+    model's weights: their sha256). Otherwise a stage directory whose manifest predates content
+    digests by its fingerprint, and a glob or any other file by size and mtime."""
     if any(c in path for c in "*?["):
         return "glob:" + ",".join(f"{p}:{fs.size_and_mtime(p)}" for p in fs.glob(path))
-    if fs.exists(path):
-        size, mtime = fs.size_and_mtime(path)
-        return f"file:{size}:{mtime}"
-    return "missing"
+    manifest = load_manifest(path)
+    if manifest is not None:
+        if "content" in manifest:
+            return "content:" + manifest["content"]["hash"]
+        return "stage:" + manifest["fingerprint"]
+    if not fs.exists(path):
+        return "missing"
+    covered = _covered_file(path)
+    if covered is not None:
+        return covered
+    size, mtime = fs.size_and_mtime(path)
+    return f"file:{size}:{mtime}"
 
 
-def stage_fingerprint(stage: Stage, config: Config, inputs: dict[str, str]) -> str:
+def _covered_file(path: str, levels: int = 3) -> str | None:
+    """The digest a finished stage recorded for the file at `path` inside it, if any."""
+    directory, rel = path.rstrip("/"), ""
+    for _ in range(levels):
+        directory, name = posixpath.split(directory)
+        rel = posixpath.join(name, rel) if rel else name
+        if not directory or directory.endswith(":"):
+            return None
+        manifest = load_manifest(directory)
+        if manifest is not None:
+            digest = manifest.get("content", {}).get("files", {}).get(entry_for(rel))
+            return f"content:{entry_for(rel)}:{digest}" if digest else None
+    return None
+
+
+def run_reports(stage: Stage, out_root: str) -> dict[str, str]:
+    """For a stage that reports on the run (`reports_on`: the shards stage's dataset card shows
+    every stage's counts, times and config): which landing of each of those stages it read, so
+    an upstream rerun rewrites the report even when the data it ships is unchanged."""
+    reports = {}
+    for name in getattr(stage, "reports_on", ()):
+        manifest = load_manifest(fs.join(out_root, name)) if name != stage.name else None
+        if manifest is not None:
+            reports[name] = f"{manifest.get('fingerprint')}@{manifest.get('finished_at')}"
+    return reports
+
+
+def stage_fingerprint(stage: Stage, config: Config, inputs: dict[str, str], out_root: str = ".") -> str:
     payload = {
         "stage": stage.name,
         "config": config.section_hash(*stage.sections) if stage.sections else "",
@@ -152,6 +191,8 @@ def stage_fingerprint(stage: Stage, config: Config, inputs: dict[str, str]) -> s
         "code_hash": code_hash(type(stage).__module__),
         "inputs": {k: fingerprint_input(v) for k, v in sorted(inputs.items())},
     }
+    if getattr(stage, "reports_on", ()):
+        payload["reports_on"] = run_reports(stage, out_root)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -181,7 +222,7 @@ def run_stage(stage: Stage, config: Config, final_dir: str, inputs: dict[str, st
     inputs = {k: fs.normalize(v) for k, v in inputs.items()}
     out_root = posixpath.dirname(final_dir) or "."
     base = posixpath.basename(final_dir)
-    fingerprint = stage_fingerprint(stage, config, inputs)
+    fingerprint = stage_fingerprint(stage, config, inputs, out_root)
     existing = load_manifest(final_dir)
     if existing and existing.get("fingerprint") == fingerprint and not force:
         progress(f"[{stage.name}] already done ({describe(existing)}), skipping")
@@ -245,6 +286,7 @@ def _run_and_land(stage: Stage, ctx: StageContext, final_dir: str, fingerprint: 
     result = stage.run(ctx) or StageResult()
     wall = time.time() - start
     output = _records_output(stage, ctx, result) if produces(stage) == RECORDS else _model_output(stage, ctx)
+    output["content"] = _content(stage, ctx, output)
     rate = result.per_second
     if rate is None and "counts" in output and wall > 0:
         rate = round(output["counts"]["in"] / wall, 2)
@@ -287,6 +329,16 @@ def _records_output(stage: Stage, ctx: StageContext, result: StageResult) -> dic
             f"stage {stage.name} does not balance: in={n_in} kept={kept} rejected={rejected}")
     return {"kept_glob": result.kept_glob,
             "counts": {"in": n_in, "kept": kept, "rejected": rejected, "reasons": reasons}}
+
+
+def _content(stage: Stage, ctx: StageContext, output: dict[str, Any]) -> dict[str, Any]:
+    """The digest of what the stage wrote (pipeline/content.py): what later stages' fingerprints
+    name it by. Its count of kept rows, read from the data, must agree with the footers'."""
+    content = stage_content(ctx.tmp_dir, output.get("kept_glob"), tuple(getattr(stage, "content_skips", ())))
+    if "counts" in output and content["kept"]["rows"] != output["counts"]["kept"]:
+        raise AccountingError(f"stage {stage.name}: its parts hold {content['kept']['rows']} rows "
+                              f"but their footers count {output['counts']['kept']}")
+    return content
 
 
 def _model_output(stage: Stage, ctx: StageContext) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from witcurate.filters import kmeans
 from witcurate.filters import semantic_dedup as rules
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, reject, run_pipeline
-from witcurate.pipeline.embedding_fit import FitClusters, WriteTables, read_model_summary, write_model_summary
+from witcurate.pipeline.embedding_fit import (FitClusters, WriteTables, pass_everything, read_model_summary,
+                                               write_model_summary)
 from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
                                            check_missing, clear_side_files, embedding_files,
                                            note_clusters, pool_dim, read_tables, write_missing)
@@ -105,11 +106,7 @@ class SemdedupStage(BaseStage):
         p = make_pipeline(ctx.beam_args)
         rows = read_tables(p, parquet_files(ctx.input("in")), "ReadScored")
         if not cfg.enabled:
-            ctx.progress("[semdedup] semdedup.enabled is false: every pair passes")
-            {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteTables(
-                ctx.tmp_dir, schemas.SCORED)
-            run_pipeline(p)
-            return StageResult(units="pairs", extra={"semdedup": {"enabled": False}})
+            return pass_everything(ctx, p, rows, "semdedup")
 
         files = embedding_files(ctx.input("score"))
         clear_side_files(ctx.work_dir)

@@ -41,6 +41,8 @@ from witcurate.errors import ConfigError, InputError
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, make_pipeline, read_json_lines, read_stage, reject,
                                         run_pipeline)
+from witcurate.pipeline.card import CARD_DIR, README
+from witcurate.pipeline.card.manifests import TABLE_STAGES
 from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.tables import parquet_files, reject_counts
@@ -321,6 +323,11 @@ class ShardsStage(BaseStage):
     options = (
         Option("--samples-per-shard", "shards.samples_per_shard", "samples in each tar", int),
     )
+    # The card shows every stage's counts, times and config, so any stage landing again redoes
+    # it; the card and manifest.json (the run's config) are left out of this stage's content
+    # digest, so the trainer reruns only when the shipped samples (tars, sidecars) change.
+    reports_on = TABLE_STAGES
+    content_skips = (README, f"{CARD_DIR}/*", MANIFEST_NAME)
 
     def default_inputs(self, config: Config, out_root: str) -> dict[str, str]:
         return {"in": fs.join(out_root, "cap"), "images": fs.join(out_root, "download")}

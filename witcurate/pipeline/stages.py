@@ -36,6 +36,12 @@ class BaseStage:
     input_schema: ClassVar[pa.Schema | None] = None
     # RECORDS: kept + rejected parts that balance against the input; MODEL: model files only.
     produces: ClassVar[str] = RECORDS
+    # Globs of its own files that its content digest leaves out (pipeline/content.py): files no
+    # stage reads, or whose content its kept rows already fix.
+    content_skips: ClassVar[tuple[str, ...]] = ()
+    # Stages of the run whose manifests it reads besides its inputs (the dataset card): their
+    # reruns rerun it.
+    reports_on: ClassVar[tuple[str, ...]] = ()
 
     @property
     def help(self) -> str:

@@ -26,7 +26,8 @@ from witcurate.filters import target as rules
 from witcurate.pipeline import fs
 from witcurate.filters.kmeans import normalise
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, read_json_lines, rejected, run_pipeline
-from witcurate.pipeline.embedding_fit import FitClusters, WriteTables, read_model_summary, write_model_summary
+from witcurate.pipeline.embedding_fit import (FitClusters, WriteTables, pass_everything, read_model_summary,
+                                               write_model_summary)
 from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
                                            check_missing, clear_side_files, embedding_files,
                                            note_clusters, pool_dim, read_tables, write_missing)
@@ -126,11 +127,7 @@ class TargetStage(BaseStage):
         p = make_pipeline(ctx.beam_args)
         rows = read_tables(p, parquet_files(ctx.input("in")), "ReadIn")
         if not cfg.enabled:
-            ctx.progress("[target] target.enabled is false: every pair passes")
-            {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteTables(
-                ctx.tmp_dir, schemas.SCORED)
-            run_pipeline(p)
-            return StageResult(units="pairs", extra={"target": {"enabled": False}})
+            return pass_everything(ctx, p, rows, "target")
 
         files = embedding_files(ctx.input("score"))
         clear_side_files(ctx.work_dir)

@@ -8,6 +8,7 @@ from witcurate.pipeline.card.manifests import (RECORD_STAGES, CardData, collect,
                                                query_names, score_values)
 from witcurate.pipeline.card.plots import (CARD_DIR, plot_query_counts, plot_rejects, plot_scores,
                                            plot_sizes)
+from witcurate.pipeline.card.hosts import top_hosts
 from witcurate.pipeline.card.render import README, Section, fmt, render_readme
 
 
@@ -114,7 +115,7 @@ def image_sizes(out_root: str, data: CardData, config: Config, card_dir: str) ->
 
 # The plotted sections, keyed as build_card reports its plots, in the README's order.
 SECTIONS = {"query_sources": query_sources, "pairs_per_query": pairs_per_query, "clip_score": clip_score, "rejects": rejects,
-            "image_sizes": image_sizes}
+            "top_hosts": top_hosts, "image_sizes": image_sizes}
 
 
 def build_card(out_root: str, shards_dir: str, config: Config) -> dict[str, str]:
