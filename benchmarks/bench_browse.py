@@ -5,7 +5,7 @@ into ingest, 81,500 downloaded images in 82 img2dataset-style tars, 10,500 dupli
 pairs under the CLIP threshold, 49,830 pairs over 3,000 queries (500 of them at a cap of 40).
 Only the images are cheap: 256 distinct 96 px JPEGs repeated.
 
-Targets (issue 14):
+Targets:
   * building the report < 10% of the run's shards-stage time: the real shards stage is run on
     the same run directory and timed;
   * the whole site < 50 MB;
