@@ -69,7 +69,8 @@ test: $(STAMP) $(WORDNET) $(CHROMEDRIVER)
 bench: $(STAMP) $(WORDNET)
 	$(BIN)/python -m benchmarks
 
-# Curated vs raw shards at equal compute, 3 seeds each; builds the demo run first if needed.
+# The curation ablation at equal compute (raw; CLIP threshold; + semantic dedup; + target filter;
+# both), 3 seeds each, table and verdict into the card; builds the demo run first if needed.
 experiment: $(STAMP) $(WORDNET) dataset
 	$(BIN)/witcurate experiment --run runs/demo
 

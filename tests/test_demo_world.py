@@ -131,10 +131,11 @@ def test_truth_covers_every_noise_kind_in_proportion(world):
     assert set(kinds) == set(KINDS)
     assert info["counts"] == {k: kinds[k] for k in KINDS}
     share = {k: v / POOL for k, v in kinds.items()}
-    assert 0.55 <= share["clean"] <= 0.65
-    assert 0.10 <= share["mismatched"] <= 0.14
-    assert 0.04 <= share["junk"] <= 0.08
-    assert 0.03 <= share["exact_dup"] <= 0.05 and 0.03 <= share["near_dup"] <= 0.05
+    assert 0.30 <= share["clean"] <= 0.40
+    assert 0.06 <= share["mismatched"] <= 0.10
+    assert 0.02 <= share["junk"] <= 0.06
+    assert 0.02 <= share["exact_dup"] <= 0.04 and 0.02 <= share["near_dup"] <= 0.04
+    assert 0.10 <= share["semantic_dup"] <= 0.14 and 0.13 <= share["off_target"] <= 0.17
     for kind in FAULT_KINDS:
         assert 0.008 <= share[kind] <= 0.02, kind
 
@@ -144,30 +145,43 @@ def test_truth_rows_mean_what_they_say(world):
     rows = _truth(root)
     by_url = {r["url"]: r for r in rows}
     colour_words = set(COLOURS)
-    near_distances = []
+    near_distances, copy_distances = [], []
     for r in rows:
         kind = r["kind"]
         path = _served_file(root, r["url"])
-        if kind in NO_IMAGE_KINDS:
+        if kind in NO_IMAGE_KINDS or kind == "off_target":
             assert r["true_caption"] is None
         else:
             assert r["true_caption"] and r["colour"] in r["true_caption"]
             assert SHAPES[r["shape"]] in r["true_caption"] or r["shape"] in r["true_caption"]
-        if kind in ("clean", "exact_dup", "near_dup"):
+        if kind in ("clean", "exact_dup", "near_dup", "semantic_dup"):
             assert r["caption"] == r["true_caption"]
+        if kind == "off_target":
+            # Its alt text is a clean caption (it matches the queries); the image is a banner,
+            # chart, logo or screenshot in the caption's colour, showing no shape.
+            assert r["style"] in ("banner", "chart", "logo", "screenshot") and r["shape"] is None
+            assert colour_words & set(re.findall(r"[a-z]+", r["caption"]))
+        else:
+            assert r["style"] is None
         if kind == "mismatched":
             assert r["caption"] != r["true_caption"]
             words = set(re.findall(r"[a-z]+", r["caption"]))
             assert not {r["shape"], SHAPES[r["shape"]]} & words
         if kind == "junk":
             assert not colour_words & set(re.findall(r"[a-z]+", r["caption"]))
-        if kind in ("exact_dup", "near_dup"):
+        if kind in ("exact_dup", "near_dup", "semantic_dup"):
             orig = by_url[r["dup_of"]]
             assert orig["kind"] == "clean" and orig["url"] != r["url"]
             with open(path, "rb") as f, open(_served_file(root, orig["url"]), "rb") as g:
                 a, b = f.read(), g.read()
             if kind == "exact_dup":
                 assert a == b
+            elif kind == "semantic_dup":
+                assert a != b and a[:2] == b"\xff\xd8"
+                assert (r["count"], r["colour"], r["shape"], r["scene"]) == (
+                    orig["count"], orig["colour"], orig["shape"], orig["scene"])
+                copy_distances.append(imagehash.phash(Image.open(io.BytesIO(a)))
+                                      - imagehash.phash(Image.open(io.BytesIO(b))))
             else:
                 assert a != b
                 near_distances.append(imagehash.phash(Image.open(io.BytesIO(a)))
@@ -195,6 +209,21 @@ def test_truth_rows_mean_what_they_say(world):
             assert blob.startswith(b"\x89PNG") if path.endswith(".png") else blob[:2] == b"\xff\xd8"
     # Near duplicates are near under the perceptual hash the dedupe stage uses.
     assert near_distances and sum(d <= 4 for d in near_distances) >= 0.9 * len(near_distances)
+    # Semantic duplicates mostly are not (the dedupe stage's max_hamming is 4).
+    assert copy_distances and sum(d > 4 for d in copy_distances) >= 0.5 * len(copy_distances)
+
+
+def test_semantic_duplicates_come_in_groups_up_to_template_spam(world):
+    root, _ = world
+    rows = _truth(root)
+    groups = collections.Counter(r["dup_of"] for r in rows if r["kind"] == "semantic_dup")
+    copies = sum(groups.values())
+    sizes = sorted(groups.values(), reverse=True)
+    assert sizes[0] == round(copies / 3)                 # the template spam: one scene, a third of them
+    assert 1 in sizes and len(sizes) >= 5 and max(sizes[1:]) <= 20
+    # Clean scenes are distinct while the vocabulary lasts: a copy is the only thing like its original.
+    scenes = collections.Counter((r["count"], r["colour"], r["shape"], r["scene"]) for r in rows if r["kind"] == "clean")
+    assert max(scenes.values()) == 1
 
 
 def test_trusted_and_eval_are_disjoint_from_the_pool(world):
@@ -390,3 +419,36 @@ def test_pageview_files_in_the_wikimedia_format(world):
     below = [t for t, v in english.items() if v < 70]
     assert len(above) >= 40 and len(below) >= 100
     assert "Night sky" in english and "Red circle" in english
+
+
+# --------------------------------------------------------------------------- judging the embedding stages
+
+def _truth_of(rows):
+    from witcurate.demo.semantic_truth import Truth
+    return Truth([{"url": u, "kind": k, "dup_of": d} for u, k, d in rows])
+
+
+def test_semdedup_is_judged_by_truth_groups():
+    from witcurate.demo.semantic_truth import judge_dedup
+    truth = _truth_of([("o", "clean", None), ("c1", "semantic_dup", "o"), ("c2", "semantic_dup", "o"),
+                       ("p", "clean", None), ("q", "clean", None), ("x", "off_target", None)])
+    reached = ["o", "c1", "c2", "p", "q", "x"]
+    # The original removed while a copy stays is right; p, a scene of its own, is a clean pair lost.
+    judged = judge_dedup(reached, {"o", "c1", "p"}, truth)
+    assert (judged["right"], judged["possible"], judged["recall"]) == (2, 2, 1.0)
+    assert (judged["clean_removed"], judged["clean_at_stage"]) == (1, 3)
+    assert judged["clean_removed_share"] == pytest.approx(1 / 3, abs=1e-4)
+    # Removing a whole group keeps nothing of it: one removal too many, a clean pair lost.
+    judged = judge_dedup(reached, {"o", "c1", "c2"}, truth)
+    assert (judged["right"], judged["clean_removed"], judged["other_pairs_lost"]) == (2, 1, 0)
+    judged = judge_dedup(reached, {"x"}, truth)
+    assert (judged["recall"], judged["clean_removed"], judged["other_pairs_lost"]) == (0.0, 0, 1)
+
+
+def test_target_filter_is_judged_on_off_target_and_clean_pairs():
+    from witcurate.demo.semantic_truth import judge_target
+    truth = _truth_of([("a", "clean", None), ("b", "clean", None), ("c", "semantic_dup", "a"),
+                       ("x", "off_target", None), ("y", "off_target", None)])
+    judged = judge_target(["a", "b", "c", "x", "y"], {"x", "b"}, truth)
+    assert (judged["off_target_removed"], judged["off_target_at_stage"], judged["recall"]) == (1, 2, 0.5)
+    assert (judged["clean_removed"], judged["clean_at_stage"], judged["clean_removed_share"]) == (1, 2, 0.5)

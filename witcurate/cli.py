@@ -157,9 +157,12 @@ def _cmd_experiment(args: argparse.Namespace, beam_args: list[str]) -> int:
     from witcurate.trainer.experiment import run_experiment
     print(f"config: the run's own ({fs.join(args.run_dir, 'shards', 'manifest.json')})", file=sys.stderr)
     results = run_experiment(args.run_dir, seeds=args.seeds, steps=args.steps, eval_dir=args.eval,
-                             batch_size=args.batch_size, device=args.device)
-    print(f"\ncurated vs raw, {results['steps']} steps x batch {results['batch_size']}, "
-          f"{len(results['seeds'])} seed(s) each (mean ± std):\n{results['table']}")
+                             batch_size=args.batch_size, device=args.device, default_config=args.default,
+                             beam_args=beam_args)
+    print(f"\nthe ablation, {results['steps']} steps x batch {results['batch_size']}, "
+          f"{len(results['seeds'])} seed(s) each (mean ± std):\n{results['table']}\n"
+          f"chosen: {results['chosen']['arm']}; the default ({results['default']['source']}): "
+          f"{results['default']['arm']}")
     print(f"results: {results['results_path']}; table added to {fs.join(args.run_dir, 'shards', 'README.md')}")
     return 0
 
@@ -214,15 +217,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_browse)
 
     from witcurate.trainer.experiment import DEFAULT_SEEDS, DEFAULT_STEPS
-    p = sub.add_parser("experiment", help="train on curated vs raw shards at equal compute and compare",
-                       description="Train the same model for the same steps on OUT/shards and on the raw "
-                                   "downloaded pool, several seeds each; results go into the dataset card.")
+    p = sub.add_parser("experiment", help="the curation ablation: train at equal compute on each arm and compare",
+                       description="Build the ablation's arms from a finished run (raw; the CLIP threshold; + "
+                                   "semantic dedup; + the target filter; both) and train the same model for the "
+                                   "same steps on each, several seeds each; the table goes into the dataset card.")
     p.add_argument("--run", dest="run_dir", required=True, metavar="OUT", help="a finished run directory")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="runs per arm")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run (both arms)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per run (every arm)")
     p.add_argument("--eval", default=None, metavar="DIR", help="eval set (default: train.eval_dir of the run)")
     p.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size of the run")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: train.device of the run)")
+    p.add_argument("--default", default=None, metavar="CONFIG",
+                   help="the config whose semdedup/target switches the card checks against the table (default: the run's)")
     p.set_defaults(handler=_cmd_experiment)
 
     _add_stage_parsers(sub, command)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import math
 import random
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from witcurate.demo.vocab import COLOURS, SCENES, SHAPES
 
+LIGHTING = 10            # brightness swing of a background's uneven light
 SUPERSAMPLE = 2          # draw at twice the size, then downscale: smooth edges for little cost
 
 # (base RGB, second RGB for texture/gradient)
@@ -33,6 +35,12 @@ _SCENE_COLOURS = {
 _SIZE_RANGE = {1: (0.48, 0.66), 2: (0.34, 0.44), 3: (0.29, 0.36), 4: (0.26, 0.32)}
 
 _ASPECTS = ((1, 1), (1, 1), (5, 4), (4, 5), (4, 3), (3, 4), (3, 2))
+
+
+def every_spec() -> list[dict]:
+    """Every scene the vocabulary can describe (count x colour x shape x scene), in a fixed order."""
+    return [{"count": n, "colour": c, "shape": s, "scene": sc}
+            for n in range(1, 5) for c in COLOURS for s in SHAPES for sc in SCENES]
 
 
 def random_spec(rng: random.Random) -> dict:
@@ -76,6 +84,7 @@ def _background(scene: str, w: int, h: int, rng: random.Random, nprng: np.random
             arr[dots] = second
         else:
             arr[dots] = nprng.integers(170, 256, size=(int(dots.sum()), 1), dtype=np.int16)
+    arr = arr + _lighting(w, h, nprng)[:, :, None]
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     if scene == "sky":                                        # a few soft clouds
         d = ImageDraw.Draw(img)
@@ -94,6 +103,19 @@ def _background(scene: str, w: int, h: int, rng: random.Random, nprng: np.random
             pts = [(x, y0 + amp * math.sin(phase + x / (w / 9))) for x in range(0, w + step, step)]
             d.line(pts, fill=sec, width=max(1, h // 96))
     return img
+
+
+def _lighting(w: int, h: int, nprng: np.random.Generator) -> np.ndarray:
+    """Soft uneven light over the scene: a 3 x 3 grid of brightness offsets (up to +-LIGHTING)
+    smoothly interpolated. Two backgrounds of one scene differ in it, as two photos would."""
+    grid = ((nprng.random((3, 3)) * 2 - 1) * 127 + 128).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+    return np.round((smooth - 128) / 127 * LIGHTING).astype(np.int16)
+
+
+def scene_background(scene: str, w: int, h: int, rng: random.Random) -> Image.Image:
+    """A scene's textured background alone, from `rng` (what banners in the pool are drawn on)."""
+    return _background(scene, w, h, rng, np.random.default_rng(rng.getrandbits(64)))
 
 
 def _rotate(points: list[tuple[float, float]], angle: float, cx: float, cy: float):
@@ -168,31 +190,68 @@ def _place(count: int, w: int, h: int, r: float, rng: random.Random) -> list[tup
     return centres
 
 
-def render(spec: dict, seed: int | str, width: int, height: int) -> Image.Image:
-    """Draw `spec` at width x height, deterministically from `seed`.
+@dataclass(frozen=True)
+class Variant:
+    """How a re-render of a scene differs from the first drawing: the objects shifted (fractions
+    of the short side) and rescaled about the image centre, another background texture, other
+    pixel noise. The layout itself (count, positions, sizes, rotations, fill) is the same."""
+    shift: tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+    background_seed: str = ""
+    noise_seed: str = ""
+
+
+def random_variant(rng: random.Random, key: str) -> Variant:
+    """A re-render: another background texture and light, other noise, the objects nudged (up
+    to 1% of the short side) and rescaled (up to 2%). A 64-bit perceptual hash tells most such
+    copies from their original; an image embedding puts them next to it."""
+    return Variant(shift=(rng.uniform(-0.01, 0.01), rng.uniform(-0.01, 0.01)),
+                   scale=rng.uniform(0.98, 1.02), background_seed=f"{key}:bg", noise_seed=f"{key}:noise")
+
+
+def _layout(spec: dict, seed: int | str, aspect: float) -> tuple[float, tuple, list]:
+    """The scene's objects in units of the short side (frame aspect x 1 or 1 x aspect): the
+    radius, the fill, and (centre, size factor, angle) per object. The same at any pixel size."""
+    rng = random.Random(f"objects:{seed}")
+    w, h = (aspect, 1.0) if aspect >= 1 else (1.0, 1 / aspect)
+    lo, hi = _SIZE_RANGE[spec["count"]]
+    r = rng.uniform(lo, hi) / 2
+    jitter = [rng.randint(-12, 12) for _ in range(3)]
+    fill = tuple(int(min(255, max(0, c + j))) for c, j in zip(COLOURS[spec["colour"]], jitter))
+    limit = 0.2 if spec["shape"] in ("square", "diamond") else 0.35
+    objects = [(c, rng.uniform(0.9, 1.0), rng.uniform(-limit, limit)) for c in _place(spec["count"], w, h, r, rng)]
+    return r, fill, objects
+
+
+def render(spec: dict, seed: int | str, width: int, height: int, variant: Variant | None = None) -> Image.Image:
+    """Draw `spec` at width x height, deterministically from `seed` (and `variant`).
 
     The background is drawn at full size; the objects on a transparent layer at twice the
-    size, downscaled (smooth edges) and pasted over it; then a little pixel noise."""
-    rng = random.Random(f"draw:{seed}")
+    size, downscaled (smooth edges) and pasted over it; then a little pixel noise. The layout
+    is fixed by the seed in units of the short side, so a variant redraws the same scene."""
+    variant = variant or Variant()
+    rng = random.Random(f"draw:{variant.background_seed or seed}")
     nprng = np.random.default_rng(rng.getrandbits(64))
     img = _background(spec["scene"], width, height, rng, nprng)
     ss = SUPERSAMPLE if width * height <= 400_000 else 1
     w, h = width * ss, height * ss
+    unit = min(w, h)
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer)
-    lo, hi = _SIZE_RANGE[spec["count"]]
-    r = min(w, h) * rng.uniform(lo, hi) / 2
-    jitter = np.array(COLOURS[spec["colour"]]) + nprng.integers(-12, 13, size=3)
-    fill = tuple(int(v) for v in np.clip(jitter, 0, 255))
-    line = max(2, round(min(w, h) / 60))
-    limit = 0.2 if spec["shape"] in ("square", "diamond") else 0.35
-    for cx, cy in _place(spec["count"], w, h, r, rng):
-        _draw_object(d, spec["shape"], fill, cx, cy, r * rng.uniform(0.9, 1.0),
-                     rng.uniform(-limit, limit), line)
+    r, fill, objects = _layout(spec, seed, width / height)
+    line = max(2, round(unit / 60))
+    (sx, sy), k = variant.shift, variant.scale
+    for (cx, cy), size, angle in objects:
+        radius = r * unit * k * size
+        x = w / 2 + ((cx + sx) * unit - w / 2) * k
+        y = h / 2 + ((cy + sy) * unit - h / 2) * k
+        x, y = min(max(x, 0.7 * radius), w - 0.7 * radius), min(max(y, 0.7 * radius), h - 0.7 * radius)
+        _draw_object(d, spec["shape"], fill, x, y, radius, angle, line)
     if ss != 1:
         layer = layer.resize((width, height), Image.Resampling.BOX)
     img.paste(layer, (0, 0), layer)
-    arr = np.asarray(img, dtype=np.int16) + nprng.integers(-5, 6, size=(height, width, 1), dtype=np.int16)
+    noise = np.random.default_rng(random.Random(f"noise:{variant.noise_seed or seed}").getrandbits(64))
+    arr = np.asarray(img, dtype=np.int16) + noise.integers(-5, 6, size=(height, width, 1), dtype=np.int16)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 

@@ -13,12 +13,19 @@ POLITENESS_FAULTS = ("robots_path", "robots_agent", "robots_500", "robots_timeou
 FAULT_KINDS = HOST_FAULTS + CONTENT_FAULTS + POLITENESS_FAULTS
 FAULT_FRACTION = 0.0125
 POLITENESS_FRACTION = 0.01
-# Share of the pool for each noise kind; "clean" takes the rest (about 55%).
+# Share of the pool for each noise kind; "clean" takes the rest (about 35%). Beyond what a
+# caption rule, a hash or a CLIP score catches: `semantic_dup`, a clean scene re-rendered
+# (shifted, rescaled, another background texture, other noise and JPEG quality) in groups from
+# one copy to a template-spam group of a third of them; `off_target`, banners, charts, logos and
+# screenshots whose alt text is a clean caption (demo/offtarget.py).
 KIND_FRACTIONS: dict[str, float] = {
-    "mismatched": 0.12, "junk": 0.06, "exact_dup": 0.04, "near_dup": 0.04,
+    "mismatched": 0.08, "junk": 0.04, "exact_dup": 0.03, "near_dup": 0.03,
     **{k: FAULT_FRACTION for k in HOST_FAULTS + CONTENT_FAULTS},
     **{k: POLITENESS_FRACTION for k in POLITENESS_FAULTS},
+    "semantic_dup": 0.12, "off_target": 0.15,
 }
+# The share of the semantic duplicates that copy one scene: the template spam.
+SPAM_SHARE = 1 / 3
 KINDS = ("clean", *KIND_FRACTIONS)
 # Kinds whose URL yields no drawing at all (true_caption is null for them).
 NO_IMAGE_KINDS = ("http_404", "http_500", "reset", "html", "redirect_private", "bomb")

@@ -46,19 +46,17 @@ class DemoHooks:
 
 def truth_report(config: Config, out_root: str) -> str:
     """Judge the run against the demo world's ground truth; saved beside the run and in the card."""
-    from witcurate.demo.truth_report import evaluate_run, format_report, plot_pr_curve
-    from witcurate.pipeline.card import README, add_card_section, save_card_plot
+    from witcurate.demo.truth_card import card_markdown
+    from witcurate.demo.truth_report import evaluate_run, format_report
+    from witcurate.pipeline.card import README, add_card_section
 
     report = evaluate_run(out_root, config.demo.root)
     fs.write_json(fs.join(out_root, "demo_truth.json"), report)
     text = format_report(report)
     shards = fs.join(out_root, "shards")
     if fs.exists(fs.join(shards, README)):
-        markdown = "```\n" + text + "\n```"
-        if report.get("clip_filter"):
-            link = save_card_plot(plot_pr_curve(report["clip_filter"]), shards, "clip_pr_curve.png")
-            markdown += f"\n\n![CLIP filter precision and recall]({link})"
-        add_card_section(shards, "demo-truth", "Filter quality against the demo's ground truth", markdown)
+        add_card_section(shards, "demo-truth", "Filter quality against the demo's ground truth",
+                         card_markdown(report, text, shards))
     return text
 
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
 from witcurate.config import DemoSection
-from witcurate.demo import draw, hosts
+from witcurate.demo import draw, hosts, offtarget, rerender
 from witcurate.demo.faults import (HOST_FAULTS, KIND_FRACTIONS, KINDS, NO_IMAGE_KINDS, OVERSIZED,
-                                   REDIRECT_LOCATION, SLOW_SECONDS, TINY)
+                                   REDIRECT_LOCATION, SLOW_SECONDS, SPAM_SHARE, TINY)
 from witcurate.demo.files import write_json
 from witcurate.demo.vocab import CAPTION_TEMPLATES, caption_for, junk_caption
 
@@ -30,14 +30,16 @@ URL_PREFIX = "i/"
 
 @dataclass
 class PoolPlan:
-    """Pool item i: its kind, what its image shows, its caption template, its file name, and
-    (duplicates only) the clean original it copies."""
+    """Pool item i: its kind, what its image shows (off-target items: what their caption
+    names), its caption template, its file name, (duplicates only) the clean original it
+    copies, and (off-target only) the style of its image."""
     seed: int
     kinds: list[str]
     specs: list[dict]
     templates: list[str]
     names: list[str]
     originals: dict[int, int]
+    styles: dict[int, str] = field(default_factory=dict)
 
     @property
     def clean(self) -> list[int]:
@@ -58,9 +60,22 @@ def _other_template(caption_template: str, rng: random.Random) -> str:
     return rng.choice([t for t in CAPTION_TEMPLATES if t != caption_template])
 
 
+def _plan_specs(kinds: list[str], rng: random.Random) -> list[dict]:
+    """What each item shows: the vocabulary's scenes shuffled and dealt to the clean items first,
+    then to the rest, so no two clean pairs show the same scene while the vocabulary lasts (1,920
+    scenes; a larger pool repeats them). A copy shows its original's (set by plan_pool)."""
+    scenes = draw.every_spec()
+    rng.shuffle(scenes)
+    order = [i for i, k in enumerate(kinds) if k == "clean"] + [i for i, k in enumerate(kinds) if k != "clean"]
+    specs: list[dict] = [{}] * len(kinds)
+    for pos, i in enumerate(order):
+        specs[i] = dict(scenes[pos % len(scenes)])
+    return specs
+
+
 def plan_pool(seed: int, n: int, rng: random.Random) -> PoolPlan:
     kinds = _kind_list(n, rng)
-    specs = [draw.random_spec(rng) for _ in range(n)]
+    specs = _plan_specs(kinds, rng)
     templates = [rng.choice(CAPTION_TEMPLATES) for _ in range(n)]
     # Some images are PNG, most JPEG; the oversized ones are always JPEG, the bomb always PNG.
     png = [rng.random() < 0.1 and kinds[i] != "oversized" for i in range(n)]
@@ -68,14 +83,19 @@ def plan_pool(seed: int, n: int, rng: random.Random) -> PoolPlan:
     originals: dict[int, int] = {}                           # duplicate -> the clean original
     for i in range(n):
         if kinds[i] in ("exact_dup", "near_dup"):
-            originals[i] = j = rng.choice(clean)
-            specs[i] = specs[j]
-            templates[i] = _other_template(templates[j], rng)
-            png[i] = png[j] if kinds[i] == "exact_dup" else False   # a near duplicate is a JPEG
+            originals[i] = rng.choice(clean)
+    copies = [i for i in range(n) if kinds[i] == "semantic_dup"]
+    originals.update(rerender.plan_groups(copies, clean, SPAM_SHARE, rng))
+    for i, j in originals.items():
+        specs[i] = specs[j]
+        templates[i] = _other_template(templates[j], rng)
+        png[i] = png[j] if kinds[i] == "exact_dup" else False       # re-encoded copies are JPEGs
+    styles = {i: rng.choices(offtarget.STYLES, offtarget.STYLE_WEIGHTS)[0] for i in range(n)
+              if kinds[i] == "off_target"}
     # Opaque file names: nothing in a URL tells its kind.
     names = [hashlib.sha1(f"{seed}:pool:{i}".encode()).hexdigest()[:14]
              + (".png" if png[i] or kinds[i] == "bomb" else ".jpg") for i in range(n)]
-    return PoolPlan(seed, kinds, specs, templates, names, originals)
+    return PoolPlan(seed, kinds, specs, templates, names, originals, styles)
 
 
 def _draw_one(plan: PoolPlan, i: int, image_size: int) -> bytes:
@@ -85,7 +105,10 @@ def _draw_one(plan: PoolPlan, i: int, image_size: int) -> bytes:
         small = draw.render(plan.specs[i], f"{seed}:pool:{i}", w // 5, h // 5)
         return draw.encode(small.resize((w, h), Image.Resampling.BICUBIC), "JPEG", 85)
     w, h = (TINY, TINY) if kind == "tiny" else draw.random_size(irng, image_size)
-    img = draw.render(plan.specs[i], f"{seed}:pool:{i}", w, h)
+    if kind == "off_target":
+        img = offtarget.render(plan.specs[i], plan.styles[i], f"{seed}:{i}", w, h)
+    else:
+        img = draw.render(plan.specs[i], f"{seed}:pool:{i}", w, h)
     if plan.names[i].endswith(".png"):
         return draw.encode(img, "PNG")
     return draw.encode(img, "JPEG", irng.choice((75, 85, 90, 95)))
@@ -104,8 +127,12 @@ def draw_images(plan: PoolPlan, image_size: int) -> dict[int, bytes]:
         else:
             data[i] = _draw_one(plan, i, image_size)
     for i, j in plan.originals.items():
-        data[i] = data[j] if plan.kinds[i] == "exact_dup" else \
-            draw.near_duplicate(data[j], random.Random(f"near:{plan.seed}:{i}"))
+        if plan.kinds[i] == "semantic_dup":
+            size = draw.random_size(random.Random(f"pool-item:{plan.seed}:{j}"), image_size)
+            data[i] = rerender.draw_copy(plan.specs[j], f"{plan.seed}:pool:{j}", size, f"{plan.seed}:{i}")
+        else:
+            data[i] = data[j] if plan.kinds[i] == "exact_dup" else \
+                draw.near_duplicate(data[j], random.Random(f"near:{plan.seed}:{i}"))
     return data
 
 
@@ -126,14 +153,14 @@ def write_captions(plan: PoolPlan, rng: random.Random) -> tuple[list[str], list[
             captions.append(junk_caption(rng))
         else:
             captions.append(true)
-        true_captions.append(None if kind in NO_IMAGE_KINDS else true)
+        true_captions.append(None if kind in NO_IMAGE_KINDS or kind == "off_target" else true)
     return captions, true_captions
 
 
 def _write_truth(path: str, plan: PoolPlan, urls: list[str], captions: list[str],
                  true_captions: list[str | None], data: dict[int, bytes]) -> None:
     n, specs = len(urls), plan.specs
-    has_image = [kind not in NO_IMAGE_KINDS for kind in plan.kinds]
+    has_image = [kind not in NO_IMAGE_KINDS and kind != "off_target" for kind in plan.kinds]
 
     def drawn(key: str, arrow_type: pa.DataType) -> pa.Array:
         return pa.array([specs[i][key] if has_image[i] else None for i in range(n)], arrow_type)
@@ -149,6 +176,7 @@ def _write_truth(path: str, plan: PoolPlan, urls: list[str], captions: list[str]
         "colour": drawn("colour", pa.string()),
         "shape": drawn("shape", pa.string()),
         "scene": drawn("scene", pa.string()),
+        "style": pa.array([plan.styles.get(i) for i in range(n)], pa.string()),
         "sha256": pa.array([hashlib.sha256(data[i]).hexdigest() if i in data else None
                             for i in range(n)], pa.string()),
     }), path)

@@ -5,6 +5,7 @@ Each injected download fault is checked against the reason it must get (faults.p
 host's request log, when the run kept one, against the manners asked of the crawler (robots.txt,
 connections at once, throttling, the User-Agent). The CLIP filter is judged on what reached it: a pair whose caption does not describe its image
 (`mismatched`, or `junk` alt text that got that far) should be rejected, everything else kept.
+The embedding stages (semdedup, target) are judged, with their curves, in semantic_truth.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from witcurate.demo.faults import EXPECTED_DOWNLOAD_REASON
 from witcurate.demo.host_log import politeness, read_log
+from witcurate.demo.semantic_truth import Truth, semdedup_quality, target_quality
 from witcurate.pipeline import fs
 from witcurate.pipeline.tables import parquet_files, read_table
 from witcurate.pipeline.stages import ORDER
@@ -117,9 +119,10 @@ def host_politeness(out_root: str, demo_root: str) -> dict[str, Any] | None:
 
 def evaluate_run(out_root: str, demo_root: str) -> dict[str, Any]:
     with fs.open_file(fs.join(demo_root, "truth", "truth.parquet")) as f:
-        truth = pq.read_table(f, columns=["url", "kind"]).to_pylist()
+        truth = pq.read_table(f, columns=["url", "kind", "dup_of"]).to_pylist()
     kinds = {r["url"]: r["kind"] for r in truth}
     fates = trace_fates(out_root)
+    judged = Truth(truth)
     table: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for url, kind in kinds.items():
         table[kind][fates.get(url, "unaccounted")] += 1
@@ -132,7 +135,29 @@ def evaluate_run(out_root: str, demo_root: str) -> dict[str, Any]:
         "shipped": len(shipped),
         "shipped_bad_captions": sum(k in BAD_FOR_CLIP for k in shipped),
         "clip_filter": clip_filter_quality(out_root, kinds),
+        "semantic_duplicates_past_dedupe": _past_dedupe(table.get("semantic_dup")),
+        "off_target_past_score": _past_score(table.get("off_target")),
+        "semdedup": semdedup_quality(out_root, judged),
+        "target": target_quality(out_root, judged),
     }
+
+
+def _past_dedupe(fates: collections.Counter | None) -> dict[str, int] | None:
+    """How many semantic duplicates the download kept, and how many the pHash dedupe caught."""
+    if not fates:
+        return None
+    before = ("ingest", "match", "balance", "download")
+    downloaded = sum(n for f, n in fates.items() if not f.startswith(before))
+    return {"downloaded": downloaded, "caught_by_dedupe": sum(n for f, n in fates.items() if f.startswith("dedupe:"))}
+
+
+def _past_score(fates: collections.Counter | None) -> dict[str, int] | None:
+    """How many off-target pairs the CLIP score judged, and how many it let through."""
+    if not fates:
+        return None
+    before = ("ingest", "match", "balance", "download", "dedupe")
+    scored = sum(n for f, n in fates.items() if not f.startswith(before))
+    return {"scored": scored, "passed": scored - sum(n for f, n in fates.items() if f.startswith("score:"))}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -149,6 +174,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"CLIP filter at threshold {clip['threshold']}: precision {clip['precision']:.3f}, "
                      f"recall {clip['recall']:.3f} against mismatched/junk captions "
                      f"({clip['bad_pairs']} of {clip['pairs_scored']} scored pairs)")
+    lines += _embedding_lines(report)
     lines.append(f"shipped {report['shipped']} pairs, {report['shipped_bad_captions']} with a caption "
                  f"that does not fit the image; {report['unaccounted']} pool URLs unaccounted for")
     return "\n".join(lines)
@@ -182,3 +208,26 @@ def plot_pr_curve(clip: dict[str, Any]):
     ax.set_title("CLIP filter quality on the demo's ground truth")
     ax.legend(loc="lower left", fontsize=8)
     return fig
+
+
+def _embedding_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    past, off = report.get("semantic_duplicates_past_dedupe"), report.get("off_target_past_score")
+    if past:
+        lines.append(f"pHash dedupe caught {past['caught_by_dedupe']} of the {past['downloaded']} semantic "
+                     f"duplicates downloaded")
+    if off:
+        lines.append(f"CLIP score let {off['passed']} of {off['scored']} scored off-target pairs through")
+    sd = report.get("semdedup")
+    if sd:
+        lines.append(f"semdedup at cosine {sd['threshold']}: recall {sd['recall']:.3f} of semantic "
+                     f"duplicates ({sd['right']} of {sd['possible']}), {sd['clean_removed_share']:.1%} of clean "
+                     f"pairs removed ({sd['clean_removed']} of {sd['clean_at_stage']})")
+    tg = report.get("target")
+    if tg:
+        rule = "DataComp's rule" if tg["keep_fraction"] is None else f"keep_fraction {tg['keep_fraction']}"
+        lines.append(f"target filter ({tg['clusters_kept']} of {tg['clusters']} clusters kept, {rule}): "
+                     f"recall {tg['recall']:.3f} of off-target pairs ({tg['off_target_removed']} of "
+                     f"{tg['off_target_at_stage']}), {tg['clean_removed_share']:.1%} of clean pairs removed "
+                     f"({tg['clean_removed']} of {tg['clean_at_stage']})")
+    return lines

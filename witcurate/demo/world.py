@@ -43,7 +43,8 @@ from witcurate.demo.files import write_json
 from witcurate.demo.pool import write_pool
 from witcurate.errors import UserError
 
-VERSION = 2                  # 2: many hosts (demo/hosts.py) and the politeness faults
+VERSION = 3                  # 2: many hosts (demo/hosts.py) and the politeness faults;
+                             # 3: semantic duplicates and off-target images
 
 
 def world_params(cfg: DemoSection) -> dict:

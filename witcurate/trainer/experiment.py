@@ -1,19 +1,18 @@
-"""The curation experiment: what does curation buy at equal compute?
+"""The curation experiment: what does each curation step buy at equal compute?
 
-The same small model is trained for the same number of steps at the same batch size on two arms:
-    curated   OUT/shards, the pipeline's output
-    raw       every image the download stage kept (OUT/download rows + images/*.tar): before
-              dedupe, CLIP-score filtering and the per-query cap, written by the shards stage
-              itself, run on the download output, into OUT/experiment/raw_shards/
-with several seeds each (a seed fixes the initial weights and the data order; arms share seeds),
-and every run is evaluated zero-shot and on retrieval on the same eval set. Results go to
-OUT/experiment/results.json and, as a table of means and spreads, into the dataset card.
+The same small model is trained on the same number of samples (steps x batch size) on each arm
+of an ablation (trainer/ablation.py): raw (every downloaded image), the CLIP threshold, + semantic
+dedup, + the target filter, and both. An arm with fewer samples repeats more epochs. Each arm
+runs several seeds (a seed fixes the initial weights and the data order; arms share seeds), and
+every run is evaluated zero-shot and on retrieval on the same eval set. Results go to
+OUT/experiment/results.json and, as a table of means and spreads, into the run's dataset card,
+with the combination the table chose and the one the config in use switches on.
 
-    witcurate experiment --run runs/demo [--seeds 3] [--steps 240]
+    witcurate experiment --run runs/experiment [--seeds 3] [--steps 600] [--default configs/demo.yaml]
 
-Resumable: each (arm, seed) trains in OUT/experiment/runs/ARM-seedS/ and writes result.json
-when done; a rerun skips finished runs and resumes an interrupted one from its checkpoint
-(when its settings and data are unchanged).
+Resumable: the arms' stages are skipped when done; each (arm, seed) trains in
+OUT/experiment/runs/ARM-seedS/ and writes result.json when done; a rerun skips finished runs and
+resumes an interrupted one from its checkpoint (when its settings and data are unchanged).
 """
 
 from __future__ import annotations
@@ -27,13 +26,14 @@ from typing import TYPE_CHECKING, Any, Callable
 from witcurate.config import Config
 from witcurate.errors import InputError, UserError
 from witcurate.pipeline import fs
+from witcurate.trainer.ablation import ARMS, RAW, build_arm, raw_shards  # noqa: F401 (raw_shards: API)
+from witcurate.trainer.verdict import card_markdown, format_table
 
 if TYPE_CHECKING:
     from witcurate.trainer.train import TrainArgs
 
 DEFAULT_STEPS = 240
 DEFAULT_SEEDS = 3
-ARMS = ("curated", "raw")
 RUN_SPEC = "run_spec.json"
 RESULT = "result.json"
 RESULTS = "results.json"
@@ -47,30 +47,6 @@ METRICS = (
     ("retrieval/text_to_image_R@1", "text→image R@1"),
     ("retrieval/text_to_image_R@5", "text→image R@5"),
 )
-
-
-# --- the raw arm's shards -----------------------------------------------------------------------
-
-def raw_shards(download_dir: str, out_dir: str, config: Config,
-               progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """The shards stage itself, run on the download stage's output: every image it kept, in the
-    curated shards' layout (uid order, cut every shards.samples_per_shard). Returns its manifest.
-
-    The score and cap columns are absent from those rows, so the raw samples ship without a CLIP
-    score or an assigned query. Like any stage it is skipped when already done from the same
-    download output and settings, and a row that cannot be shipped (its image missing, a uid seen
-    twice) is a reject with its reason in OUT/experiment/raw_shards/rejects/.
-    """
-    from witcurate.pipeline.runner import run_stage
-    from witcurate.pipeline.shards import MANIFEST_NAME, ShardsStage
-
-    if not fs.exists(fs.join(download_dir, "_SUCCESS.json")):
-        raise InputError(f"{download_dir} has no _SUCCESS.json", "run the pipeline first (`make dataset`)")
-    landed = run_stage(ShardsStage(), config, out_dir, {"in": download_dir, "images": download_dir},
-                       [], progress=lambda msg: progress(f"[experiment] raw arm: {msg}"))
-    if landed["counts"]["kept"] == 0:
-        raise InputError(f"no samples from {download_dir}", "the raw arm needs the download stage's output")
-    return fs.read_json(fs.join(out_dir, MANIFEST_NAME))
 
 
 # --- one training run ----------------------------------------------------------------------------
@@ -106,7 +82,7 @@ def run_one(args: Any, data: list[str], run_dir: str, progress: Callable[[str], 
     return result
 
 
-# --- the table -----------------------------------------------------------------------------------
+# --- the summary ---------------------------------------------------------------------------------
 
 def metric_value(ev: dict[str, Any], key: str) -> float | None:
     group, name = key.split("/", 1)
@@ -123,40 +99,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             out[key] = {"mean": statistics.fmean(values),
                         "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
     return out
-
-
-def format_table(results: dict[str, Any]) -> str:
-    arms = results["arms"]
-    lines = ["| metric | " + " | ".join(f"{a} ({arms[a]['samples']:,} samples)" for a in arms)
-             + " | curated − raw |",
-             "|---|" + "---:|" * (len(arms) + 1)]
-    for key, title in METRICS:
-        cells, means = [], {}
-        for a in arms:
-            s = arms[a]["summary"].get(key)
-            cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}" if s else "–")
-            if s:
-                means[a] = s["mean"]
-        diff = f"{means['curated'] - means['raw']:+.3f}" if {"curated", "raw"} <= set(means) else "–"
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | {diff} |")
-    return "\n".join(lines)
-
-
-def card_markdown(results: dict[str, Any]) -> str:
-    n_seeds = len(results["seeds"])
-    raw = results["arms"]["raw"]
-    return "\n".join([
-        f"The same model (`{results['model']}`) trained for the same {results['steps']} steps at batch "
-        f"size {results['batch_size']} (equal compute) on the curated shards and on raw shards: every image "
-        f"the download stage kept ({raw['samples']:,} samples), before dedupe, CLIP-score filtering and the "
-        f"cap. {n_seeds} seed(s) per arm (seeds {', '.join(map(str, results['seeds']))}, shared by both arms); "
-        f"mean ± sample standard deviation, evaluated on `{results['eval_dir']}`.",
-        "",
-        format_table(results),
-        "",
-        f"Produced by `witcurate experiment --run {results['run']}`; per-run numbers are in "
-        f"`{results['results_path']}`.",
-    ])
 
 
 # --- the experiment ------------------------------------------------------------------------------
@@ -185,7 +127,7 @@ def _finished_run(run_dir: str, eval_dir: str | None) -> tuple[dict[str, Any], C
 
 def _base_args(config: Config, steps: int, eval_dir: str, batch_size: int | None, device: str | None,
                samples: dict[str, int]) -> TrainArgs:
-    """The training settings both arms share; the batch must fit the smaller arm."""
+    """The training settings every arm shares; the batch must fit the smallest arm."""
     from witcurate.trainer.train import TrainArgs
 
     base = TrainArgs.from_section(config.train, max_steps=steps, eval_dir=eval_dir, checkpoint_every=50,
@@ -196,7 +138,7 @@ def _base_args(config: Config, steps: int, eval_dir: str, batch_size: int | None
         base.device = device
     if min(samples.values()) < base.batch_size:
         raise UserError(f"batch size {base.batch_size} is larger than an arm ({samples})",
-                        f"pass --batch-size {min(samples.values())} or less: both arms must train at the same batch size")
+                        f"pass --batch-size {min(samples.values())} or less: every arm must train at the same batch size")
     return base
 
 
@@ -224,36 +166,64 @@ def _train_arm(arm: str, data: list[dict[str, Any]], base: TrainArgs, seeds: lis
     return runs
 
 
+def _arm_data(run_dir: str, exp_dir: str, config: Config, beam_args: list[str],
+              progress: Callable[[str], None]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """Every arm's shards (built, or found done) and sample count."""
+    from witcurate.pipeline.shards import MANIFEST_NAME
+
+    raw_dir = fs.join(exp_dir, "raw_shards")
+    raw = raw_shards(fs.join(run_dir, "download"), raw_dir, config, progress)
+    data, samples = {RAW: _shard_list(raw_dir, raw["shards"])}, {RAW: raw["totals"]["samples"]}
+    for arm in ARMS[1:]:
+        shards_dir = build_arm(run_dir, exp_dir, arm, config, beam_args, progress)
+        manifest = fs.read_json(fs.join(shards_dir, MANIFEST_NAME))
+        data[arm], samples[arm] = _shard_list(shards_dir, manifest["shards"]), manifest["totals"]["samples"]
+    for arm in ARMS:
+        if not data[arm]:
+            raise InputError(f"the {arm} arm has no samples", "check the run's score and download stages")
+    return data, samples
+
+
+def _default(config: Config, default_config: str | None) -> dict[str, Any]:
+    """The combination of the config in use: `default_config` (e.g. configs/demo.yaml) or the run's."""
+    from witcurate.config import load_config
+    from witcurate.trainer.ablation import arm_of
+
+    chosen = load_config(default_config, []) if default_config else config
+    return {"source": default_config or "this run's config", "semdedup": chosen.semdedup.enabled,
+            "target": chosen.target.enabled, "arm": arm_of(chosen.semdedup.enabled, chosen.target.enabled)}
+
+
 def run_experiment(run_dir: str, seeds: int = DEFAULT_SEEDS, steps: int = DEFAULT_STEPS,
                    eval_dir: str | None = None, batch_size: int | None = None, device: str | None = None,
+                   default_config: str | None = None, beam_args: list[str] | None = None,
                    progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or finish) the experiment on a finished run directory; returns the results dict."""
+    """Run (or finish) the ablation on a finished run directory; returns the results dict."""
     from witcurate.pipeline.card import add_card_section
+    from witcurate.trainer.ablation import TITLES
+    from witcurate.trainer.verdict import choose
 
     if seeds < 1 or steps < 1:
         raise UserError("--seeds and --steps must be at least 1")
-    manifest, config, eval_dir = _finished_run(run_dir, eval_dir)
-    shards_dir, exp_dir = fs.join(run_dir, "shards"), fs.join(run_dir, "experiment")
-    raw_dir = fs.join(exp_dir, "raw_shards")
+    _, config, eval_dir = _finished_run(run_dir, eval_dir)
+    default = _default(config, default_config)
+    exp_dir = fs.join(run_dir, "experiment")
     started = time.time()
-    raw = raw_shards(fs.join(run_dir, "download"), raw_dir, config, progress)
-    data = {"curated": _shard_list(shards_dir, manifest["shards"]), "raw": _shard_list(raw_dir, raw["shards"])}
-    samples = {"curated": manifest["totals"]["samples"], "raw": raw["totals"]["samples"]}
-    for arm in ARMS:
-        if not data[arm]:
-            raise InputError(f"the {arm} arm has no samples", "check the run's shards and download stages")
+    data, samples = _arm_data(run_dir, exp_dir, config, list(beam_args or []), progress)
     base = _base_args(config, steps, eval_dir, batch_size, device, samples)
     seed_list = [config.run.seed + i for i in range(seeds)]
     arms: dict[str, Any] = {}
     for arm in ARMS:
         runs = _train_arm(arm, data[arm], base, seed_list, exp_dir, min(samples.values()), progress)
-        arms[arm] = {"samples": samples[arm], "shards": [d["path"] for d in data[arm]],
-                     "runs": runs, "summary": summarize(runs)}
+        arms[arm] = {"title": TITLES[arm], "samples": samples[arm], "epochs": round(steps * base.batch_size / samples[arm], 2),
+                     "shards": [d["path"] for d in data[arm]], "runs": runs, "summary": summarize(runs)}
     results = {"run": run_dir, "model": base.model, "steps": steps, "batch_size": base.batch_size,
-               "seeds": seed_list, "eval_dir": eval_dir, "arms": arms,
-               "results_path": fs.join(exp_dir, RESULTS), "seconds": round(time.time() - started, 1)}
+               "samples_seen": steps * base.batch_size, "seeds": seed_list, "eval_dir": eval_dir, "arms": arms,
+               "default": default, "results_path": fs.join(exp_dir, RESULTS),
+               "seconds": round(time.time() - started, 1)}
+    results["chosen"] = choose(results)
     results["table"] = format_table(results)
     fs.write_json(fs.join(exp_dir, RESULTS), results)
-    add_card_section(shards_dir, "experiment", "Curation experiment: curated vs raw at equal compute",
-                     card_markdown(results))
+    add_card_section(fs.join(run_dir, "shards"), "experiment",
+                     "Curation experiment: which steps help, at equal compute", card_markdown(results))
     return results
