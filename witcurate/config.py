@@ -144,7 +144,7 @@ class ScoreSection:
     threshold: float | None = None
     top_fraction: float | None = None
     batch_size: int = 64         # the largest inference batch
-    min_batch_size: int | None = None   # None: batches of batch_size; lower lets Beam adapt
+    min_batch_size: int | None = None   # still accepted and checked; decode now always makes whole batches of batch_size
     device: str = "auto"
     precision: str = "fp16"      # autocast dtype on CUDA: fp16, bf16 or fp32 (CPU runs fp32)
     share_model: bool = False    # one model copy per machine, shared by its worker processes
