@@ -151,3 +151,58 @@ def test_the_pipeline_transform_finds_the_one_pass_cutoff_for_every_fraction():
             rows = [{"uid": u, "clip_score": s} for u, s in zip(uids, scores)]
             cutoff = p | f"Rows {fraction}" >> beam.Create(rows) | f"Cutoff {fraction}" >> TopFractionCutoff(fraction)
             assert_that(cutoff, equal_to([expected]), label=f"Equals {fraction}")
+
+
+def test_keep_rule_is_exactly_one_of_three():
+    assert rules.keep_rule(None, None, 0.5) == rules.KeepRule("per_query_top_fraction", 0.5)
+    with pytest.raises(UserError, match="both are set"):
+        rules.keep_rule(None, 0.3, 0.5)
+    with pytest.raises(UserError, match="all three are set"):
+        rules.keep_rule(0.2, 0.3, 0.5)
+
+
+def _per_query_world():
+    """Three queries of different sizes; q2 is rare, so a pair matching q1 and q2 counts toward q2."""
+    rng = np.random.default_rng(11)
+    counts = {1: 500, 2: 7, 3: 40}                 # balance's pool counts
+    rows, members = [], {1: [], 2: [], 3: []}
+    for i in range(60):
+        query_ids = [1] if i < 30 else ([1, 2] if i < 36 else [3])
+        row = {"uid": f"u{i:03d}", "clip_score": float(np.float32(rng.uniform(0.0, 0.4))
+                                                     + (0.3 if query_ids == [3] else 0.0)),
+               "query_ids": query_ids}
+        rows.append(row)
+        members[2 if 2 in query_ids else query_ids[0]].append(row)
+    return rows, counts, members
+
+
+def test_per_query_top_fraction_keeps_the_best_of_every_query():
+    """Each query keeps round(f x its pairs), its best-scored ones, whatever the other queries
+    score (q3 scores higher across the board and keeps no more); a pair counts toward its rarest
+    query; a reject says which query's cutoff it missed."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from witcurate.pipeline.beam_io import KEPT, REJECTED
+    from witcurate.pipeline.score_keep import ApplyKeepRule, PerQueryCutoffs
+
+    rows, counts, members = _per_query_world()
+    fraction = 0.5
+    expected_kept, expected_details = [], []
+    for query, group in members.items():
+        ranked = sorted(group, key=lambda r: (-r["clip_score"], rules.tie_hash(r["uid"])))
+        k = rules.top_count(len(group), fraction)
+        expected_kept += [r["uid"] for r in ranked[:k]]
+        expected_details += [(r["uid"], f"query id {query}") for r in ranked[k:]]
+    assert len(expected_kept) == 15 + 3 + 12
+    rule = rules.keep_rule(None, None, fraction)
+    with TestPipeline() as p:
+        scored = p | beam.Create(rows)
+        side = beam.pvalue.AsDict(p | "Counts" >> beam.Create(sorted(counts.items())))
+        cutoffs = scored | PerQueryCutoffs(fraction, side)
+        out = scored | beam.ParDo(ApplyKeepRule(rule), cutoffs=beam.pvalue.AsDict(cutoffs),
+                                  counts=side).with_outputs(REJECTED, main=KEPT)
+        assert_that(out[KEPT] | beam.Map(lambda r: r["uid"]), equal_to(expected_kept), label="Kept")
+        details = out[REJECTED] | beam.Map(lambda r: (r["uid"], "query id " + r["detail"].rsplit("query id ", 1)[1][:-1]))
+        assert_that(details, equal_to(expected_details), label="Rejects")

@@ -46,6 +46,8 @@ def test_bad_override():
     ("score.top_fraction=0", r"score.top_fraction must be in \(0, 1\]"),
     ("score.top_fraction=1.5", "score.top_fraction"),
     ("score.top_fraction=0.3", r"score: set exactly one .* \(both are set\)"),   # demo sets a threshold
+    ("score.per_query_top_fraction=1.5", r"score.per_query_top_fraction must be in \(0, 1\]"),
+    ("score.per_query_top_fraction=0.5", r"score: set exactly one .* \(both are set\)"),
     ("download.urls_per_shard=0", "download.urls_per_shard must be at least 1"),
     ("download.retries=-1", "download.retries must be at least 0"),
     ("download.resize_mode=squash", "download.resize_mode must be one of no, keep_ratio"),

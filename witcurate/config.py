@@ -143,6 +143,7 @@ class ScoreSection:
     # model, so none is assumed) or the top fraction by score (DataComp: 0.3).
     threshold: float | None = None
     top_fraction: float | None = None
+    per_query_top_fraction: float | None = None   # keep the top fraction of each query's pairs
     batch_size: int = 64         # the largest inference batch
     min_batch_size: int | None = None   # still accepted and checked; decode now always makes whole batches of batch_size
     device: str = "auto"

@@ -80,21 +80,25 @@ def _bounds(config: Any, where: str) -> None:
                               f"got {_value(config, key)!r}", f"use one of {', '.join(choices)}")
 
 
+KEEP_RULES = ("threshold", "top_fraction", "per_query_top_fraction")
+
+
 def _score(score: Any, where: str, scoring: bool) -> None:
-    """The keep rule (exactly one of threshold and top_fraction when the score stage runs) and
-    the inference batch sizes."""
+    """The keep rule (exactly one of threshold, top_fraction and per_query_top_fraction when the
+    score stage runs) and the inference batch sizes."""
     if score.threshold is not None and (not math.isfinite(score.threshold)
                                         or not -1.0 <= score.threshold <= 1.0):
         raise ConfigError(f"{where}: score.threshold must be a cosine similarity in [-1, 1], "
                           f"got {score.threshold}", "scores are not x100: LAION's 28 is 0.28 here")
-    if score.top_fraction is not None and (not math.isfinite(score.top_fraction)
-                                           or not 0.0 < score.top_fraction <= 1.0):
-        raise ConfigError(f"{where}: score.top_fraction must be in (0, 1], got {score.top_fraction}",
-                          "e.g. 0.3 keeps the best 30%")
-    both = score.threshold is not None and score.top_fraction is not None
-    if both or (scoring and score.threshold is None and score.top_fraction is None):
+    for key in ("top_fraction", "per_query_top_fraction"):
+        value = getattr(score, key)
+        if value is not None and (not math.isfinite(value) or not 0.0 < value <= 1.0):
+            raise ConfigError(f"{where}: score.{key} must be in (0, 1], got {value}", "e.g. 0.3 keeps the best 30%")
+    rules_set = [k for k in KEEP_RULES if getattr(score, k) is not None]
+    if len(rules_set) > 1 or (scoring and not rules_set):
+        which = {0: "neither is set", 2: "both are set"}.get(len(rules_set), "all three are set")
         raise ConfigError(f"{where}: score: set exactly one of threshold and top_fraction "
-                          f"({'both are set' if both else 'neither is set'})",
+                          f"(or per_query_top_fraction) ({which})",
                           "e.g. --threshold 0.28 (LAION, ViT-B/32) or --top-fraction 0.3 (DataComp)")
     low = score.min_batch_size
     if low is not None and not 1 <= low <= score.batch_size:

@@ -29,23 +29,26 @@ REASON_UNREADABLE = "image_unreadable"
 
 @dataclass(frozen=True)
 class KeepRule:
-    kind: str            # "threshold" or "top_fraction"
+    kind: str            # "threshold", "top_fraction" or "per_query_top_fraction"
     value: float
 
     def describe(self) -> str:
         return f"{self.kind} {self.value:g}"
 
 
-def keep_rule(threshold: float | None, top_fraction: float | None) -> KeepRule:
+def keep_rule(threshold: float | None, top_fraction: float | None,
+              per_query_top_fraction: float | None = None) -> KeepRule:
     """The one keep rule a config asks for; a ConfigError unless exactly one is set. (Their
     ranges are checked when the config loads: witcurate.config_checks.)"""
-    if (threshold is None) == (top_fraction is None):
-        which = "both are set" if threshold is not None else "neither is set"
-        raise ConfigError(f"score: set exactly one of threshold and top_fraction ({which})",
+    given = {"threshold": threshold, "top_fraction": top_fraction,
+             "per_query_top_fraction": per_query_top_fraction}
+    chosen = [(kind, value) for kind, value in given.items() if value is not None]
+    if len(chosen) != 1:
+        which = {0: "neither is set", 2: "both are set"}.get(len(chosen), "all three are set")
+        raise ConfigError(f"score: set exactly one of threshold and top_fraction (or per_query_top_fraction) ({which})",
                           "e.g. --threshold 0.28 (LAION, ViT-B/32) or --top-fraction 0.3 (DataComp)")
-    if threshold is not None:
-        return KeepRule("threshold", float(threshold))
-    return KeepRule("top_fraction", float(top_fraction))
+    kind, value = chosen[0]
+    return KeepRule(kind, float(value))
 
 
 def as_stored(score: float) -> float:
@@ -142,13 +145,14 @@ def keep_by_cutoff(score: float, tie: int, cutoff: Cutoff | None) -> Decision:
     return Drop(REASON_BELOW)
 
 
-def below_detail(score: float, rule: KeepRule, threshold_used: float | None) -> str:
-    """The rejects' `detail`: the pair's score and the threshold it missed."""
+def below_detail(score: float, rule: KeepRule, threshold_used: float | None, query: str = "") -> str:
+    """The rejects' `detail`: the pair's score and the threshold it missed (for a per-query rule,
+    the cutoff of the query the pair counts toward)."""
     s = as_stored(score)
     if rule.kind == "threshold":
         return f"clip_score {s:.4f} < threshold {rule.value:.4f}"
+    whose = f"{rule.kind} {rule.value:g}" + (f" in query {query}" if query else "")
     if threshold_used is None:
-        return f"clip_score {s:.4f}; top_fraction {rule.value:g} keeps no pair"
+        return f"clip_score {s:.4f}; {whose} keeps no pair"
     relation = "<" if s < threshold_used else "= (lost the tie-break at)"
-    return (f"clip_score {s:.4f} {relation} threshold {threshold_used:.4f} "
-            f"(the cutoff of top_fraction {rule.value:g})")
+    return f"clip_score {s:.4f} {relation} threshold {threshold_used:.4f} (the cutoff of {whose})"

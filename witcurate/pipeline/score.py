@@ -41,16 +41,17 @@ from witcurate.config import Config
 from witcurate.errors import ConfigError
 from witcurate.filters import clip_score as rules
 from witcurate.pipeline import fs, image_source
-from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, make_pipeline, read_stage, run_pipeline
+from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, beam_path, make_pipeline, read_stage,
+                                        run_pipeline)
 from witcurate.pipeline.inference import ClipScoreModelHandler, model_label
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.score_decode import DecodeBatches, prepare_image, split_preprocess
 from witcurate.pipeline.score_inputs import (RUN_SCORER, ScoreInputs, StandaloneRow, check_model,
                                              resolve_inputs, resolve_weights, runs_locally)
-from witcurate.pipeline.score_keep import ApplyKeepRule, TopFractionCutoff, min_kept_score
+from witcurate.pipeline.score_keep import ApplyKeepRule, PerQueryCutoffs, TopFractionCutoff, min_kept_score
 from witcurate.pipeline.score_outputs import EMBEDDINGS, EMBEDDINGS_DIR, EMBEDDINGS_TAG, AttachScores
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
-from witcurate.pipeline.tables import count_rows
+from witcurate.pipeline.tables import count_rows, query_counts_file
 
 # Re-exported: what callers of the score stage's module use.
 __all__ = ["ScoreStage", "EMBEDDINGS", "EMBEDDINGS_DIR", "TopFractionCutoff", "prepare_image", "runs_locally",
@@ -88,9 +89,17 @@ def _score(rows: beam.PCollection, cfg: Any, decode: DecodeBatches,
     return decoded[REJECTED], scored["rows"]
 
 
-def _keep(scored: beam.PCollection, rule: rules.KeepRule):
+def _keep(scored: beam.PCollection, rule: rules.KeepRule, query_counts: str | None):
     if rule.kind == "threshold":
         return scored | "Threshold" >> beam.ParDo(ApplyKeepRule(rule)).with_outputs(REJECTED, main=KEPT)
+    if rule.kind == "per_query_top_fraction":
+        counts = beam.pvalue.AsDict(
+            scored.pipeline
+            | "ReadQueryCounts" >> beam.io.ReadFromParquet(beam_path(query_counts_file(query_counts)))
+            | "CountById" >> beam.Map(lambda r: (r["query_id"], r["pool_count"])))
+        cutoffs = scored | "PerQueryCutoffs" >> PerQueryCutoffs(rule.value, counts)
+        return scored | "PerQueryTopFraction" >> beam.ParDo(
+            ApplyKeepRule(rule), cutoffs=beam.pvalue.AsDict(cutoffs), counts=counts).with_outputs(REJECTED, main=KEPT)
     cutoff = scored | "Cutoff" >> TopFractionCutoff(rule.value)
     return scored | "TopFraction" >> beam.ParDo(
         ApplyKeepRule(rule), cutoff=beam.pvalue.AsSingleton(cutoff)).with_outputs(REJECTED, main=KEPT)
@@ -99,13 +108,16 @@ def _keep(scored: beam.PCollection, rule: rules.KeepRule):
 class ScoreStage(BaseStage):
     name = "score"
     sections = ("score",)
-    inputs = ("in", "images", "checkpoint")
+    # query_counts: balance's directory, read only by score.per_query_top_fraction
+    inputs = ("in", "images", "checkpoint", "query_counts")
     options = (
         Option("--model", "score.model", "open_clip model name (ViT-B-32, witcurate-tiny, ...)"),
         Option("--pretrained", "score.pretrained",
                "open_clip pretrained tag (openai, laion2b_s34b_b79k, ...), a checkpoint path, or run:scorer"),
         Option("--threshold", "score.threshold", "keep pairs whose cosine score is >= this (e.g. 0.28)", float),
         Option("--top-fraction", "score.top_fraction", "keep this fraction of pairs, best scores first (e.g. 0.3)", float),
+        Option("--per-query-top-fraction", "score.per_query_top_fraction",
+               "keep this fraction of each query's pairs, best scores first", float),
         Option("--batch-size", "score.batch_size", "inference batch size", int),
         Option("--device", "score.device", "auto, cpu or cuda"),
     )
@@ -114,12 +126,14 @@ class ScoreStage(BaseStage):
         inputs = {"in": stage_dir(out_root, "dedupe"), "images": stage_dir(out_root, "download")}
         if config.score.pretrained == RUN_SCORER:
             inputs["checkpoint"] = fs.join(stage_dir(out_root, "scorer"), "checkpoint.pt")
+        if config.score.per_query_top_fraction is not None:
+            inputs["query_counts"] = stage_dir(out_root, "balance")
         return inputs
 
     def run(self, ctx: StageContext) -> StageResult:
         from witcurate.trainer.model import resolve_device
         cfg = ctx.config.score
-        rule = rules.keep_rule(cfg.threshold, cfg.top_fraction)
+        rule = rules.keep_rule(cfg.threshold, cfg.top_fraction, cfg.per_query_top_fraction)
         if cfg.num_workers < 0:
             raise ConfigError(f"score.num_workers must be >= 0, got {cfg.num_workers}",
                               "0 decodes inline; 2 or more decode ahead of the model")
@@ -127,6 +141,11 @@ class ScoreStage(BaseStage):
         if runs_locally(ctx.beam_args):   # "cuda" on a machine without one: say so before starting
             device = str(resolve_device(cfg.device))
         source = resolve_inputs(ctx)
+        query_counts = ctx.inputs.get("query_counts")
+        if rule.kind == "per_query_top_fraction" and (source.mode != "stage" or not query_counts):
+            raise ConfigError("score.per_query_top_fraction needs matched pairs and balance's per-query counts",
+                              "run it on a run's dedupe stage with --query-counts OUT/balance "
+                              "(img2dataset output has no queries: use --top-fraction)")
         weights = resolve_weights(ctx)
         label = model_label(cfg.model, weights)       # the checkpoint hashed once, here
         handler = ClipScoreModelHandler(
@@ -142,7 +161,7 @@ class ScoreStage(BaseStage):
 
         p = make_pipeline(ctx.beam_args)
         unreadable, scored = _score(_input_rows(p, source), cfg, decode, handler, ctx.tmp_dir)
-        decided = _keep(scored, rule)
+        decided = _keep(scored, rule, query_counts)
         rejected = (unreadable, decided[REJECTED]) | "AllRejects" >> beam.Flatten()
         {KEPT: decided[KEPT], REJECTED: rejected} | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.SCORED)
         start = time.time()

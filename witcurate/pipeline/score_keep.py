@@ -1,5 +1,11 @@
-"""The score stage's keep rules in Beam: a threshold in one pass, or the top fraction by score
-through a global cutoff (a histogram combine, then only the cutoff's bin ranked) as a side input."""
+"""The score stage's keep rules in Beam: a threshold in one pass, the top fraction by score
+through a global cutoff (a histogram combine, then only the cutoff's bin ranked) as a side input,
+or the top fraction of each query's pairs (a cutoff per query, from its pairs' scores alone).
+
+Per query, a pair counts toward one query, the rarest it matches in the pool (balance's
+counts), as in the cap stage: so the pairs each query keeps after score are what cap fills from.
+One global threshold treats easy and hard queries alike (a query whose images are diagrams
+scores lower than one of cats); a per-query fraction keeps the best of every query."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from witcurate.filters import clip_score as rules
+from witcurate.filters.cap import assign_query
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import REJECTED, reject
 from witcurate.pipeline.tables import parquet_files
@@ -67,13 +74,42 @@ class TopFractionCutoff(beam.PTransform):
                 | "RankCutoffBin" >> beam.Map(rules.cutoff_in_bin, beam.pvalue.AsSingleton(where)))
 
 
+def _query_cutoff(query_pairs, fraction: float):
+    query, pairs = query_pairs
+    pairs = list(pairs)
+    return query, rules.top_fraction_cutoff([p[0] for p in pairs], [p[1] for p in pairs], fraction)
+
+
+class PerQueryCutoffs(beam.PTransform):
+    """Scored rows -> (query id, `rules.Cutoff` or None) for every query some pair counts toward.
+
+    Each query's (score, tie hash) pairs are grouped by query: a query holds at most what
+    balance let through for it (about per_query x oversample pairs), never the whole pool."""
+
+    def __init__(self, fraction: float, counts):
+        super().__init__()
+        self.fraction = fraction
+        self.counts = counts
+
+    def expand(self, scored):
+        return (scored
+                | "ByQuery" >> beam.Map(lambda row, c: (assign_query(row["query_ids"], c), score_and_tie(row)),
+                                        self.counts)
+                | "GroupByQuery" >> beam.GroupByKey()
+                | "QueryCutoff" >> beam.Map(_query_cutoff, self.fraction))
+
+
 class ApplyKeepRule(beam.DoFn):
     """Scored row -> kept (SCORED) or a `clip_score_below` reject naming the threshold used."""
 
     def __init__(self, rule: rules.KeepRule):
         self.rule = rule
 
-    def process(self, row, cutoff=None):
+    def process(self, row, cutoff=None, cutoffs=None, counts=None):
+        query = ""
+        if self.rule.kind == "per_query_top_fraction":
+            query = str(assign_query(row["query_ids"], counts))
+            cutoff = cutoffs.get(int(query))
         if self.rule.kind == "threshold":
             verdict = rules.keep_by_threshold(row["clip_score"], self.rule.value)
             used = self.rule.value
@@ -83,8 +119,8 @@ class ApplyKeepRule(beam.DoFn):
         if verdict is True:
             yield row
         else:
-            yield beam.pvalue.TaggedOutput(
-                REJECTED, reject(row, verdict.reason, rules.below_detail(row["clip_score"], self.rule, used)))
+            detail = rules.below_detail(row["clip_score"], self.rule, used, query and f"id {query}")
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(row, verdict.reason, detail))
 
 
 def min_kept_score(directory: str) -> float | None:
