@@ -4,7 +4,7 @@ Two checks, both run by every `pytest` session:
 
 - At run time, a pytest plugin (`RepoBoundary`) installs an audit hook (PEP 578) that sees
   every file this process opens, lists or copies. A path under the folder that holds the clone
-  but outside the clone itself (`../shared/...`, a sibling checkout) is recorded against the
+  but outside the clone itself (`../data/...`, a sibling checkout) is recorded against the
   test that was running, and that test fails in its teardown; anything read outside a test
   (at collection) fails the session. So is a file written inside the clone (a test that
   leaves `demo_world/` in the checkout fails in a clone it cannot write), bytecode caches

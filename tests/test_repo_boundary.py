@@ -29,13 +29,13 @@ def test_no_source_builds_a_path_outside_the_repository():
 
 
 @pytest.mark.parametrize("line, depth", [
-    ('FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"', 1),   # boundary-ok: sample
-    ('DUMP = REPO.parent / "shared" / "fixtures" / "wikipedia"', 1),                  # boundary-ok: sample
+    ('FIXTURES = Path(__file__).resolve().parents[2] / "beside" / "fixtures"', 1),   # boundary-ok: sample
+    ('DUMP = REPO.parent / "beside" / "fixtures" / "wikipedia"', 1),                  # boundary-ok: sample
     ('ROOT = Path(__file__).parent.parent.parent', 1),                                # boundary-ok: sample
     ('ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))', 1),        # boundary-ok: sample
-    ('DATA = Path("../shared/fixtures")', 1),                                         # boundary-ok: sample
+    ('DATA = Path("../beside/fixtures")', 1),                                         # boundary-ok: sample
     ("DATA = os.path.join(HERE, '..', 'shared')", 1),                                 # boundary-ok: sample
-    ('DATA = f"{HERE}/../../shared"', 1),                                             # boundary-ok: sample
+    ('DATA = f"{HERE}/../../beside"', 1),                                             # boundary-ok: sample
     ('UP = os.pardir', 1),                                                            # boundary-ok: sample
     ('FIXTURE = Path(__file__).resolve().parents[3] / "shared"', 2),                  # boundary-ok: sample
 ])
@@ -56,11 +56,11 @@ def test_the_static_check_lets_paths_inside_pass(line, depth):
 
 
 def test_a_test_that_reads_beside_or_writes_inside_the_clone_fails(tmp_path):
-    """A throwaway clone whose tests read ../shared/... and write into the checkout: its pytest
+    """A throwaway clone whose tests read ../beside/... and write into the checkout: its pytest
     run fails, naming each test and file, while the test that does neither passes."""
-    shared = tmp_path / "shared" / "fixtures"
-    shared.mkdir(parents=True)
-    (shared / "data.txt").write_text("outside")
+    beside = tmp_path / "beside" / "fixtures"
+    beside.mkdir(parents=True)
+    (beside / "data.txt").write_text("outside")
     clone, temp = tmp_path / "clone", tmp_path / "temp"
     temp.mkdir()
     (clone / "tests").mkdir(parents=True)
@@ -86,11 +86,11 @@ def test_a_test_that_reads_beside_or_writes_inside_the_clone_fails(tmp_path):
             (Path(__file__).parent / "made.txt").write_text("left in the checkout")
 
         def test_outside():
-            assert open(Path.cwd() / ".." / "shared" / "fixtures" / "data.txt").read() == "outside"  # boundary-ok: the bad test
+            assert open(Path.cwd() / ".." / "beside" / "fixtures" / "data.txt").read() == "outside"  # boundary-ok: the bad test
     """))
 
     def pytest_in_clone(*args: str) -> subprocess.CompletedProcess:
-        # Temporary files go to their own folder, not the one that holds the clone and ../shared.
+        # Temporary files go to their own folder, not the one that holds the clone and ../beside.
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(temp))
         return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests", *args],
                               cwd=clone, env=env, capture_output=True, text=True, timeout=120)
@@ -99,7 +99,7 @@ def test_a_test_that_reads_beside_or_writes_inside_the_clone_fails(tmp_path):
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "3 passed, 2 errors" in bad.stdout, bad.stdout
     assert "ERROR tests/test_reads.py::test_outside" in bad.stdout, bad.stdout
-    assert f"open {shared / 'data.txt'}" in bad.stdout, bad.stdout
+    assert f"open {beside / 'data.txt'}" in bad.stdout, bad.stdout
     assert "ERROR tests/test_reads.py::test_writes_inside" in bad.stdout, bad.stdout
     assert f"write inside the repository {clone / 'tests' / 'made.txt'}" in bad.stdout, bad.stdout
     assert "test_inside" not in bad.stdout.split("writes inside it")[-1]
