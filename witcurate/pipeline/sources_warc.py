@@ -103,13 +103,19 @@ def _wat_response_rejects(payload: dict[str, Any], source: str, page_url: str | 
     return []
 
 
-def read_wat(path: str, url_col: str = "url", caption_col: str = "caption") -> Iterator[dict]:
-    """Rows of a WAT file (`url_col`/`caption_col` do not apply: a WAT's columns are fixed)."""
-    for item in read_records(path, WarcRecordType.metadata, parse_http=False):
+def _rows_of_records(path: str, record_type: WarcRecordType, parse_http: bool, rows_of) -> Iterator[dict]:
+    """Rows of one file's records of `record_type`: `rows_of(record, path)` for each readable one,
+    an error row for each stretch the reader could not read."""
+    for item in read_records(path, record_type, parse_http=parse_http):
         if isinstance(item, Damage):
             yield _error(path, None, item.reason, item.detail)
         else:
-            yield from _wat_record_rows(item, path)
+            yield from rows_of(item, path)
+
+
+def read_wat(path: str, url_col: str = "url", caption_col: str = "caption") -> Iterator[dict]:
+    """Rows of a WAT file (`url_col`/`caption_col` do not apply: a WAT's columns are fixed)."""
+    return _rows_of_records(path, WarcRecordType.metadata, False, _wat_record_rows)
 
 
 # ---- WARC HTML responses -----------------------------------------------------------------------
@@ -146,8 +152,4 @@ def _warc_record_rows(record: Record, source: str) -> Iterator[dict[str, Any]]:
 
 def read_warc(path: str, url_col: str = "url", caption_col: str = "caption") -> Iterator[dict]:
     """Rows of a WARC file's HTML responses (`url_col`/`caption_col` do not apply)."""
-    for item in read_records(path, WarcRecordType.response, parse_http=True):
-        if isinstance(item, Damage):
-            yield _error(path, None, item.reason, item.detail)
-        else:
-            yield from _warc_record_rows(item, path)
+    return _rows_of_records(path, WarcRecordType.response, True, _warc_record_rows)
