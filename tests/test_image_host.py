@@ -265,13 +265,24 @@ def test_commons_throttles_above_two_at_once(served, monkeypatch):
     assert next(a[1]["Retry-After"] for a in answers if a[0] == 429) == "1"
 
 
+def _wait_for_entry(host, index: int, timeout: float = 3.0) -> dict:
+    """The host records a request once its handler returns, which can be just after the client
+    has read the whole response; wait for it rather than race it."""
+    deadline = time.monotonic() + timeout
+    while len(host.requests()) <= index and time.monotonic() < deadline:
+        time.sleep(0.01)
+    entries = host.requests()
+    assert len(entries) > index, "the host never logged the request"
+    return entries[index]
+
+
 def test_every_request_is_logged(served):
     _, host, rows = served
     r = _first(rows, "clean")
     request = urllib.request.Request(r["url"], headers={"User-Agent": "logged-agent/1"})
     before = len(host.requests())
     urllib.request.urlopen(request, timeout=3).close()
-    entry = host.requests()[before]
+    entry = _wait_for_entry(host, before)
     assert entry["host"] == r["url"].split("/")[2].split(":")[0]
     assert entry["path"] == "/" + r["url"].split("/", 3)[3] and entry["ua"] == "logged-agent/1"
     assert entry["status"] == 200 and entry["start"] <= entry["end"]

@@ -131,6 +131,23 @@ def test_kmeans_clamps_to_the_vectors_and_assigns_to_the_nearest():
     assert np.array_equal(kmeans.fit_kmeans(x, 3, seed=0), fitted)  # the same seed, the same fit
 
 
+def test_a_vectors_cluster_does_not_depend_on_its_batch():
+    # Vectors crowded around one direction (as a barely trained model's are): the float32 product
+    # of a 3,000-vector block and of a 7-vector block round differently, and nearly every vector
+    # has two centroids within that rounding. Beam hands a worker whatever batches it likes, so
+    # each vector must land in the same cluster, with the same cosine, in any of them.
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=512)
+    x = unit(base + 1e-3 * rng.normal(size=(3000, 512))).astype(np.float32)
+    centroids = unit(base + 1e-3 * rng.normal(size=(40, 512))).astype(np.float32)
+    whole, whole_cosine = kmeans.nearest(x, centroids)
+    assert len(set(whole.tolist())) > 10
+    for size in (1, 7, 100):
+        parts = [kmeans.nearest(x[i:i + size], centroids) for i in range(0, len(x), size)]
+        assert np.array_equal(np.concatenate([p[0] for p in parts]), whole), size
+        assert np.array_equal(np.concatenate([p[1] for p in parts]), whole_cosine), size
+
+
 def test_sample_key_is_stable():
     assert kmeans.sample_key("abc") == kmeans.sample_key("abc") != kmeans.sample_key("abd")
     assert kmeans.sample_key("abc") == 0xd8bb14d833d59559          # blake2b-64 of the uid: never changes

@@ -54,18 +54,39 @@ def fit_kmeans(vectors: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> n
     return normalise(km.centroids)
 
 
+TIE_MARGIN = 1e-5        # cosines this close in float32 are decided again, exactly
+
+
+def _exact_cosines(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Row i's cosine to c[i] in float64, each from its own row alone (einsum's plain loop, no
+    BLAS blocking): the same bits whatever else shares the batch."""
+    return np.einsum("ij,ij->i", x.astype(np.float64), c.astype(np.float64))
+
+
 def nearest(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each vector, the index of its nearest centroid (largest cosine; ties to the lowest
-    index) and that cosine, in blocks of ASSIGN_BLOCK vectors."""
+    index) and that cosine, in blocks of ASSIGN_BLOCK vectors.
+
+    The answer depends on the vector alone, never on its batch. A float32 matrix product rounds
+    differently with the shape of the block (BLAS picks other kernels), so a vector nearly
+    equidistant from two centroids could change cluster between runs that batch it differently.
+    The product only shortlists: every centroid within TIE_MARGIN of the best is compared again
+    in float64, one vector at a time, and the cosine returned is computed the same way."""
     x = np.asarray(vectors, dtype=np.float32)
     c = np.asarray(centroids, dtype=np.float32)
     index = np.empty(len(x), dtype=np.int64)
     cosine = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), ASSIGN_BLOCK):
-        sims = x[start:start + ASSIGN_BLOCK] @ c.T
+        block = x[start:start + ASSIGN_BLOCK]
+        sims = block @ c.T
         best = np.argmax(sims, axis=1)
+        close = sims >= sims[np.arange(len(best)), best][:, None] - TIE_MARGIN
+        for row in np.flatnonzero(close.sum(axis=1) > 1):
+            candidates = np.flatnonzero(close[row])
+            exact = _exact_cosines(np.broadcast_to(block[row], (len(candidates), c.shape[1])), c[candidates])
+            best[row] = candidates[int(np.argmax(exact))]
         index[start:start + len(best)] = best
-        cosine[start:start + len(best)] = sims[np.arange(len(best)), best]
+        cosine[start:start + len(best)] = _exact_cosines(block, c[best])
     return index, cosine
 
 
