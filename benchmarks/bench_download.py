@@ -133,6 +133,7 @@ if __name__ == "__main__":
     cfg.download.urls_per_shard = args["n"]
     cfg.download.min_side = 0
     cfg.download.allow_private = args["allow"]
+    print("T0", time.time())
     t0 = time.perf_counter()
     m = run_stage(DownloadStage(), cfg, args["out"], {"in": args["in"]}, progress=lambda s: None)
     print("SECONDS", time.perf_counter() - t0)
@@ -140,7 +141,7 @@ if __name__ == "__main__":
 """
 
 
-def _run(code: str, args: dict, expect_kept: int | None = None) -> float:
+def _run(code: str, args: dict, expect_kept: int | None = None, lines: dict | None = None) -> float:
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(code)
@@ -150,8 +151,9 @@ def _run(code: str, args: dict, expect_kept: int | None = None) -> float:
                              env=env, cwd=os.getcwd(), timeout=1200)
     finally:
         os.unlink(script)
-    lines = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()
-             if line.startswith(("SECONDS", "KEPT"))}
+    lines = {} if lines is None else lines
+    lines.update({line.split()[0]: line.split()[1] for line in out.stdout.splitlines()
+                  if line.startswith(("SECONDS", "KEPT", "T0"))})
     if "SECONDS" not in lines:
         raise RuntimeError(f"benchmark run failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
     if expect_kept is not None and int(lines.get("KEPT", -1)) != expect_kept:
@@ -172,10 +174,24 @@ def _balance_dir(directory: str, urls: list[str]) -> str:
     return directory
 
 
-def _window(log_path: str, prefix: str) -> float:
+def _spans(log_path: str, prefix: str) -> list[tuple[float, float]]:
     with open(log_path, encoding="utf-8") as f:
-        spans = [(s, e) for _, path, s, e in map(json.loads, f) if path.startswith(prefix)]
+        return [(s, e) for _, path, s, e in map(json.loads, f) if path.startswith(prefix)]
+
+
+def _window(log_path: str, prefix: str) -> float:
+    spans = _spans(log_path, prefix)
     return max(e for _, e in spans) - min(s for s, _ in spans)
+
+
+def _timeline(log_path: str, prefix: str, t0: float, wall: float) -> str:
+    """Where a bound run's wall time went, from the server's log: seconds after the stage began."""
+    with open(log_path, encoding="utf-8") as f:
+        robots = [s for _, path, s, _ in map(json.loads, f) if path == "/robots.txt" and s >= t0]
+    spans = _spans(log_path, prefix)
+    first, last = min(s for s, _ in spans) - t0, max(e for _, e in spans) - t0
+    return (f"robots.txt asked at +{min(robots) - t0:.1f} s, first image +{first:.1f} s, last image "
+            f"+{last:.1f} s, stage done +{wall:.1f} s")
 
 
 def _load() -> str:
@@ -202,8 +218,10 @@ def _bound_run(tmp: str, port: int, allow: list[str], log_path: str) -> tuple[fl
     urls += [f"http://127.0.0.{2 + i % 3}:{port}/bound/{big + i}.jpg" for i in range(N_BOUND - big)]
     balance = _balance_dir(f"{tmp}/bound-balance", urls)
     settings = dict(SETTINGS, per_host_delay=DELAY)
+    lines: dict = {}
     wall = _run(OURS, {"in": balance, "out": f"{tmp}/bound/download", "n": N_BOUND, "allow": allow,
-                       "settings": settings}, expect_kept=N_BOUND)
+                       "settings": settings}, expect_kept=N_BOUND, lines=lines)
+    print("limits bind:", _timeline(log_path, "/bound/", float(lines["T0"]), wall), flush=True)
     return big * DELAY, _window(log_path, "/bound/"), wall
 
 

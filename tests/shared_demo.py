@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from witcurate.config import Config, load_config
+from witcurate.demo import crawl
 from witcurate.demo.hosts import allow_private
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ class DemoWorld:
             f"queries.dumps=[{w}/dump/enwiki-demo-pages-articles-multistream.xml.bz2]",
             f"queries.pageviews=['{w}/pageviews/pageviews-*.gz']",
             "queries.wordnet=false",
-            f"ingest.sources=[{w}/pool/candidates.parquet]",
+            f"ingest.sources=[{','.join(crawl.source_globs(str(w)))}]",   # listed, WARC and WAT
             f"download.allow_private={allow_private('127.0.0.1', port)}",     # the demo's 8 hosts
             "download.urls_per_shard=30", "download.processes_count=1", "download.timeout=1",
             f"scorer.trusted={w}/trusted/trusted-*.tar", "scorer.epochs=1",

@@ -66,7 +66,7 @@ def _copy_inputs(world: Path, root: str) -> str:
     inputs = fs.join(root, "inputs")
     fs.makedirs(inputs)
     files = [*sorted((world / "dump").iterdir()), *sorted((world / "pageviews").iterdir()),
-             world / "pool" / "candidates.parquet", *sorted((world / "trusted").glob("*.tar"))]
+             *sorted((world / "pool" / "sources").iterdir()), *sorted((world / "trusted").glob("*.tar"))]
     for path in files:
         with fs.open_file(fs.join(inputs, path.name), "wb") as f:
             f.write(path.read_bytes())
@@ -85,7 +85,7 @@ def _run_chain(root: str, world: Path, overrides: list[str], download_staging: s
     config = load_config(CONFIG, overrides + [      # the same run, reading the copies
         f"queries.dumps=['{inputs}/enwiki-demo-pages-articles-multistream.xml.bz2']",
         f"queries.pageviews=['{inputs}/pageviews-*.gz']",
-        f"ingest.sources=['{inputs}/candidates*.parquet']",
+        f"ingest.sources=['{inputs}/listed.parquet','{inputs}/*.warc.gz','{inputs}/*.warc.wat.gz']",
         f"scorer.trusted={inputs}/trusted-*.tar",
     ])
     manifests = {}

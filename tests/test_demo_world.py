@@ -26,6 +26,7 @@ from witcurate.demo import pageviews, wiki
 from witcurate.demo.vocab import COLOURS, SHAPES, caption_words
 from witcurate.demo.world import FAULT_KINDS, KINDS, NO_IMAGE_KINDS, generate_world
 from witcurate.errors import UserError
+from witcurate.pipeline.sources import read_source
 from witcurate.queries.tokenize import words_and_bigrams
 
 NS = "{http://www.mediawiki.org/xml/export-0.10/}"
@@ -120,6 +121,25 @@ def test_world_json_and_urls(world):
                 "truth/truth.parquet", "eval/retrieval-00000.tar", "trusted/trusted-00000.tar",
                 "eval/zeroshot/classnames.json", "eval/zeroshot/templates.json"):
         assert (root / rel).is_file(), rel
+
+
+def test_the_pool_also_comes_as_a_crawl_delivers_it(world):
+    # pool/sources/ splits the same candidates over a table, a WARC of HTML pages and a WAT, and
+    # the ingest readers (fastwarc, the HTML parser) give back every pair exactly once, unchanged.
+    root, info = world
+    pool = sorted(tuple(r.values()) for r in pq.read_table(root / "pool" / "candidates.parquet").to_pylist())
+    counts, rows = info["sources"]["candidates"], []
+    assert sum(counts.values()) == POOL and counts["warc"] > POOL // 8 and counts["wat"] > POOL // 8
+    for pattern in info["sources"]["files"]:
+        for path in sorted((root).glob(pattern)):
+            got = list(read_source(str(path)))
+            assert not [r for r in got if r.get("error")], path
+            if path.suffix == ".gz":
+                assert all(r["page_url"].startswith("http://127.0.0.") for r in got)
+            rows += [(r["url"], r["caption"]) for r in got]
+    assert sorted(rows) == pool
+    with gzip.open(root / "pool" / "sources" / "crawl-00000.warc.gz") as f:
+        assert f.read(9) == b"WARC/1.1\r"
 
 
 # --------------------------------------------------------------------------- ground truth

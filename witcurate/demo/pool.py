@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from witcurate.config import DemoSection
-from witcurate.demo import draw, hosts, offtarget, rerender
+from witcurate.demo import crawl, draw, hosts, offtarget, rerender
 from witcurate.demo.faults import (HOST_FAULTS, KIND_FRACTIONS, KINDS, NO_IMAGE_KINDS, OVERSIZED,
                                    REDIRECT_LOCATION, SLOW_SECONDS, SPAM_SHARE, TINY)
 from witcurate.demo.files import write_json
@@ -195,9 +195,10 @@ def place_urls(cfg: DemoSection, plan: PoolPlan) -> tuple[list[str], dict[str, s
     return urls, faults
 
 
-def write_pool(cfg: DemoSection, out: str, version: int) -> dict[str, int]:
-    """images/, host.json, pool/candidates.parquet and truth/truth.parquet under `out`; returns
-    the number of items of each kind."""
+def write_pool(cfg: DemoSection, out: str, version: int) -> tuple[dict[str, int], dict[str, int]]:
+    """images/, host.json, pool/candidates.parquet, pool/sources/ (the same candidates as a crawl
+    delivers them, crawl.py) and truth/truth.parquet under `out`; returns the number of items of
+    each kind and the number in each of pool/sources/'s parts."""
     rng = random.Random(f"pool:{cfg.seed}")
     plan = plan_pool(cfg.seed, cfg.pool_size, rng)
     data = draw_images(plan, cfg.image_size)
@@ -216,6 +217,7 @@ def write_pool(cfg: DemoSection, out: str, version: int) -> dict[str, int]:
     os.makedirs(os.path.join(out, "pool"))
     pq.write_table(pa.table({"url": pa.array(urls, pa.string()), "caption": pa.array(captions, pa.string())}),
                    os.path.join(out, "pool", "candidates.parquet"))
+    sources = crawl.write_sources(os.path.join(out, "pool"), urls, captions)
     os.makedirs(os.path.join(out, "truth"))
     _write_truth(os.path.join(out, "truth", "truth.parquet"), plan, urls, captions, true_captions, data)
-    return {k: plan.kinds.count(k) for k in KINDS}
+    return {k: plan.kinds.count(k) for k in KINDS}, sources

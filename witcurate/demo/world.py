@@ -6,6 +6,8 @@ Layout under `root` (all deterministic from the seed; same parameters, same byte
     dump/enwiki-demo-pages-articles-multistream.xml.bz2   (+ -index.txt.bz2)
     pageviews/pageviews-YYYYMMDD-HH0000.gz
     pool/candidates.parquet        url, caption (URLs on the demo's hosts, demo/hosts.py)
+    pool/sources/                  the same candidates split over a listed table, a WARC of HTML
+                                   pages and a WAT (crawl.py): what the demo config ingests
     images/<name>                  what the host serves at /i/<name> (or /private/i/<name>)
     host.json                      the hosts and their manners, per-path behaviour (faults)
     trusted/trusted-NNNNN.tar      WebDataset: tNNNNNN.jpg + tNNNNNN.txt, disjoint from the pool
@@ -33,7 +35,7 @@ import time
 from typing import Callable
 
 from witcurate.config import DemoSection
-from witcurate.demo import hosts, pageviews, wiki
+from witcurate.demo import crawl, hosts, pageviews, wiki
 from witcurate.demo.eval_sets import write_pairs_tars, write_zeroshot
 # The fault constants are also read as world.X (the host's and the download tests' documentation).
 from witcurate.demo.faults import (CONTENT_FAULTS, EXPECTED_DOWNLOAD_REASON, FAULT_KINDS,  # noqa: F401
@@ -43,8 +45,9 @@ from witcurate.demo.files import write_json
 from witcurate.demo.pool import write_pool
 from witcurate.errors import UserError
 
-VERSION = 3                  # 2: many hosts (demo/hosts.py) and the politeness faults;
-                             # 3: semantic duplicates and off-target images
+VERSION = 4                  # 2: many hosts (demo/hosts.py) and the politeness faults;
+                             # 3: semantic duplicates and off-target images;
+                             # 4: the pool also as a crawl delivers it (pool/sources/, crawl.py)
 
 
 def world_params(cfg: DemoSection) -> dict:
@@ -121,7 +124,7 @@ def _generate_into(cfg: DemoSection, out: str, params: dict, progress) -> dict:
     pv_paths = pageviews.write_pageviews(os.path.join(out, "pageviews"), views, seed)
 
     progress(f"demo world: drawing the pool ({cfg.pool_size} candidates)")
-    counts = write_pool(cfg, out, VERSION)
+    counts, sources = write_pool(cfg, out, VERSION)
 
     progress(f"demo world: drawing the trusted set ({cfg.trusted_size} pairs)")
     trusted = write_pairs_tars(os.path.join(out, "trusted"), "trusted", "t", cfg.trusted_size,
@@ -141,6 +144,7 @@ def _generate_into(cfg: DemoSection, out: str, params: dict, progress) -> dict:
                  "path": rel(dump_info["dump"]), "index": rel(dump_info["index"])},
         "pageviews": [rel(p) for p in pv_paths],
         "pool": "pool/candidates.parquet",
+        "sources": {"files": [rel(p) for p in crawl.source_globs(out)], "candidates": sources},
         "truth": "truth/truth.parquet",
         "trusted": [rel(p) for p in trusted],
         "retrieval": [rel(p) for p in retrieval],
