@@ -38,7 +38,10 @@ import tempfile
 N = int(os.environ.get("BENCH_DOWNLOAD_N", "2000"))
 ROUNDS = int(os.environ.get("BENCH_DOWNLOAD_ROUNDS", "2"))
 HOSTS = int(os.environ.get("BENCH_DOWNLOAD_HOSTS", "16"))
-N_BOUND = int(os.environ.get("BENCH_DOWNLOAD_N_BOUND", "200"))
+# 400: a 50 s schedule. The stage's fixed start-up (~7 s on 2 idle cores: Beam, robots.txt, and
+# the download workers importing img2dataset, which pulls in torch through webdataset) is then
+# what a run of minutes pays, not most of the measurement.
+N_BOUND = int(os.environ.get("BENCH_DOWNLOAD_N_BOUND", "400"))
 DELAY = float(os.environ.get("BENCH_DOWNLOAD_DELAY", "0.25"))
 DISTINCT = 200
 SETTINGS = dict(image_size=224, resize_mode="keep_ratio", resize_only_if_bigger=True,
@@ -111,6 +114,7 @@ import json, sys, time
 import img2dataset
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
+    print("T0", time.time())
     t0 = time.perf_counter()
     img2dataset.download(url_list=args["urls"], input_format="parquet", url_col="url", caption_col="caption",
                          output_format="webdataset", output_folder=args["out"], enable_wandb=False,
@@ -185,30 +189,34 @@ def _window(log_path: str, prefix: str) -> float:
 
 
 def _timeline(log_path: str, prefix: str, t0: float, wall: float) -> str:
-    """Where a bound run's wall time went, from the server's log: seconds after the stage began."""
+    """Where a run's wall time went, from the server's log: seconds after the call began."""
     with open(log_path, encoding="utf-8") as f:
         robots = [s for _, path, s, _ in map(json.loads, f) if path == "/robots.txt" and s >= t0]
-    spans = _spans(log_path, prefix)
+    spans = [(s, e) for s, e in _spans(log_path, prefix) if s >= t0]
     first, last = min(s for s, _ in spans) - t0, max(e for _, e in spans) - t0
-    return (f"robots.txt asked at +{min(robots) - t0:.1f} s, first image +{first:.1f} s, last image "
-            f"+{last:.1f} s, stage done +{wall:.1f} s")
+    asked = f"robots.txt asked at +{min(robots) - t0:.1f} s, " if robots else ""
+    return f"{asked}first image +{first:.1f} s, last image +{last:.1f} s, done +{wall:.1f} s"
 
 
 def _load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def _free_run(tmp: str, port: int, allow: list[str]) -> tuple[float, float]:
+def _free_run(tmp: str, port: int, allow: list[str], log_path: str) -> tuple[float, float]:
     urls = [f"http://127.0.0.{i % HOSTS + 1}:{port}/img/{i}.jpg" for i in range(N)]
     balance = _balance_dir(f"{tmp}/free-balance", urls)
     plain_s, ours_s = [], []
     for r in range(ROUNDS):
+        plain_lines: dict = {}
+        ours_lines: dict = {}
         plain_s.append(_run(PLAIN, {"urls": f"{balance}/part-00000.parquet", "out": f"{tmp}/plain{r}",
-                                    "per_shard": (N + 1) // 2, "settings": SETTINGS}))
+                                    "per_shard": (N + 1) // 2, "settings": SETTINGS}, lines=plain_lines))
+        plain_when = _timeline(log_path, "/img/", float(plain_lines["T0"]), plain_s[-1])
         ours_s.append(_run(OURS, {"in": balance, "out": f"{tmp}/ours{r}/download", "n": N, "allow": allow,
-                                  "settings": SETTINGS}, expect_kept=N))
-        print(f"round {r}: plain {N / plain_s[-1]:.0f} images/s, ours {N / ours_s[-1]:.0f} images/s "
-              f"(load {_load()})", flush=True)
+                                  "settings": SETTINGS}, expect_kept=N, lines=ours_lines))
+        ours_when = _timeline(log_path, "/img/", float(ours_lines["T0"]), ours_s[-1])
+        print(f"round {r}: plain {N / plain_s[-1]:.0f} images/s ({plain_when}), ours {N / ours_s[-1]:.0f} "
+              f"images/s ({ours_when}) (load {_load()})", flush=True)
     return N / min(plain_s), N / min(ours_s)
 
 
@@ -235,7 +243,7 @@ def run() -> list[dict]:
         port = ports.get(timeout=120)
         allow = [f"127.0.0.{i + 1}:{port}" for i in range(HOSTS)]
         try:
-            plain, ours = _free_run(tmp, port, allow)
+            plain, ours = _free_run(tmp, port, allow, log_path)
             schedule, window, wall = _bound_run(tmp, port, allow, log_path)
         finally:
             server.terminate()
@@ -248,7 +256,7 @@ def run() -> list[dict]:
         {"name": "download, delay binds: fetch window", "ours": window, "baseline": schedule,
          "unit": "s", "ratio": window / schedule, "target": "<=1.2x the schedule"},
         {"name": "download, delay binds: stage wall", "ours": wall, "baseline": schedule,
-         "unit": "s", "ratio": wall / schedule, "target": "informational (adds start-up)"},
+         "unit": "s", "ratio": wall / schedule, "target": "<=1.2x the schedule (adds the start-up)"},
     ]
 
 

@@ -29,7 +29,7 @@ from witcurate.filters.base import Drop
 from witcurate.pipeline import download_worker
 from witcurate.pipeline.download import DownloadStage
 from witcurate.pipeline.download_results import decide
-from witcurate.pipeline.download_shard import DownloadShard
+from witcurate.pipeline.download_shard import DownloadShard, WarmWorkers, worker_settings
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
 
@@ -336,6 +336,27 @@ def test_a_url_without_an_img2dataset_result_is_a_no_result_reject():
     assert decide(row, dict(ok, original_width=20), {(0, "000000000"): check}, cfg).reason == "image_too_small"
     failed = {"status": "failed_to_download", "error_message": "HTTP Error 410: Gone", "_sub": 0}
     assert decide(row, failed, {}, cfg) == Drop("http_410", "HTTP Error 410: Gone")
+
+
+def test_the_workers_start_while_the_input_is_read_and_the_shards_reuse_them(monkeypatch):
+    # WarmWorkers (on the step that reads the input) starts the pool in the background with the
+    # very settings DownloadShard asks for, so the shards find it running instead of a second one.
+    cfg = config(2).download
+    started = threading.Event()
+    calls = []
+
+    def pool(processes, settings):
+        calls.append((processes, settings, threading.current_thread().name))
+        started.set()
+
+    monkeypatch.setattr(download_worker, "_pool", pool)
+    WarmWorkers(cfg).setup()
+    assert started.wait(5)
+    shard = DownloadShard(cfg, "hash", "/tmp/unused", "token")
+    shard.setup()
+    assert calls == [(cfg.processes_count, shard.settings, "witcurate-warm-download-workers")]
+    assert {shard.settings: 1}[worker_settings(cfg)] == 1       # the pool's key: equal and hashable
+    assert list(WarmWorkers(cfg).process({"uid": "u"})) == [{"uid": "u"}]
 
 
 UNGUARDED_SCRIPT = '''

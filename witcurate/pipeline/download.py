@@ -33,7 +33,7 @@ from witcurate.pipeline.beam_io import (KEPT, REJECTED, FilterRecords, WriteStag
                                         read_json_lines, read_stage, run_pipeline)
 from witcurate.pipeline.download_results import DONE, MISSING_UID, read_done, shard_dir
 from witcurate.pipeline.download_hosts import CountHosts, read_host_counts
-from witcurate.pipeline.download_shard import SHARD, DownloadShard
+from witcurate.pipeline.download_shard import SHARD, DownloadShard, WarmWorkers
 from witcurate.pipeline.hosts import shard_count
 from witcurate.pipeline.robots import ROBOTS_SCHEMA, ObeyRobots, table_row
 from witcurate.pipeline.runner import StageContext, StageResult
@@ -119,7 +119,9 @@ def download_pipeline(p: beam.Pipeline, ctx: StageContext, n_rows: int, run_toke
     rows = (read_stage(p, ctx.input("in"), "ReadIn")
             | "SplitMissingUid" >> FilterRecords(Required("uid", MISSING_UID, "the row has no uid",
                                                           allow_empty=False)))
-    judged = rows[KEPT] | "Robots" >> ObeyRobots(cfg, ctx.work_dir, n_rows)
+    judged = (rows[KEPT]
+              | "WarmWorkers" >> beam.ParDo(WarmWorkers(cfg))
+              | "Robots" >> ObeyRobots(cfg, ctx.work_dir, n_rows))
     outs = (judged[KEPT]
             | "GroupByShard" >> beam.GroupByKey()
             | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token))

@@ -65,6 +65,34 @@ def split_duplicate_uids(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     return unique, duplicates
 
 
+def worker_settings(cfg: DownloadSection):
+    """What the download worker processes are started with (their pool is kept per settings)."""
+    from witcurate.pipeline import download_worker
+    politeness = download_worker.Politeness(cfg.user_agent, cfg.per_host_connections, cfg.per_host_delay,
+                                            cfg.max_retry_after, cfg.rate_limit_retries)
+    return download_worker.WorkerSettings(urls.AddressPolicy.from_config(cfg.allow_private), cfg.max_pixels,
+                                          cfg.encode_format, politeness)
+
+
+class WarmWorkers(beam.DoFn):
+    """Passes rows through; its set-up starts this process's download workers in the background.
+
+    A spawned worker spends seconds importing img2dataset and OpenCV before its first image.
+    Started here, on the step that reads the stage's input, that happens while robots.txt is
+    fetched and the shards are grouped, instead of after; DownloadShard then finds the pool
+    running (the same process on the local runner and on Dataflow's workers)."""
+
+    def __init__(self, cfg: DownloadSection):
+        self.cfg = cfg
+
+    def setup(self):
+        from witcurate.pipeline import download_worker
+        download_worker.warm_pool(self.cfg.processes_count, worker_settings(self.cfg))
+
+    def process(self, row):
+        yield row
+
+
 class DownloadShard(beam.DoFn):
     """Fetch one shard (or reuse its finished work) and emit a kept row or a reject per input."""
 
@@ -75,14 +103,8 @@ class DownloadShard(beam.DoFn):
         self.run_token = run_token          # tells the driver which shards this run fetched
 
     def setup(self):
-        from witcurate.pipeline import download_worker
-        cfg = self.cfg
-        self.policy = urls.AddressPolicy.from_config(cfg.allow_private)
-        politeness = download_worker.Politeness(cfg.user_agent, cfg.per_host_connections,
-                                                cfg.per_host_delay, cfg.max_retry_after,
-                                                cfg.rate_limit_retries)
-        self.settings = download_worker.WorkerSettings(self.policy, cfg.max_pixels,
-                                                       cfg.encode_format, politeness)
+        self.settings = worker_settings(self.cfg)
+        self.policy = self.settings.policy
 
     def teardown(self):
         from witcurate.pipeline import download_worker

@@ -214,6 +214,18 @@ def _pool(processes: int, settings: WorkerSettings):
         return pool
 
 
+def warm_pool(processes: int, settings: WorkerSettings) -> None:
+    """Start the pool for these settings in a background thread (a no-op when it runs already);
+    a later _pool() call for the same settings waits for it and reuses it. A pool that fails to
+    start is left for that call to report."""
+    def start():
+        try:
+            _pool(processes, settings)
+        except Exception:               # noqa: BLE001 - the real call raises it again, with advice
+            pass
+    threading.Thread(target=start, name="witcurate-warm-download-workers", daemon=True).start()
+
+
 def close_pools() -> None:
     with _pools_lock:
         pools = list(_pools.values())
