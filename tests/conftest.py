@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,41 @@ def pytest_configure(config):
     boundary = RepoBoundary(REPO)
     boundary.install()
     config.pluginmanager.register(boundary, "repo-boundary")
+
+
+# Session fixtures that build something expensive once. The suite runs on pytest-xdist workers
+# (pyproject's addopts: `-n auto`), each a process with its own session; every test file that
+# uses one of these goes to the same worker, so each is built once per suite. Other files are
+# scheduled whole (a file's module fixtures are built once too), spread over the workers.
+SHARED_FIXTURES = {"demo_world": "demo", "demo_run": "demo", "beam_chain_run": "beam-chain"}
+
+
+def _file_groups() -> dict[str, str]:
+    """tests/test_x.py -> the group of the shared fixture it names (a file names one at most)."""
+    groups = {}
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        text = path.read_text(encoding="utf-8")
+        for name, group in SHARED_FIXTURES.items():
+            if re.search(rf"\b{name}\b", text):
+                groups[path.relative_to(REPO).as_posix()] = group
+                break
+    return groups
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's loadscope scheduler with a file for a scope, except that the files sharing a
+    session fixture are one scope. (xdist's own `loadgroup` marks no longer reach its scheduler
+    under pytest 9: it renames the node id, which pytest 9 computes instead of storing.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups = _file_groups()
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return groups.get(path, path)
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture

@@ -76,7 +76,11 @@ def test_an_embedding_step_that_keeps_other_rows_reruns_what_follows(demo_run, t
     shutil.copytree(demo_run.out, out, symlinks=True)
     before = _landed(out)
     config = copy.deepcopy(demo_run.config)         # the shared run's config stays as it is
-    config.target.keep_fraction = 0.5                # the demo keeps every cluster: now half of them
+    # The demo keeps the clusters nearest to a target image; keep a fraction of them instead, one
+    # far from the share it kept. (The world's URLs carry the session's port, so its uids, and
+    # how many clusters the rule keeps, differ from session to session.)
+    summary = before["target"]["target"]
+    config.target.keep_fraction = 0.25 if summary["clusters_kept"] > 0.4 * summary["clusters"] else 0.9
     lines, results = _rerun_from(config, out, "target", ["cap"])
 
     assert results["target"]["counts"]["kept"] != before["target"]["counts"]["kept"]
