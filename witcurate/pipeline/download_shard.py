@@ -6,7 +6,8 @@
         img2dataset.download  -> NNNNN.tar + per-sample parquet (in the shard's work dir), the
                                  URLs interleaved by host, fetched politely (polite_fetch.py)
                                  through a per-host gate shared by the shard's worker processes
-        image checks + sha256 + perceptual hash of each stored image (in the download workers)
+        image checks + sha256 + perceptual hash of each image as it is stored (in the download
+                                 workers, shard_checks.py)
         every fetched row joined with its result: kept, or a reject with a reason
 
 A shard whose DONE.json is already there (a killed run's finished shard) is not fetched again:

@@ -27,32 +27,18 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import tarfile
 import threading
-import traceback
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import fsspec
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from witcurate.filters import images, urls
+from witcurate.pipeline.shard_checks import CheckingWriterClass
 
 MAX_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 
 # img2dataset imports albumentations, which otherwise asks the network for a newer version of
 # itself in every process that imports it (set here, so spawned workers inherit it too).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-CHECKS_SCHEMA = pa.schema([
-    ("key", pa.string()),
-    ("sha256", pa.string()),       # of the stored (resized, re-encoded) bytes
-    ("phash", pa.uint64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("reason", pa.string()),       # "" when the stored image decodes and hashes
-])
 
 
 @dataclass(frozen=True)
@@ -97,43 +83,9 @@ def install(settings: WorkerSettings, gate_dir: str = "") -> None:
     _installed = (settings, gate_dir)
 
 
-def shard_name(shard_id: int, oom_shard_count: int) -> str:
-    """img2dataset's file stem for a shard: the id zero-padded to oom_shard_count digits."""
-    return f"{shard_id:0{oom_shard_count}d}"
-
-
-def inspect_shard(output_folder: str, name: str, encode_format: str, max_pixels: int) -> int:
-    """Hash and check every image img2dataset stored in shard `name`; write name.checks.parquet.
-    Returns the number of images inspected."""
-    rows: dict[str, list[Any]] = {f.name: [] for f in CHECKS_SCHEMA}
-    suffix = "." + encode_format
-    with fsspec.open(f"{output_folder}/{name}.tar", "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile() or not member.name.endswith(suffix):
-                continue
-            data = tar.extractfile(member).read()
-            facts = images.inspect_image(data, max_pixels)
-            rows["key"].append(member.name[: -len(suffix)])
-            if isinstance(facts, images.ImageFacts):
-                rows["sha256"].append(facts.sha256)
-                rows["phash"].append(facts.phash)
-                rows["width"].append(facts.width)
-                rows["height"].append(facts.height)
-                rows["reason"].append("")
-            else:
-                rows["sha256"].append(images.sha256_hex(data))
-                rows["phash"].append(None)
-                rows["width"].append(None)
-                rows["height"].append(None)
-                rows["reason"].append(facts.reason)
-    table = pa.Table.from_pydict(rows, CHECKS_SCHEMA)
-    with fsspec.open(f"{output_folder}/{name}.checks.parquet", "wb") as f:
-        pq.write_table(table, f)
-    return table.num_rows
-
-
 class ShardTask:
-    """The callable the pool runs for each img2dataset shard: guard, download, inspect."""
+    """The callable the pool runs for each img2dataset shard: guard, then download, with every
+    stored image checked as it is written (shard_checks.py)."""
 
     def __init__(self, downloader: Any, settings: WorkerSettings, gate_dir: str = ""):
         self.downloader = downloader
@@ -142,18 +94,10 @@ class ShardTask:
 
     def __call__(self, row):
         install(self.settings, self.gate_dir)
-        ok, row = self.downloader(row)
-        if not ok:
-            return ok, row
-        try:
-            inspect_shard(self.downloader.output_folder,
-                          shard_name(row[0], self.downloader.oom_shard_count),
-                          self.settings.encode_format, self.settings.max_pixels)
-        except Exception as err:  # noqa: BLE001 - a shard we cannot read back is retried
-            traceback.print_exc()
-            print(f"shard {row[0]}: inspecting the written images failed: {err}")
-            return False, row
-        return True, row
+        writer_class = self.downloader.sample_writer_class
+        if not isinstance(writer_class, CheckingWriterClass):
+            self.downloader.sample_writer_class = CheckingWriterClass(writer_class, self.settings.max_pixels)
+        return self.downloader(row)
 
 
 def _init_worker(settings: WorkerSettings) -> None:
