@@ -48,6 +48,7 @@ class DemoWorld:
             "download.urls_per_shard=30", "download.processes_count=1", "download.timeout=1",
             f"scorer.trusted={w}/trusted/trusted-*.tar", "scorer.epochs=1",
             "score.threshold=null", "score.top_fraction=0.7",
+            "target.enabled=true",                 # off in the demo config; the tests run it
             "shards.samples_per_shard=8",          # several tars from the few pairs kept
             f"train.eval_dir={w}/eval", "train.epochs=1",
         ]
