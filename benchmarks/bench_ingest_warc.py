@@ -11,13 +11,13 @@ metadata record. Hosts vary per capture.
 WARC: a generated WARC of the four real HTML responses, repeated with varied hosts.
   ours:     read_source over the file (charset, <base>, every <img> resolved)
   baseline: fastwarc's iteration + resiliparse's HTMLTree parse + every <img>'s src and alt
-The baselines never call witcurate code. Records per CPU second of the process (one core),
+Both files are written record by record with fastwarc's writer (witcurate.demo.crawl.warc_record,
+which also writes the demo world's crawl files). The baselines never call witcurate code. Records per CPU second of the process (one core),
 best of REPEATS, alternating.
 """
 
 from __future__ import annotations
 
-import gzip
 import html.parser
 import json
 import tempfile
@@ -27,11 +27,14 @@ from pathlib import Path
 from fastwarc import ArchiveIterator, WarcRecordType
 from resiliparse.parse.html import HTMLTree
 
+from witcurate.demo.crawl import warc_record
+
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "commoncrawl"
 WARCS = ("CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc", "whirlwind.warc.gz")
 WAT_BYTES = 100 << 20
 WARC_BYTES = 40 << 20
 REPEATS = 5
+DATE = "2024-05-18T01:58:10Z"
 
 
 class _PageMetadata(html.parser.HTMLParser):
@@ -100,12 +103,9 @@ def real_wat_request() -> dict:
     raise RuntimeError("the WAT fixture has no metadata record")
 
 
-def _wat_member(uri: str, payload: dict) -> bytes:
+def _wat_member(uri: str, payload: dict, n: int) -> bytes:
     body = json.dumps(payload, separators=(",", ":")).encode()
-    head = (f"WARC/1.0\r\nWARC-Type: metadata\r\nWARC-Target-URI: {uri}\r\nWARC-Date: 2024-05-18T01:58:10Z\r\n"
-            f"WARC-Record-ID: <urn:uuid:00000000-0000-0000-0000-{abs(hash(uri)) % 10**12:012d}>\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-    return gzip.compress(head.encode() + body + b"\r\n\r\n", compresslevel=6)
+    return warc_record(WarcRecordType.metadata, uri, "application/json", body, n, DATE)
 
 
 def _response_metadata(page: dict) -> dict:
@@ -129,7 +129,7 @@ def make_wat(path: Path, target_bytes: int = WAT_BYTES) -> int:
     shapes = [(page["warc"], _response_metadata(page)) for page in real_pages()]
     meta = {"Actual-Content-Type": "application/warc-fields", "WARC-Metadata-Metadata": {
         "Metadata-Records": [{"Name": "fetchTimeMs", "Value": "187"}]}}
-    written = i = 0
+    written = i = records = 0
     with open(path, "wb") as f:
         while written < target_bytes:
             warc, response = shapes[i % len(shapes)]
@@ -142,7 +142,8 @@ def make_wat(path: Path, target_bytes: int = WAT_BYTES) -> int:
                 env["Envelope"]["WARC-Header-Metadata"].update({**headers, "WARC-Type": warc_type,
                                                                 "WARC-Target-URI": uri})
                 env["Envelope"]["Payload-Metadata"] = payload_meta
-                written += f.write(_wat_member(uri, env))
+                records += 1
+                written += f.write(_wat_member(uri, env, records))
             i += 1
     return written
 
@@ -156,10 +157,8 @@ def make_warc(path: Path, target_bytes: int = WARC_BYTES) -> int:
             uri = page["warc"]["WARC-Target-URI"]
             host = uri.split("/")[2]
             http = f"HTTP/1.1 200 OK\r\nContent-Type: {page['content_type']}\r\n\r\n".encode() + page["body"]
-            head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {uri.replace(host, f'h{i}.{host}', 1)}\r\n"
-                    f"WARC-Date: 2024-05-18T01:58:10Z\r\nWARC-Record-ID: <urn:uuid:{i:032x}>\r\n"
-                    f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(http)}\r\n\r\n")
-            written += f.write(gzip.compress(head.encode() + http + b"\r\n\r\n", compresslevel=6))
+            written += f.write(warc_record(WarcRecordType.response, uri.replace(host, f"h{i}.{host}", 1),
+                                           "application/http; msgtype=response", http, i + 1, DATE))
             i += 1
     return written
 

@@ -76,11 +76,13 @@ def _page_html(page: dict) -> bytes:
             f"<body><h1>Gallery</h1>\n{figures}\n</body></html>\n").encode("utf-8")
 
 
-def _record(kind: WarcRecordType, target: str, content_type: str, body: bytes, n: int) -> bytes:
-    """One WARC record, gzipped on its own (fixed gzip mtime: the same bytes every time)."""
+def warc_record(kind: WarcRecordType, target: str, content_type: str, body: bytes, n: int,
+                date: str = CRAWL_DATE) -> bytes:
+    """WARC record number n, gzipped on its own as Common Crawl writes them (fixed id, date and
+    gzip mtime: the same bytes every time). The ingest benchmark writes its files with it too."""
     record = WarcRecord()
     record.init_headers(kind, record_urn=f"uuid:{uuid.UUID(int=n)}".encode())
-    record.headers["WARC-Date"] = CRAWL_DATE
+    record.headers["WARC-Date"] = date
     record.headers.append("WARC-Target-URI", target)
     record.headers["Content-Type"] = content_type
     record.set_bytes_content(body)
@@ -128,13 +130,13 @@ def write_sources(pool_dir: str, urls: Sequence[str], captions: Sequence[str]) -
     with open(os.path.join(out, WARC), "wb") as f:
         for page in _pages(urls, captions, parts["warc"], "w"):
             n += 1
-            f.write(_record(WarcRecordType.response, page["url"], "application/http; msgtype=response",
+            f.write(warc_record(WarcRecordType.response, page["url"], "application/http; msgtype=response",
                             _http_response(_page_html(page)), n))
     with open(os.path.join(out, WAT), "wb") as f:
         for page in _pages(urls, captions, parts["wat"], "m"):
             n += 1
             body = _page_html(page)
-            f.write(_record(WarcRecordType.metadata, page["url"], "application/json",
+            f.write(warc_record(WarcRecordType.metadata, page["url"], "application/json",
                             _wat_payload(page, body), n))
     return {name: len(indices) for name, indices in parts.items()}
 
