@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import synth_shapes  # noqa: E402
 
 from witcurate.trainer import optim  # noqa: E402
+from witcurate.trainer.checkpoint import prune_step_copies  # noqa: E402
 from witcurate.trainer.data import LoaderSpec, count_samples, epoch_batches, expand_shards  # noqa: E402
 from witcurate.trainer.evaluate import evaluate, retrieval_metrics, topk_accuracy  # noqa: E402
 from witcurate.trainer.loss import INIT_LOGIT_SCALE, MAX_LOGIT_SCALE, clamp_logit_scale, make_loss  # noqa: E402
@@ -169,12 +170,22 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model(shards, tmp_path):
     first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (22, 23, 24)) / 3
     assert last < 0.8 * first, (first, last)
     assert metrics["samples_per_second"] > 0
-    assert (tmp_path / "checkpoints" / "step_3.pt").exists()
-    assert (tmp_path / "checkpoints" / "step_18.pt").exists()
+    # a checkpoint every 3 steps, the newest two kept: a long run's checkpoints take bounded disk
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_21.pt", "step_24.pt"]
     model, _, _, _ = create_model(MODEL, str(tmp_path / "model.pt"))
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert torch.equal(model.state_dict()["text_projection"], state["text_projection"])
     assert all(not k.startswith("module.") for k in state)
+
+
+def test_pruning_keeps_the_newest_steps_by_number(tmp_path):
+    for step in (3, 9, 12, 100):
+        (tmp_path / f"step_{step}.pt").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("kept")
+    deleted = prune_step_copies(str(tmp_path), keep_last=2)
+    assert sorted(p.rsplit("/", 1)[-1] for p in deleted) == ["step_3.pt", "step_9.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "step_100.pt", "step_12.pt"]
+    assert prune_step_copies(str(tmp_path), keep_last=0) == []
 
 
 def test_resume_continues_the_loss_curve_exactly(shards, tmp_path):

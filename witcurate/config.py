@@ -208,6 +208,7 @@ class TrainSection:
     warmup_steps: int = 20
     grad_clip: float = 1.0
     checkpoint_every: int = 100
+    keep_last_checkpoints: int = 2   # checkpoints/step_N.pt kept, oldest deleted first; 0 = all
     eval_dir: str = ""           # zero-shot/retrieval eval set
     device: str = "auto"
     workers: int = 1

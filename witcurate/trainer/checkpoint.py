@@ -5,6 +5,7 @@ RNG state, stored as plain tensors and numbers so they load with `weights_only=T
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import numpy as np
@@ -51,8 +52,9 @@ def _save(obj: Any, path: str) -> None:
 
 def save_checkpoint(out_dir: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: Any, step: int, epoch: int, extra: dict[str, Any] | None = None,
-                    keep_step_copy: bool = True) -> str:
-    """out_dir/checkpoints/step_N.pt and out_dir/checkpoint.pt (the latest). Returns the latter."""
+                    keep_step_copy: bool = True, keep_last: int = 0) -> str:
+    """out_dir/checkpoint.pt (the latest) and, with keep_step_copy, out_dir/checkpoints/step_N.pt,
+    of which only the newest `keep_last` stay (0 keeps every one). Returns the former."""
     state = {
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -69,7 +71,26 @@ def save_checkpoint(out_dir: str, model: torch.nn.Module, optimizer: torch.optim
         filesystem, src = fs.fs_for(latest)
         _, dst = fs.fs_for(fs.join(out_dir, "checkpoints", f"step_{step}.pt"))
         filesystem.copy(src, dst)
+        if keep_last > 0:
+            prune_step_copies(fs.join(out_dir, "checkpoints"), keep_last)
     return latest
+
+
+def step_of(name: str) -> int:
+    """The step in a step_N.pt name; -1 for any other file."""
+    match = re.fullmatch(r"step_(\d+)\.pt", name)
+    return int(match.group(1)) if match else -1
+
+
+def prune_step_copies(directory: str, keep_last: int) -> list[str]:
+    """Delete all but the newest `keep_last` step_N.pt files (by step, not by name or mtime), so a
+    long run's checkpoints take bounded disk, as open_clip's --delete-previous-checkpoint does for one.
+    Returns what was deleted."""
+    steps = sorted((step_of(name), name) for name in fs.listdir(directory) if step_of(name) >= 0)
+    doomed = [fs.join(directory, name) for _, name in steps[:-keep_last]] if keep_last > 0 else []
+    for path in doomed:
+        fs.rm(path)
+    return doomed
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:

@@ -179,4 +179,5 @@ def save_checkpoint(state: TrainState, step: int, epoch: int) -> None:
                              extra={"model_name": args.model, "steps_per_epoch": state.plan.steps_per_epoch,
                                     "global_batch": state.plan.global_batch, "rng_by_rank": rngs,
                                     "args": dataclasses.asdict(args)},
-                             keep_step_copy=args.keep_step_checkpoints)
+                             keep_step_copy=args.keep_step_checkpoints,
+                             keep_last=args.keep_last_checkpoints)

@@ -45,6 +45,7 @@ class TrainArgs:
     grad_clip: float = 1.0           # max gradient norm; 0 turns clipping off
     checkpoint_every: int = 100      # steps; 0 = only at the end
     keep_step_checkpoints: bool = True
+    keep_last_checkpoints: int = 2   # step copies kept in checkpoints/, oldest deleted first; 0 = all
     device: str = "auto"
     workers: int = 1                 # DataLoader processes per rank decoding images; 0 = in-process
     precision: str = "amp"           # amp (bf16 where supported, else fp16) | amp_fp16 | amp_bf16 | fp32; CPU is fp32
