@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import resource
 import struct
 import zlib
@@ -60,6 +61,27 @@ def test_inspect_image_hashes_what_imagehash_and_hashlib_would():
     assert facts.sha256 == hashlib.sha256(data).hexdigest()
     assert f"{facts.phash:016x}" == str(imagehash.phash(Image.open(io.BytesIO(data))))
     assert 0 <= facts.phash < 2**64
+
+
+def test_a_large_jpeg_is_hashed_from_a_reduced_decode_close_to_the_full_one():
+    rng = random.Random(3)
+    big = Image.new("RGB", (800, 600), (200, 180, 40))
+    draw = ImageDraw.Draw(big)
+    for _ in range(30):
+        x, y = rng.randrange(800), rng.randrange(600)
+        draw.ellipse([x, y, x + rng.randrange(20, 300), y + rng.randrange(20, 200)],
+                     fill=tuple(rng.randrange(256) for _ in range(3)))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    facts = images.inspect_image(data, 10**8)
+    assert (facts.width, facts.height) == (800, 600)           # the header's size, not the draft's
+    reduced = Image.open(io.BytesIO(data))
+    reduced.draft("L", (images.PHASH_DECODE_SIDE, images.PHASH_DECODE_SIDE))
+    assert reduced.size == (100, 75)                            # decoded at 1/8
+    assert f"{facts.phash:016x}" == str(imagehash.phash(reduced))
+    full = imagehash.phash(Image.open(io.BytesIO(data)))
+    assert full - imagehash.phash(reduced) <= 2                 # bits apart from a full decode
 
 
 def test_decompression_bomb_is_refused_from_its_header_without_decoding():

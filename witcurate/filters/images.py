@@ -86,6 +86,14 @@ def content_type_ok(content_type: str) -> Decision:
 # ---------------------------------------------------------------- hashes ---------------------
 
 
+# The perceptual hash is taken of a 32x32 thumbnail, so a JPEG need not be decoded at full size:
+# the decoder's DCT scaling (Pillow's draft mode) hands over greyscale at 1/2, 1/4 or 1/8 of the
+# size, never under PHASH_DECODE_SIDE. On stored 224 px images that halves the check (0.89 ms to
+# 0.49 ms each) and on 0.3-1 MP photos it is 4x faster; the hash moves by 0.15 bits on average
+# (at most 2 of 64, 300 mixed JPEGs) against a full decode, well inside dedupe's Hamming radius.
+PHASH_DECODE_SIDE = 64
+
+
 def phash64(image: Image.Image) -> int:
     """imagehash.phash (8x8 DCT bits of a 32x32 greyscale thumbnail) as an unsigned 64-bit int,
     first bit most significant, so `f"{h:016x}"` equals `str(imagehash.phash(image))`."""
@@ -124,7 +132,8 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageFacts | Drop:
     """Decode `data` safely and hash it: ImageFacts, or a Drop naming why not.
 
     The header's claimed size is checked against `max_pixels` before decoding, so a bomb costs
-    a header read, never its decoded size in memory.
+    a header read, never its decoded size in memory. A JPEG is decoded at reduced scale for the
+    hash (PHASH_DECODE_SIDE); width and height are the header's, the full size.
     """
     size = header_size(data)
     if isinstance(size, Drop):
@@ -138,6 +147,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageFacts | Drop:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
+                img.draft("L", (PHASH_DECODE_SIDE, PHASH_DECODE_SIDE))   # JPEG only; others as they are
                 img.load()
                 value = phash64(img)
     except Image.DecompressionBombError:
