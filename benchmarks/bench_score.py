@@ -243,7 +243,7 @@ def report(m: dict) -> list[dict]:
 
 def run() -> list[dict]:
     """`make bench`: witcurate-tiny; with BENCH_SCORE_VIT=1 also ViT-B-32 (random weights, 200
-    JPEGs of 256 px), which takes about half an hour on 2 shared cores."""
+    JPEGs of 256 px), about 3 minutes on 2 cores."""
     rows = report(measure())
     if os.environ.get("BENCH_SCORE_VIT") == "1":
         rows += report(measure("ViT-B-32", n=200, image_size=256))
