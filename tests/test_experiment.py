@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -280,9 +279,15 @@ def test_rerun_skips_finished_runs_and_redoes_a_missing_one(finished):
     assert (out / "shards" / "README.md").read_text().count("<!-- witcurate:experiment -->") == 1
 
 
-def test_batch_larger_than_an_arm_is_refused(tmp_path):
-    out = tmp_path / "run"
-    make_tiny_run(out)
-    with pytest.raises(UserError, match="batch"):
+def test_batch_larger_than_an_arm_is_refused(finished):
+    # On the finished experiment (its arms are found done): refused before anything is trained
+    # or written, naming the batch that fits the smallest arm.
+    out = finished[0]
+
+    def state():
+        return {p: p.stat().st_mtime_ns for p in (out / "experiment").rglob("*")}
+    before = state()
+    with pytest.raises(UserError, match="batch size 20 is larger than an arm") as refused:
         run_experiment(str(out), seeds=1, steps=1, batch_size=20, progress=lambda m: None)
-    shutil.rmtree(out / "experiment")
+    assert f"--batch-size {min(SAMPLES.values())} or less" in refused.value.hint
+    assert state() == before
