@@ -387,7 +387,7 @@ def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_
     import sys
     script = tmp_path / "unguarded.py"
     script.write_text(UNGUARDED_SCRIPT)
-    env = dict(os.environ, WITCURATE_WORKER_STARTUP_S="10")
+    env = dict(os.environ, WITCURATE_WORKER_STARTUP_S="4")
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0
