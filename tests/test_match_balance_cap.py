@@ -1,5 +1,6 @@
 """Matching (MetaCLIP's rule as the floor), balancing and the strict per-query cap."""
 
+import collections
 import json
 import random
 import re
@@ -212,3 +213,49 @@ def test_cap_is_exact_for_a_query_with_three_times_the_cap():
     shuffled = rows[:]
     random.Random(1).shuffle(shuffled)
     assert [r["uid"] for r in cap_group(shuffled, 10)[0]] == [r["uid"] for r in kept]
+
+
+def test_cap_stage_decides_each_row_as_sorting_each_whole_query_would(tmp_path):
+    # The stage never groups rows by query (a combiner keeps each query's best rank keys, then
+    # each row is decided alone against its query's cutoff): it must keep exactly what sorting
+    # each whole query keeps, here with queries under, at and far over the cap, tied scores,
+    # and pairs matching several queries (each counts toward its rarest).
+    rng = random.Random(7)
+    sizes = {0: 3, 1: 10, 2: 25, 3: 80}
+    counts = {0: 5, 1: 40, 2: 300, 3: 900}            # the pool's counts: 0 is the rarest
+    scored, i = [], 0
+    for qid, n in sizes.items():
+        for _ in range(n):
+            others = [q for q in counts if q > qid and rng.random() < 0.3]
+            scored.append({"uid": f"c{i:04d}", "url": "u", "caption": "c", "source": "s",
+                           "query_ids": [qid, *others], "keep_probability": 1.0, "shard": "images/00000.tar",
+                           "key": str(i), "width": 64, "height": 64, "original_width": 64,
+                           "original_height": 64, "sha256": "x", "phash": i,
+                           "clip_score": rng.choice([0.2, 0.25, 0.3, 0.3, 0.35]), "clip_model": "m"})
+            i += 1
+    rng.shuffle(scored)
+    inp = _stage_dir(tmp_path / "score", scored, schemas.SCORED)
+    pq.write_table(pa.Table.from_pylist([{"query_id": q, "pool_count": c} for q, c in counts.items()],
+                                        schemas.QUERY_COUNTS), tmp_path / "query_counts.parquet")
+    (tmp_path / "queries.json").write_text(json.dumps(["a", "b", "c", "d"]))
+    cfg = Config()
+    cfg.cap.per_query = 10
+    inputs = {"in": inp, "query_counts": str(tmp_path / "query_counts.parquet"),
+              "queries": str(tmp_path / "queries.json")}
+    m = run_stage(CapStage(), cfg, str(tmp_path / "cap"), inputs, beam_args=["--direct_num_workers=2"], **quiet)
+
+    expected_kept, expected_over = set(), set()
+    for qid in sizes:
+        group = [r for r in scored if assign_query(r["query_ids"], counts) == qid]
+        kept, over = cap_group(group, 10)
+        expected_kept |= {r["uid"] for r in kept}
+        expected_over |= {r["uid"] for r in over}
+    kept_rows = read_table(str(tmp_path / "cap")).to_pylist()
+    rejects = read_table(str(tmp_path / "cap" / "rejects")).to_pylist()
+    assert {r["uid"] for r in kept_rows} == expected_kept
+    assert {r["uid"] for r in rejects} == expected_over
+    assert m["counts"] == {"in": 118, "kept": len(expected_kept), "rejected": len(expected_over),
+                           "reasons": {"over_query_cap": len(expected_over)}}
+    assert collections.Counter(r["query_id"] for r in kept_rows) == {0: 3, 1: 10, 2: 10, 3: 10}
+    assert all(re.fullmatch(r"query '[abcd]' already has 10 better-scored pairs \(score 0\.\d{4}; "
+                            r"its last kept 0\.\d{4}\)", r["detail"]) for r in rejects)
