@@ -92,12 +92,15 @@ class CapStage(BaseStage):
         load_queries(ctx.input("queries"))
         counts_file = beam_path(query_counts_file(ctx.input("query_counts")))
         p = make_pipeline(ctx.beam_args)
+        # Read twice: a row waiting for the cutoffs (a side input) would be held until all are
+        # known; read again after, the rows stream from the files through the decision.
         rows = read_stage(p, ctx.input("in"), "ReadScored")
+        keys_from = read_stage(p, ctx.input("in"), "ReadScoredForCutoffs")
         counts = beam.pvalue.AsDict(
             p | "ReadQueryCounts" >> beam.io.ReadFromParquet(counts_file)
               | "CountById" >> beam.Map(lambda r: (r["query_id"], r["pool_count"])))
         per_query = ctx.config.cap.per_query
-        cutoffs = beam.pvalue.AsDict(rows | "CapCutoffs" >> CapCutoffs(per_query, counts))
+        cutoffs = beam.pvalue.AsDict(keys_from | "CapCutoffs" >> CapCutoffs(per_query, counts))
         outs = rows | "Cap" >> beam.ParDo(CapRow(per_query, ctx.input("queries"), Shared()),
                                           counts, cutoffs).with_outputs(KEPT, REJECTED)
         stage_outputs(outs) | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.CAPPED)
