@@ -41,7 +41,8 @@ AT_LEAST: dict[str, float] = {
     "semdedup.niter": 1, "target.clusters": 1, "target.sample": 1, "target.niter": 1,
     "shards.samples_per_shard": 1,
     "train.epochs": 1, "train.batch_size": 1, "train.weight_decay": 0, "train.warmup_steps": 0,
-    "train.grad_clip": 0, "train.checkpoint_every": 1, "train.keep_last_checkpoints": 0, "train.workers": 0, "train.log_every": 1,
+    "train.grad_clip": 0, "train.checkpoint_every": 1, "train.keep_last_checkpoints": 0,
+    "train.workers": 0, "train.log_every": 1,
     "demo.port": 1, "demo.pool_size": 1, "demo.trusted_size": 1, "demo.eval_size": 1,
     "demo.image_size": 1,
 }

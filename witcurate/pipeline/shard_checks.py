@@ -14,11 +14,11 @@ import collections
 import concurrent.futures
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from witcurate.filters import images
+from witcurate.pipeline import fs
 
 CHECKS_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -48,7 +48,7 @@ def check_row(key: str, data: bytes, max_pixels: int) -> dict[str, Any]:
 
 
 def write_checks(path: str, rows: list[dict[str, Any]]) -> None:
-    with fsspec.open(path, "wb") as f:
+    with fs.open_file(path, "wb") as f:
         pq.write_table(pa.Table.from_pylist(rows, CHECKS_SCHEMA), f)
 
 
