@@ -217,6 +217,38 @@ def test_tar_writer_is_deterministic_and_refuses_bad_keys(tmp_path):
             w.write_sample(bad, {"txt": b"t"})
 
 
+def _tarfile_reference(samples) -> bytes:
+    """The same samples written by tarfile itself (PAX format, the pinned header fields)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for key, fields in samples:
+            for ext in sorted(fields):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode, info.uid, info.gid = len(fields[ext]), 0, 0o644, 0, 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(fields[ext]))
+    return buf.getvalue()
+
+
+def test_tar_writer_writes_what_tarfile_writes(tmp_path):
+    # Headers are built directly for speed; they must be tarfile's bytes, including the cases
+    # that need PAX records (a name over 100 bytes, a non-ASCII name) and every padding length.
+    samples = [(f"s{size}", {"bin": bytes(range(256)) * (size // 256) + b"x" * (size % 256)})
+               for size in (0, 1, 511, 512, 513, 10_240, 10_241)]
+    samples += [("k" * 96, {"txt": b"a name of exactly 100 bytes"}),
+                ("k" * 97, {"txt": b"101 bytes: a PAX path record"}),
+                ("café", {"txt": "non-ASCII key".encode()}),
+                ("0123abcd" * 4, {"jpg": b"\xff\xd8" * 700, "json": b"{}", "txt": b"a caption"})]
+    for n in range(1, len(samples) + 1):
+        buf = io.BytesIO()
+        writer = TarWriter(buf)
+        for key, fields in samples[:n]:
+            writer.write_sample(key, fields)
+        summary = writer.close()
+        assert buf.getvalue() == _tarfile_reference(samples[:n]), samples[n - 1][0]
+        assert summary.bytes == len(buf.getvalue()) and summary.samples == n
+
+
 def test_non_jpeg_images_keep_their_bytes_and_extension(tmp_path):
     """img2dataset with encode_format=png: the bytes ship untouched under UID.png."""
     fake = make_run(tmp_path, png=True)
