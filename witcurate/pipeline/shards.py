@@ -18,9 +18,9 @@ tars by the DoFn that writes a shard, seeking to offsets found when the source t
 (and their images' sha256 checked); they never go through a shuffle:
     rows --GroupByKey(source tar)--> index the tar: offsets and sha256, or reject image_missing
                                      (invalid_uid: a uid that cannot be a WebDataset key)
-         --GroupByKey(uid)---------> one row per uid, the others reject duplicate_uid
-         --all uids, sorted--------> shard index of each row (a singleton side input)
-         --GroupByKey(shard)-------> write UID.* members + sidecar, reading bytes by offset
+         --uids ranked in order----> shard index of each row (witcurate.pipeline.uid_order)
+         --GroupByKey(shard)-------> write UID.* members + sidecar, reading bytes by offset;
+                                     a uid's further rows reject duplicate_uid
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ SIDECAR = pa.schema([
     ("shard", pa.string()),
     ("key", pa.string()),
 ])
+
+SIDECAR_NAMES = tuple(SIDECAR.names)
 
 # Keys this stage adds to a row while it travels through the pipeline; never written out.
 _PRIVATE = ("_member", "_offset", "_size", "_tar")
@@ -163,20 +165,6 @@ class LocateImages(beam.DoFn):
                                                   "_offset": offset, "_size": size})
 
 
-class OnePerUid(beam.DoFn):
-    """A uid is a WebDataset key, so it may appear once; the survivor is chosen by position."""
-
-    def process(self, element):
-        uid, rows = element
-        rows = sorted(rows, key=lambda r: (r.get("shard") or "", r.get("key") or "", r["_offset"]))
-        keep = rows[0]
-        yield beam.pvalue.TaggedOutput(KEPT, keep)
-        for row in rows[1:]:
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(
-                _public(row), "duplicate_uid",
-                f"uid {uid} already shipped from {keep.get('shard')}/{keep.get('key')}"))
-
-
 def shard_name(index: int, n_shards: int) -> str:
     """00000, 00001, ...: five digits (open_clip_train's brace patterns), wider past 99,999."""
     width = max(5, len(str(max(n_shards - 1, 0))))
@@ -206,8 +194,11 @@ def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
 class WriteShard(beam.DoFn):
     """Write one shard: its tar (bytes read by offset from the source tars) and its sidecar.
 
-    A read failing here (the source tar changed or vanished since it was indexed) is rejected as
-    image_unreadable and leaves the shard one sample short; the manifest records the real count.
+    A uid is a WebDataset key, so it may appear once: rows sharing a uid share a rank and arrive
+    in the same group, and the first by position in the source tars is shipped, the others are
+    rejected as duplicate_uid. A read failing here (the source tar changed or vanished since it
+    was indexed) is rejected as image_unreadable and leaves the shard one sample short; the
+    manifest records the real count.
     """
 
     def __init__(self, out_dir: str):
@@ -216,14 +207,21 @@ class WriteShard(beam.DoFn):
     def process(self, element):
         (index, n_shards), rows = element
         name = shard_name(index, n_shards)
-        rows = sorted(rows, key=lambda r: r["uid"])
+        rows = sorted(rows, key=lambda r: (r["uid"], r.get("shard") or "", r.get("key") or "", r["_offset"]))
         tar_name, sidecar_name = f"{name}.tar", f"{name}.parquet"
         handles: dict[str, BinaryIO] = {}
         sidecar: list[dict[str, Any]] = []
         try:
             with fs.open_file(fs.join(self.out_dir, tar_name), "wb") as out:
                 writer = TarWriter(out)
+                shipped: dict[str, Any] = {}
                 for row in rows:
+                    if shipped.get("uid") == row["uid"]:
+                        yield beam.pvalue.TaggedOutput(REJECTED, reject(
+                            _public(row), "duplicate_uid",
+                            f"uid {row['uid']} already shipped from {shipped.get('shard')}/{shipped.get('key')}"))
+                        continue
+                    shipped = row
                     try:
                         handle = handles.get(row["_tar"])
                         if handle is None:
@@ -241,7 +239,7 @@ class WriteShard(beam.DoFn):
                         "txt": (row.get("caption") or "").encode("utf-8"),
                         "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
                     })
-                    sidecar.append({f.name: row.get(f.name) for f in SIDECAR}
+                    sidecar.append({name: row.get(name) for name in SIDECAR_NAMES}
                                    | {"shard": tar_name, "key": row["uid"]})
                 summary = writer.close()
         finally:
@@ -265,15 +263,11 @@ def write_shards(p: beam.Pipeline, rows, images_dir: str, out_dir: str, per_shar
                | "KeyBySourceTar" >> beam.Map(lambda r: (r.get("shard") or "", r))
                | "GroupBySourceTar" >> beam.GroupByKey()
                | "LocateImages" >> beam.ParDo(LocateImages(images_dir)).with_outputs(KEPT, REJECTED))
-    unique = (located[KEPT]
-              | "KeyByUid" >> beam.Map(lambda r: (r["uid"], r))
-              | "GroupByUid" >> beam.GroupByKey()
-              | "OnePerUid" >> beam.ParDo(OnePerUid()).with_outputs(KEPT, REJECTED))
-    written = (unique[KEPT]
+    written = (located[KEPT]
                | "GroupIntoShards" >> GroupByUidRank(per_shard, bucket_width(n_rows))
                | "WriteShard" >> beam.ParDo(WriteShard(out_dir)).with_outputs(INFO, REJECTED))
     written[INFO] | "WriteShardInfo" >> beam.io.WriteToText(info_prefix, file_name_suffix=".jsonl")
-    return ((located[REJECTED], unique[REJECTED], written[REJECTED])
+    return ((located[REJECTED], written[REJECTED])
             | "AllRejects" >> beam.Flatten())
 
 
