@@ -150,3 +150,17 @@ def test_add_card_section_inserts_then_replaces(full):
     assert "| curated | 0.6 |" in text and "| curated | 0.5 |" not in text
     assert text.index("## Curation experiment") < text.index("## Config")
     assert re.search(r"<!-- witcurate:experiment -->", text)
+
+
+def test_size_scatter_draws_a_bounded_even_sample(monkeypatch):
+    # A million-sample dataset must not become a million-point scatter: at most
+    # MAX_SCATTER_POINTS are drawn, spread over the whole set, and the count covers every sample.
+    from witcurate.pipeline.card import plots
+    monkeypatch.setattr(plots, "MAX_SCATTER_POINTS", 10)
+    widths = [None, 0] + list(range(1, 99))               # 98 samples with a size
+    table = pa.table({"w": pa.array(widths, pa.int32()), "h": pa.array([5] * 100, pa.int32())})
+    xs, ys, n = plots._size_points(table, "w", "h")
+    assert n == 98 and len(xs) == len(ys) == 10
+    assert xs[0] == 1 and xs[-1] >= 90 and ys == [5] * 10
+    xs, _, n = plots._size_points(table.slice(0, 7), "w", "h")
+    assert n == 5 and xs == [1, 2, 3, 4, 5]

@@ -60,11 +60,16 @@ def _shards_manifest_as_stage(shards_dir: str, manifest: dict[str, Any] | None) 
             "wall_seconds": None, "throughput": {"units": "samples", "per_second": None}}
 
 
+# What the card plots from the sidecars; not the text columns, which would hold every caption
+# and URL of the dataset in memory.
+SIDECAR_COLUMNS = ["query_id", "query", "clip_score", "width", "height", "original_width", "original_height"]
+
+
 def _read_sidecars(shards_dir: str) -> pa.Table | None:
     tables = []
     for path in parquet_files(shards_dir, "[0-9]*.parquet"):
         with fs.open_file(path) as f:
-            tables.append(pq.read_table(f))
+            tables.append(pq.read_table(f, columns=SIDECAR_COLUMNS, read_dictionary=["query"]))
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 

@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from witcurate.pipeline import fs
 
@@ -151,19 +152,30 @@ def plot_rejects(rows: list[tuple[str, dict[str, Any]]], path: str) -> None:
     save_plot(fig, path)
 
 
+MAX_SCATTER_POINTS = 20_000      # drawn per series; the legend gives the full count
+
+
+def _size_points(table: pa.Table, width: str, height: str) -> tuple[list[int], list[int], int]:
+    """(widths, heights, how many samples have both): at most MAX_SCATTER_POINTS of them drawn,
+    every k-th in the sidecars' uid order (a hash order, so an even sample), since a scatter of
+    a million points takes matplotlib longer than the rest of the stage and shows no more."""
+    w, h = table.column(width), table.column(height)
+    both = pc.and_(pc.fill_null(pc.greater(w, 0), False), pc.fill_null(pc.greater(h, 0), False))
+    w, h = pc.filter(w, both), pc.filter(h, both)
+    every = pa.array(range(0, len(w), max(1, -(-len(w) // MAX_SCATTER_POINTS))), pa.int64())
+    return pc.take(w, every).to_pylist(), pc.take(h, every).to_pylist(), len(w)
+
+
 def plot_sizes(table: pa.Table, path: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    ow, oh = table.column("original_width").to_pylist(), table.column("original_height").to_pylist()
-    w, h = table.column("width").to_pylist(), table.column("height").to_pylist()
-    orig = [(a, b) for a, b in zip(ow, oh) if a and b]
-    stored = [(a, b) for a, b in zip(w, h) if a and b]
-    if orig:
-        ax.scatter([a for a, _ in orig], [b for _, b in orig], s=6, alpha=0.35, color="#888888",
-                   label=f"original ({len(orig):,})")
-    if stored:
-        ax.scatter([a for a, _ in stored], [b for _, b in stored], s=6, alpha=0.6, color="#1f77b4",
-                   label=f"stored ({len(stored):,})")
+    for (width, height), label, style in (
+            (("original_width", "original_height"), "original", dict(alpha=0.35, color="#888888")),
+            (("width", "height"), "stored", dict(alpha=0.6, color="#1f77b4"))):
+        xs, ys, n = _size_points(table, width, height)
+        if n:
+            drawn = f", {len(xs):,} drawn" if len(xs) < n else ""
+            ax.scatter(xs, ys, s=6, label=f"{label} ({n:,}{drawn})", **style)
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain_log_ticks(ax.xaxis)
