@@ -63,7 +63,11 @@ dataset: $(STAMP) $(WORDNET)
 	$(BIN)/witcurate run --config configs/demo.yaml
 	$(BIN)/witcurate browse runs/demo
 
+# The suite starts a few hundred Python processes (stage runs, Beam and download workers): with
+# PYTHONDONTWRITEBYTECODE set, as on some CI machines, each would compile the package's modules
+# again, so they are compiled once here (a no-op when up to date; skipped in a read-only clone).
 test: $(STAMP) $(WORDNET) $(CHROMEDRIVER)
+	@$(BIN)/python -m compileall -q witcurate tests benchmarks >/dev/null 2>&1 || true
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(WORDNET)
