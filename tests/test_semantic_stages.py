@@ -84,6 +84,28 @@ def _batch(uids, scores, vectors) -> emb.NodeBatch:
     return emb.NodeBatch(rows, np.asarray(vectors, np.float16), emb.uid_keys(uids))
 
 
+def test_the_fit_sample_is_the_smallest_keys_however_the_batches_come():
+    # The k-means sample must not depend on batching or bundle order: any split of the nodes,
+    # combined in any order, gives the n vectors with the smallest uid hashes, in key order.
+    from witcurate.pipeline.embedding_fit import SmallestKeys
+    rng = np.random.default_rng(3)
+    keys = rng.permutation(np.arange(1000, dtype=np.uint64) * 7919)
+    vectors = rng.normal(size=(1000, 4)).astype(np.float16)
+    order = np.argsort(keys)[:64]
+    combine = SmallestKeys(64)
+    cuts = np.sort(rng.choice(np.arange(1, 1000), 30, replace=False))
+    accs = []
+    for piece in np.split(rng.permutation(1000), cuts):
+        acc = combine.create_accumulator()
+        for part in np.array_split(piece, 3):
+            acc = combine.add_input(acc, emb.NodeBatch(pa.table({"uid": [""] * len(part)}), vectors[part], keys[part]))
+        accs.append(acc)
+    merged = combine.merge_accumulators([combine.merge_accumulators(accs[:10]), *accs[10:]])
+    got_keys, got_vectors = combine.extract_output(merged)
+    assert np.array_equal(got_keys, keys[order]) and np.array_equal(got_vectors, vectors[order])
+    assert combine.extract_output(combine.create_accumulator()) is None
+
+
 def test_dedup_cluster_keeps_the_best_scored_and_names_it():
     x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0]]))
     batches = [_batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]), _batch(["u1"], [0.7], x[[1]])]

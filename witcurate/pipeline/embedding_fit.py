@@ -30,25 +30,32 @@ def _smallest(keys: np.ndarray, vectors: np.ndarray, n: int) -> tuple[np.ndarray
 
 
 class SmallestKeys(beam.CombineFn):
-    """(keys, vectors) of node batches -> the n with the smallest keys, in key order."""
+    """(keys, vectors) of node batches -> the n with the smallest keys, in key order.
+
+    The accumulator is a list of (keys, vectors) pieces, cut down to the n smallest only when it
+    holds more than 2n: selecting after every batch copied the whole sample once per batch."""
 
     def __init__(self, n: int):
         self.n = n
 
     def create_accumulator(self):
-        return None
+        return []
+
+    def _bounded(self, pieces):
+        if sum(len(k) for k, _ in pieces) <= 2 * self.n:
+            return pieces
+        return [_smallest(np.concatenate([k for k, _ in pieces]), np.concatenate([v for _, v in pieces]), self.n)]
 
     def add_input(self, acc, batch):
-        return self.merge_accumulators([acc, (batch.keys, batch.vectors)])
+        return self._bounded(acc + [(batch.keys, batch.vectors)]) if len(batch) else acc
 
     def merge_accumulators(self, accs):
-        accs = [a for a in accs if a is not None and len(a[0])]
-        if not accs:
-            return None
-        return _smallest(np.concatenate([a[0] for a in accs]), np.concatenate([a[1] for a in accs]), self.n)
+        return self._bounded([piece for acc in accs for piece in acc])
 
     def extract_output(self, acc):
-        return acc
+        if not acc:
+            return None
+        return _smallest(np.concatenate([k for k, _ in acc]), np.concatenate([v for _, v in acc]), self.n)
 
 
 def fit_model(sample: tuple[np.ndarray, np.ndarray] | None, total: int, clusters: int,
