@@ -2,7 +2,9 @@
 (witcurate-tiny, registered for open_clip_train as a local-dir model), batch size, number of
 steps, one data-loading worker, fp32 on CPU.
 
-Both run as subprocesses with the same environment, and both are timed the same way: per-step
+The same work on both sides: learning rate, weight decay, warm-up, and gradient clipping at norm
+1.0 (the trainer's default, which open_clip_train leaves off unless asked). Both run as
+subprocesses with the same environment, and both are timed the same way: per-step
 wall time with the first steps (start-up, worker spawn, first batches) dropped; open_clip_train's
 per-step "Batch (t)" log lines against the trainer's metrics.jsonl "time" column.
 
@@ -19,6 +21,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +33,7 @@ MODEL = "witcurate-tiny"
 BATCH = 64
 STEPS = 25            # both runs; open_clip_train reads each shard once, so STEPS x BATCH <= samples
 WARMUP = 5            # steps dropped from the timing
-TRIALS = 3            # best of (the machine is shared: best is the least disturbed)
+TRIALS = 5            # best of (the machine is shared: best is the least disturbed)
 
 
 def _demo_shards() -> list[str] | None:
@@ -107,6 +110,7 @@ def run_open_clip(shards: list[str], work: Path) -> float:
     cmd += ["--dataset-type", "webdataset", "--train-data", "::".join(shards),
             "--train-num-samples", str(STEPS * BATCH), "--model", f"local-dir:{model_dir}",
             "--batch-size", str(BATCH), "--epochs", "1", "--warmup", "1", "--lr", "1e-3", "--wd", "0.1",
+            "--grad-clip-norm", "1.0",                            # the trainer clips at 1.0 by default
             "--workers", "1", "--precision", "fp32", "--device", "cpu", "--save-frequency", "0",
             "--zeroshot-frequency", "0", "--log-every-n-steps", "1", "--logs", str(work / "logs"),
             "--name", name, "--seed", "0"]
@@ -137,9 +141,15 @@ def run() -> list[dict]:
               f"(first {WARMUP} untimed), 1 loader worker, fp32 CPU, torch threads {os.cpu_count()}")
         print(f"ours samples/s per trial: {', '.join(f'{r:.0f}' for r in ours)}; "
               f"open_clip_train: {', '.join(f'{r:.0f}' for r in base)}")
+    # Best of the trials, the benchmarks' convention; the medians too, since one undisturbed
+    # trial on a shared machine can swing the best by 20%.
     o, b = max(ours), max(base)
+    mo, mb = statistics.median(ours), statistics.median(base)
+    print(f"median samples/s: ours {mo:.0f}, open_clip_train {mb:.0f} ({mo / mb:.2f}x)")
     return [{"name": "train: samples/s vs open_clip_train", "ours": o, "baseline": b,
-             "unit": "samples/s", "ratio": o / b, "target": ">= 0.83 (within 1.2x)"}]
+             "unit": "samples/s", "ratio": o / b, "target": ">= 1.0"},
+            {"name": "train: median of the trials", "ours": mo, "baseline": mb,
+             "unit": "samples/s", "ratio": mo / mb, "target": ">= 1.0"}]
 
 
 if __name__ == "__main__":
