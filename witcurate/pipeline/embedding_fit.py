@@ -41,10 +41,11 @@ class SmallestKeys(beam.CombineFn):
     def create_accumulator(self):
         return []
 
+    def _select(self, pieces):
+        return _smallest(np.concatenate([k for k, _ in pieces]), np.concatenate([v for _, v in pieces]), self.n)
+
     def _bounded(self, pieces):
-        if sum(len(k) for k, _ in pieces) <= 2 * self.n:
-            return pieces
-        return [_smallest(np.concatenate([k for k, _ in pieces]), np.concatenate([v for _, v in pieces]), self.n)]
+        return pieces if sum(len(k) for k, _ in pieces) <= 2 * self.n else [self._select(pieces)]
 
     def add_input(self, acc, batch):
         return self._bounded(acc + [(batch.keys, batch.vectors)]) if len(batch) else acc
@@ -53,9 +54,7 @@ class SmallestKeys(beam.CombineFn):
         return self._bounded([piece for acc in accs for piece in acc])
 
     def extract_output(self, acc):
-        if not acc:
-            return None
-        return _smallest(np.concatenate([k for k, _ in acc]), np.concatenate([v for _, v in acc]), self.n)
+        return self._select(acc) if acc else None
 
 
 def fit_model(sample: tuple[np.ndarray, np.ndarray] | None, total: int, clusters: int,
