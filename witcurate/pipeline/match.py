@@ -53,7 +53,7 @@ class MatchFile(beam.DoFn):
             batches = list(pq.ParquetFile(f).iter_batches(batch_size=self.batch_rows,
                                                          columns=schemas.CANDIDATES.names))
         for b, batch in enumerate(batches or [pa.RecordBatch.from_pylist([], schemas.CANDIDATES)]):
-            ids = [self.matcher.match(c) for c in batch.column("caption").to_pylist()]
+            ids = self.matcher.match_all(batch.column("caption").to_pylist())
             matched = pa.array([bool(x) for x in ids])
             kept = pa.Table.from_batches([batch]).filter(matched).append_column(
                 "query_ids", pa.array([x for x in ids if x], pa.list_(pa.int32())))
