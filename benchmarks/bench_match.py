@@ -1,7 +1,7 @@
 """Match: captions/s against a 500,000-entry list on one core, side by side with a naive
 per-entry substring scan (MetaCLIP's reference rule, on a sample), the bare pyahocorasick loop
 (no normalisation, no whole-token padding), and the whole match stage with its parquet I/O on the
-local Beam runner."""
+local Beam runner: with the list compiled by the queries stage, and building the automaton itself."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ def naive_match(caption: str, entries: list[str]) -> list[int]:
     return [i for i, e in enumerate(entries) if f" {e} " in text]
 
 
-def stage_rate(entries: list[str], captions: list[str]) -> float:
-    """Captions/s of the whole match stage (read parquet, match, write kept and rejects)."""
+def stage_rate(entries: list[str], captions: list[str], compiled: bool = True) -> float:
+    """Captions/s of the whole match stage (read parquet, match, write kept and rejects). With
+    `compiled` the list's automaton lies beside it, as the queries stage leaves it; without, the
+    stage builds it (a list of the user's own given with --queries)."""
     import json
     import tempfile
 
@@ -38,7 +40,10 @@ def stage_rate(entries: list[str], captions: list[str]) -> float:
     from witcurate.pipeline.runner import run_stage
 
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "queries.json").write_text(json.dumps(entries))
+        raw = json.dumps(entries).encode()
+        (Path(tmp) / "queries.json").write_bytes(raw)
+        if compiled:
+            QueryMatcher(entries).save_compiled(tmp, raw)
         ingest = Path(tmp) / "ingest"
         (ingest / "rejects").mkdir(parents=True)
         rows = [{"uid": f"{i:032x}", "url": f"http://h/{i}.jpg", "caption": c, "source": "bench"}
@@ -86,12 +91,15 @@ def run() -> list[dict]:
     # The stage's fixed costs (Beam start-up, building the automaton on the worker) are paid once
     # per run: measure it on 10x the captions so the rate is the stage's, not its start-up's.
     stage = stage_rate(entries, captions * 10)
+    stage_building = stage_rate(entries, captions * 10, compiled=False)
     print(f"automaton over {len(entries):,} entries built in {build:.1f}s; {matched:,}/{len(captions):,} captions matched")
     print(f"naive substring scan {naive:,.1f}/s, bare loop {baseline:,.0f}/s, matcher {ours:,.0f}/s, "
-          f"match stage with I/O {stage:,.0f}/s")
+          f"match stage with I/O {stage:,.0f}/s ({stage_building:,.0f}/s when it builds the automaton)")
     return [
         {"name": "match stage with I/O vs bare loop", "ours": stage, "baseline": baseline,
-         "unit": "captions/s", "ratio": stage / baseline, "target": ">= 0.5 of the bare loop"},
+         "unit": "captions/s", "ratio": stage / baseline, "target": ">= 0.8 of the bare loop"},
+        {"name": "match stage building its automaton", "ours": stage_building, "baseline": baseline,
+         "unit": "captions/s", "ratio": stage_building / baseline, "target": "(a list without matcher.pkl)"},
         {"name": "match vs naive substring scan", "ours": ours, "baseline": naive,
          "unit": "captions/s", "ratio": ours / naive, "target": "(MetaCLIP's reference rule)"},
         {"name": "match captions/s (500k entries)", "ours": ours, "baseline": baseline,

@@ -2,6 +2,8 @@
 
 import collections
 import json
+import pathlib
+import pickle
 import random
 import re
 
@@ -17,6 +19,7 @@ from witcurate.filters.cap import assign_query, cap_group
 from witcurate.pipeline.balance import BalanceStage
 from witcurate.pipeline.cap import CapStage
 from witcurate.pipeline.match import MatchStage
+from witcurate.pipeline import matcher as matcher_module
 from witcurate.pipeline.matcher import QueryMatcher, metaclip_reference_match
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
@@ -92,6 +95,55 @@ def test_match_stage(tmp_path):
     assert m["counts"] == {"in": 4, "kept": 3, "rejected": 1, "reasons": {"no_query_match": 1}}
     got = {r["caption"]: [queries[i] for i in r["query_ids"]] for r in read_table(str(tmp_path / "match")).to_pylist()}
     assert got == {"a red circle": ["circle", "red"], "blue star at night": ["blue star"], "a blue  star!": ["blue star"]}
+
+
+def _compiled_list(directory, queries) -> str:
+    """A list file with its compiled matcher beside it, as the queries stage leaves them."""
+    raw = json.dumps(queries).encode()
+    (directory / "queries.json").write_bytes(raw)
+    QueryMatcher(queries).save_compiled(str(directory), raw)
+    return str(directory / "queries.json")
+
+
+def test_a_compiled_list_is_loaded_not_rebuilt(tmp_path, monkeypatch):
+    path = _compiled_list(tmp_path, ENTRIES)
+    captions = [_random_caption(random.Random(seed)) for seed in range(300)]
+    expected = [QueryMatcher(ENTRIES).match(c) for c in captions]
+
+    def no_build(entry):
+        raise AssertionError("the matcher was built, not loaded")
+    monkeypatch.setattr(matcher_module, "entry_key", no_build)
+    assert QueryMatcher.for_list(path).match_all(captions) == expected
+    assert QueryMatcher.for_list(str(tmp_path)).match("a red circle") == sorted(
+        ENTRIES.index(e) for e in ("a", "circle", "red", "red circle"))
+
+
+def test_a_compiled_matcher_of_other_bytes_is_rebuilt(tmp_path):
+    path = _compiled_list(tmp_path, ["red"])
+    (tmp_path / "queries.json").write_text(json.dumps(["blue", "red"]))
+    assert QueryMatcher.for_list(path).match("red blue") == [0, 1]
+
+
+class _Touch:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def test_a_compiled_matcher_runs_no_code_from_the_run_directory(tmp_path):
+    """matcher.pkl lives in a run directory others may write: only an automaton comes out of it."""
+    raw = json.dumps(["red"]).encode()
+    (tmp_path / "queries.json").write_bytes(raw)
+    marker = tmp_path / "ran"
+    with open(tmp_path / matcher_module.COMPILED_NAME, "wb") as f:
+        pickle.dump(matcher_module._compiled_header(raw), f)
+        pickle.dump(_Touch(marker), f)
+    assert QueryMatcher.for_list(str(tmp_path)).match("a red dog") == [0]
+    assert not marker.exists()
+    (tmp_path / matcher_module.COMPILED_NAME).write_bytes(b"not a pickle")
+    assert QueryMatcher.for_list(str(tmp_path)).match("red") == [0]
 
 
 def test_keep_probability_formula():

@@ -96,6 +96,11 @@ def open_file(path: str, mode: str = "rb", **kw: Any):
     return fsspec.open(path, mode, **kw).open()
 
 
+def read_bytes(path: str) -> bytes:
+    with fsspec.open(path, "rb") as f:
+        return f.read()
+
+
 def read_json(path: str) -> Any:
     with fsspec.open(path, "r", encoding="utf-8") as f:
         return json.load(f)

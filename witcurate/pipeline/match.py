@@ -32,7 +32,7 @@ class MatchFile(beam.DoFn):
     Matching is cheap next to Beam's per-element costs, so records move as Arrow batches, not
     as one element each: a part file per (input file, batch), named by their indexes so a retried
     bundle rewrites the same files. The automaton is built once per worker process and shared
-    by its threads (Beam Shared).
+    by its threads (Beam Shared), or loaded when the queries stage compiled it beside the list.
     """
 
     def __init__(self, queries_path: str, tmp_dir: str, shared: Shared, batch_rows: int = 20_000):
@@ -44,7 +44,7 @@ class MatchFile(beam.DoFn):
 
     def setup(self):
         path = self.queries_path
-        handle = self.shared.acquire(lambda: _MatcherHandle(QueryMatcher(load_queries(path))), tag=path)
+        handle = self.shared.acquire(lambda: _MatcherHandle(QueryMatcher.for_list(path)), tag=path)
         self.matcher = handle.matcher
 
     def process(self, indexed_path):

@@ -13,6 +13,9 @@ Outputs in the stage directory:
                                 duplicate_in_import
     queries.json                the kept queries as a sorted JSON array of strings (the format of
                                 MetaCLIP's metadata.json); query_id is the index in it
+    matcher.pkl                 the list's Aho-Corasick automaton, compiled once here so that
+                                each match worker loads it instead of building it (a cache:
+                                match rebuilds it when it is missing or was made from other bytes)
     _SUCCESS.json               manifest: in = unique entries of the admitted sources (import:
                                 list length), kept, rejected by reason; `sources`: per source its
                                 floors, count before and after its budget, the last entry
@@ -43,6 +46,7 @@ from witcurate.config import Config
 from witcurate.errors import InputError, UserError
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import make_pipeline, reject, run_pipeline
+from witcurate.pipeline.matcher import COMPILED_NAME, QueryMatcher
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option
 from witcurate.queries import budgets, counting, dump, lookups, pmi, transforms, wordnet
@@ -58,6 +62,7 @@ class QueriesStage(BaseStage):
     name = "queries"
     sections = ("queries",)
     inputs = ()                         # raw files from the config, fingerprinted via default_inputs
+    content_skips = (COMPILED_NAME,)     # the compiled matcher: queries.json fixes it
     options = (
         Option("--dump", "queries.dumps",
                "MediaWiki XML dump (*-pages-articles*.xml.bz2, multistream too): path or glob"),
@@ -292,8 +297,11 @@ def write_outputs(tmp_dir: str, selection: Selection, sources: dict) -> None:
     fs.makedirs(fs.join(tmp_dir, "rejects"))
     _write_parquet(fs.join(tmp_dir, "rejects", "part-00000.parquet"),
                    pa.Table.from_pylist(rejects, schema=schemas.REJECTS))
-    with fs.open_file(fs.join(tmp_dir, QUERIES_JSON), "wt", encoding="utf-8") as f:
-        f.write(dumps_query_list([e.query for e in selection.kept]))
+    queries = [e.query for e in selection.kept]
+    raw = dumps_query_list(queries).encode("utf-8")
+    with fs.open_file(fs.join(tmp_dir, QUERIES_JSON), "wb") as f:
+        f.write(raw)
+    QueryMatcher(queries).save_compiled(tmp_dir, raw)
 
 
 def dumps_query_list(queries: list[str]) -> str:
