@@ -79,3 +79,26 @@ def test_ingest_subcommand_end_to_end(tmp_path, capsys, monkeypatch):
     assert manifest["config"]["ingest"] == dataclasses.asdict(IngestSection())    # not demo.yaml's sources
     assert main(["audit", str(tmp_path / "run")]) == 0
     assert "ingest" in capsys.readouterr().out
+
+
+def test_the_console_script_exits_with_its_code_while_a_daemon_thread_is_inside_torch(tmp_path):
+    """CPython 3.11 ends a daemon thread that retakes the GIL during finalization with
+    pthread_exit; unwinding through pybind11's GIL guard in libtorch_python then calls
+    std::terminate ("terminate called without an active exception", exit -6; pytorch#38228,
+    CPython gh-87135). Beam and img2dataset own daemon threads witcurate cannot join, so the
+    console script exits without finalization and keeps the command's own exit code."""
+    import subprocess
+    import sys
+    script = (
+        "import sys, threading, torch\n"
+        "x = torch.randn(256, 256)\n"
+        "def spin():\n"
+        "    while True:\n"
+        "        x @ x\n"
+        "threading.Thread(target=spin, daemon=True).start()\n"
+        "from witcurate.cli import entry\n"
+        f"sys.argv = ['witcurate', 'audit', {str(tmp_path / 'no-run')!r}]\n"
+        "entry()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "terminate called" not in done.stderr
+    assert done.returncode == main(["audit", str(tmp_path / "no-run")]) != 0

@@ -258,13 +258,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script. Exits without running C++ static destructors: one of the native
-    libraries loaded alongside Beam and torch sometimes aborted at interpreter teardown
-    ("terminate called without an active exception", exit -6) after a command had finished.
-    On the current pins it has not come back in 35 runs with a normal teardown (`main()` then
-    `sys.exit`: every stage, train, browse, audit), so which library it was is still open;
-    `python -c 'import sys; from witcurate.cli import main; sys.exit(main())' ...` is the way
-    to try again after a pin moves."""
+    """The console script: runs the command, flushes, and exits without interpreter finalization.
+
+    On CPython 3.11, finalization ends any daemon thread that tries to retake the GIL with
+    pthread_exit. A thread doing so from inside torch (pybind11's GIL guard in libtorch_python),
+    duckdb or OpenCV unwinds through a C++ frame that may not throw, and libstdc++ aborts:
+    "terminate called without an active exception", exit -6, after the command had finished
+    (pytorch/pytorch#38228; CPython gh-87135 hangs such threads instead from 3.14). Four lines
+    reproduce it: a daemon thread looping `x @ x` on a torch tensor, then the main thread returns.
+    witcurate's own daemon threads (the demo host's servers, the download workers' warm-up)
+    never enter those libraries, but Beam and img2dataset keep daemon threads of their own, so
+    the exit skips finalization (tests/test_cli.py holds the case)."""
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
