@@ -66,23 +66,38 @@ def make_world(n_entries: int = 500_000, n_captions: int = 50_000, seed: int = 0
     return sorted(entries), captions
 
 
+TRIALS = 5          # loops measured in turns, best of each: single runs here vary by up to 30%
+
+
+def bare_loop(automaton, captions: list[str]) -> None:
+    for c in captions:
+        list(automaton.iter(c))
+
+
+def best_rate(fn, captions: list[str], trials: int) -> float:
+    best = float("inf")
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        fn(captions)
+        best = min(best, time.perf_counter() - t0)
+    return len(captions) / best
+
+
 def run() -> list[dict]:
     entries, captions = make_world()
     t0 = time.perf_counter()
     matcher = QueryMatcher(entries)
     build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    matched = sum(bool(matcher.match(c)) for c in captions)
-    ours = len(captions) / (time.perf_counter() - t0)
+    matched = sum(bool(ids) for ids in matcher.match_all(captions))
 
     bare = ahocorasick.Automaton()
     for i, e in enumerate(entries):
         bare.add_word(e, i)
     bare.make_automaton()
-    t0 = time.perf_counter()
-    for c in captions:
-        list(bare.iter(c))
-    baseline = len(captions) / (time.perf_counter() - t0)
+    ours, baseline = 0.0, 0.0
+    for _ in range(TRIALS):
+        ours = max(ours, best_rate(matcher.match_all, captions, 1))
+        baseline = max(baseline, best_rate(lambda cs: bare_loop(bare, cs), captions, 1))
     sample = captions[:20]
     t0 = time.perf_counter()
     for c in sample:
@@ -90,7 +105,7 @@ def run() -> list[dict]:
     naive = len(sample) / (time.perf_counter() - t0)
     # The stage's fixed costs (Beam start-up, building the automaton on the worker) are paid once
     # per run: measure it on 10x the captions so the rate is the stage's, not its start-up's.
-    stage = stage_rate(entries, captions * 10)
+    stage = max(stage_rate(entries, captions * 10) for _ in range(2))
     stage_building = stage_rate(entries, captions * 10, compiled=False)
     print(f"automaton over {len(entries):,} entries built in {build:.1f}s; {matched:,}/{len(captions):,} captions matched")
     print(f"naive substring scan {naive:,.1f}/s, bare loop {baseline:,.0f}/s, matcher {ours:,.0f}/s, "

@@ -311,3 +311,18 @@ def test_cap_stage_decides_each_row_as_sorting_each_whole_query_would(tmp_path):
     assert collections.Counter(r["query_id"] for r in kept_rows) == {0: 3, 1: 10, 2: 10, 3: 10}
     assert all(re.fullmatch(r"query '[abcd]' already has 10 better-scored pairs \(score 0\.\d{4}; "
                             r"its last kept 0\.\d{4}\)", r["detail"]) for r in rejects)
+
+
+def test_normalize_is_the_documented_rule_on_any_text():
+    """Spaces around each PUNCT character, every whitespace run (str.isspace) one space, one space
+    each side: checked against that rule written out, on text of punctuation, Unicode spaces
+    and letters."""
+    from witcurate.queries.tokenize import PUNCT, normalize
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+    alphabet = list(PUNCT) + spaces + list("ab\u00e9\u4e2d1_-+")
+    rng = random.Random(3)
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        padded = "".join(f" {c} " if c in PUNCT else c for c in text)
+        rule = " ".join(padded.split())
+        assert normalize(text) == (f" {rule} " if rule else " "), repr(text)
