@@ -65,7 +65,7 @@ class QueryMatcher:
 
     def match(self, caption: str) -> list[int]:
         """Sorted ids of every query occurring in `caption` as whole tokens."""
-        return sorted(set(chain.from_iterable(map(_IDS, self.automaton.iter(normalize(caption))))))
+        return self.match_all([caption])[0]
 
     def match_all(self, captions: Iterable[str | None]) -> list[list[int]]:
         """`match` over many captions (a missing caption matches nothing). The hits of each

@@ -37,7 +37,8 @@ def normalize(text: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    return normalize(text).split()
+    """The tokens of `normalize(text)`, found without joining them and splitting again."""
+    return _TOKEN_RE.findall(text)
 
 
 def is_word(token: str) -> bool:
