@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import threading
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 
 def normalize(path: str) -> str:
@@ -107,9 +110,26 @@ def read_json(path: str) -> Any:
 
 
 def write_json(path: str, obj: Any) -> None:
-    with fsspec.open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
+    """Write a JSON file that readers see whole or not at all.
+
+    Markers such as a shard's DONE.json and a stage's _SUCCESS.json are read while other
+    processes write them (and a kill can land mid-write), so a local file is written beside its
+    destination and renamed over it; an object store's upload already appears only on close.
+    """
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    fs, p = fs_for(path)
+    if not isinstance(fs, LocalFileSystem):
+        with fsspec.open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    tmp = f"{p}.partial-{os.getpid()}-{threading.get_ident()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def size_and_mtime(path: str) -> tuple[int, str]:
