@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from witcurate import schemas
 from witcurate.pipeline.score import EMBEDDINGS
+from witcurate.pipeline.score_outputs import EMBEDDINGS_PARQUET
 
 GROUP_SIZES = (2, 2, 2, 3, 3, 4, 5, 8, 20, 50, 200)
 
@@ -129,12 +130,12 @@ def write_score_dir(root: Path, uids: list[str], vectors: np.ndarray, scores=Non
         pq.write_table(pa.Table.from_pylist([rows[i] for i in idx], schemas.SCORED),
                        root / f"part-{p:05d}.parquet")
         pq.write_table(embeddings_table([uids[i] for i in idx[::-1]], vectors[idx[::-1]]),
-                       root / "embeddings" / f"part-{p:05d}.parquet")
+                       root / "embeddings" / f"part-{p:05d}.parquet", **EMBEDDINGS_PARQUET)
     if extra_embeddings:
         rng = np.random.default_rng(1)
         pq.write_table(embeddings_table([uid_of(i, "rejected-") for i in range(extra_embeddings)],
                                         unit(rng.normal(size=(extra_embeddings, vectors.shape[1])))),
-                       root / "embeddings" / f"part-{parts:05d}.parquet")
+                       root / "embeddings" / f"part-{parts:05d}.parquet", **EMBEDDINGS_PARQUET)
     pq.write_table(schemas.REJECTS.empty_table(), root / "rejects" / "part-00000.parquet")
     (root / "_SUCCESS.json").write_text(json.dumps({
         "stage": "score", "fingerprint": f"fp-{len(uids)}", "model": "fake",

@@ -8,6 +8,9 @@ from typing import Any, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filebasedsink import FileBasedSink
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from witcurate.errors import UserError
@@ -147,6 +150,43 @@ class WriteStageOutputs(beam.PTransform):
             fs.join(self.tmp_dir, "rejects", "part"), self.rejects_schema, file_name_suffix=".parquet",
             num_shards=self.num_shards)
         return outputs
+
+
+class _ParquetTablesSink(FileBasedSink):
+    """Arrow tables into parquet files, with pyarrow writer options Beam's own parquet sink does
+    not pass through (it has no `use_dictionary`, for one)."""
+
+    def __init__(self, file_path_prefix: str, schema: pa.Schema, file_name_suffix: str,
+                 writer_options: dict[str, Any]):
+        super().__init__(file_path_prefix, coder=None, file_name_suffix=file_name_suffix,
+                         mime_type="application/x-parquet", compression_type=CompressionTypes.UNCOMPRESSED)
+        self.schema = schema
+        self.writer_options = dict(writer_options)
+
+    def open(self, temp_path):
+        handle = super().open(temp_path)
+        return handle, pq.ParquetWriter(handle, self.schema, **self.writer_options)
+
+    def write_record(self, writer, table: pa.Table) -> None:
+        writer[1].write_table(table)
+
+    def close(self, writer) -> None:
+        handle, parquet = writer
+        parquet.close()
+        handle.close()
+
+
+class WriteParquetTables(beam.PTransform):
+    """WriteToParquetBatched with pyarrow writer options: a PCollection of Arrow tables of
+    `schema` -> PREFIX-SSSSS-of-NNNNN SUFFIX files, finalized as Beam's file sinks are."""
+
+    def __init__(self, file_path_prefix: str, schema: pa.Schema, file_name_suffix: str = ".parquet",
+                 **writer_options: Any):
+        super().__init__()
+        self.sink = _ParquetTablesSink(file_path_prefix, schema, file_name_suffix, writer_options)
+
+    def expand(self, tables):
+        return tables | beam.io.Write(self.sink)
 
 
 def stage_outputs(outputs) -> dict[str, beam.PCollection]:

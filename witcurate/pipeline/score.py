@@ -41,15 +41,16 @@ from witcurate.config import Config
 from witcurate.errors import ConfigError
 from witcurate.filters import clip_score as rules
 from witcurate.pipeline import fs, image_source
-from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, beam_path, make_pipeline, read_stage,
-                                        run_pipeline)
+from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteParquetTables, WriteStageOutputs, beam_path,
+                                        make_pipeline, read_stage, run_pipeline)
 from witcurate.pipeline.inference import ClipScoreModelHandler, model_label
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.score_decode import DecodeBatches, prepare_image, split_preprocess
 from witcurate.pipeline.score_inputs import (RUN_SCORER, ScoreInputs, StandaloneRow, check_model,
                                              resolve_inputs, resolve_weights, runs_locally)
 from witcurate.pipeline.score_keep import ApplyKeepRule, PerQueryCutoffs, TopFractionCutoff, min_kept_score
-from witcurate.pipeline.score_outputs import EMBEDDINGS, EMBEDDINGS_DIR, EMBEDDINGS_TAG, AttachScores
+from witcurate.pipeline.score_outputs import (EMBEDDINGS, EMBEDDINGS_DIR, EMBEDDINGS_PARQUET, EMBEDDINGS_TAG,
+                                             AttachScores)
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
 from witcurate.pipeline.tables import count_rows, query_counts_file
 
@@ -84,8 +85,8 @@ def _score(rows: beam.PCollection, cfg: Any, decode: DecodeBatches,
      | "BatchEmbeddings" >> beam.BatchElements(min_batch_size=max(1, 256 // cfg.batch_size),
                                                max_batch_size=max(1, 4096 // cfg.batch_size))
      | "EmbeddingsTable" >> beam.Map(pa.concat_tables)
-     | "WriteEmbeddings" >> beam.io.WriteToParquetBatched(
-         fs.join(tmp_dir, EMBEDDINGS_DIR, "part"), EMBEDDINGS, file_name_suffix=".parquet"))
+     | "WriteEmbeddings" >> WriteParquetTables(fs.join(tmp_dir, EMBEDDINGS_DIR, "part"), EMBEDDINGS,
+                                               **EMBEDDINGS_PARQUET))
     return decoded[REJECTED], scored["rows"]
 
 
