@@ -32,10 +32,14 @@ def sample_key(uid: str) -> int:
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); a zero row stays zero."""
-    x = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    """Rows scaled to unit length (float32, a new array); a zero or NaN row becomes zeros. One
+    copy and in-place arithmetic: these arrays are the whole k-means sample, hundreds of MB."""
+    x = np.array(vectors, dtype=np.float32)         # a copy: the caller's array is left alone
+    norms = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+    scalable = norms > 0
+    np.divide(x, norms, out=x, where=scalable)
+    np.copyto(x, 0.0, where=~scalable)               # a zero (or NaN) row becomes zeros
+    return x
 
 
 def fit_kmeans(vectors: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np.ndarray:

@@ -40,6 +40,10 @@ from witcurate.schemas import REJECTS
 
 EMBEDDINGS_DIR = "embeddings"          # under the score stage directory (score.EMBEDDINGS_DIR)
 JOIN_BUCKET_ROWS = 50_000              # uids per join bucket
+# rows per element the join moves (its input pieces, its NodeBatches): 4 MB of 512-d float16
+# vectors. Every element is pickled and copied a few times on its way through the runner; small
+# ones reuse the allocator's memory, where a whole bucket's (50 MB) costs fresh pages each time.
+NODE_BATCH_ROWS = 4096
 NODES = "nodes"
 MISSING = "missing"
 
@@ -104,14 +108,17 @@ def uid_keys(uids: list[str]) -> np.ndarray:
 
 
 def split_by_bucket(table: pa.Table, buckets: int, tag: str):
-    """(bucket, (tag, rows of the table in that bucket)) for each bucket the table touches."""
+    """(bucket, (tag, rows of the table in that bucket)) for each bucket the table touches, in
+    pieces of at most NODE_BATCH_ROWS rows."""
     if not table.num_rows:
         return
     bucket = uid_keys(table.column("uid").to_pylist()) % np.uint64(buckets)
     order = np.argsort(bucket, kind="stable")
     cuts = np.flatnonzero(np.diff(bucket[order])) + 1
     for index in np.split(order, cuts):
-        yield int(bucket[index[0]]), (tag, table.take(pa.array(index)))
+        for start in range(0, len(index), NODE_BATCH_ROWS):
+            piece = index[start:start + NODE_BATCH_ROWS]
+            yield int(bucket[piece[0]]), (tag, table.take(pa.array(piece)))
 
 
 def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +135,11 @@ def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.ndar
         values = column.values.to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
         start = column.offsets[0].as_py()
         values = values[start:] if start else values
-        gather = offsets[fits][:, None] + np.arange(dim)[None, :]
-        out[fits] = values[gather]
+        if fits.all() and len(values) >= n * dim and np.array_equal(offsets, np.arange(n) * dim):
+            out[:] = values[:n * dim].reshape(n, dim)      # the usual case: one block, no gather
+        else:
+            for row in np.flatnonzero(fits):
+                out[row] = values[offsets[row]:offsets[row] + dim]
     return out, fits
 
 
@@ -160,14 +170,15 @@ class JoinBucket(beam.DoFn):
             yield beam.pvalue.TaggedOutput(MISSING, {"count": int(missing.sum()),
                                                      "examples": sorted(np.array(uids)[missing].tolist())[:3]})
         found = np.flatnonzero(~missing)
-        vec = vectors[pos[found]].astype(np.float32)
+        vec = vectors[pos[found]]
         usable = fits[pos[found]] & np.isfinite(vec).all(axis=1) & np.any(vec != 0, axis=1)
         bad = found[~usable]
         if len(bad):
             yield beam.pvalue.TaggedOutput(REJECTED, invalid_rejects(rows.take(pa.array(bad)), emb, pos[bad], self.dim))
         good = found[usable]
-        if len(good):
-            yield NodeBatch(rows.take(pa.array(good)), vectors[pos[good]], uid_keys([uids[i] for i in good]))
+        for start in range(0, len(good), NODE_BATCH_ROWS):
+            part = good[start:start + NODE_BATCH_ROWS]
+            yield NodeBatch(rows.take(pa.array(part)), vectors[pos[part]], uid_keys([uids[i] for i in part]))
 
 
 def invalid_rejects(rows: pa.Table, emb: pa.Table, pos: np.ndarray, dim: int) -> pa.Table:
