@@ -106,6 +106,29 @@ def test_the_fit_sample_is_the_smallest_keys_however_the_batches_come():
     assert combine.extract_output(combine.create_accumulator()) is None
 
 
+def test_the_combine_fits_on_the_sample_and_counts_every_node():
+    # The combine's output is the fitted model: the same as fitting the smallest-key sample
+    # directly, with the total (for splitting large clusters) counted over all nodes.
+    from witcurate.pipeline.embedding_fit import FitOnSample, fit_model
+    rng = np.random.default_rng(4)
+    keys = rng.permutation(np.arange(600, dtype=np.uint64) * 104729)
+    vectors = rng.normal(size=(600, 8)).astype(np.float16)
+    fit = FitOnSample(clusters=4, sample=200, max_size=100, seed=0, niter=5)
+    accs = []
+    for part in np.array_split(rng.permutation(600), 7):
+        accs.append(fit.add_input(fit.create_accumulator(),
+                                  emb.NodeBatch(pa.table({"uid": [""] * len(part)}), vectors[part], keys[part])))
+    total, pieces = fit.merge_accumulators(iter(accs))
+    assert total == 600
+    model = fit.extract_output((total, pieces))
+    order = np.argsort(keys)[:200]
+    expected = fit_model((keys[order], vectors[order]), 600, 4, 100, 0, 5)
+    assert model.sample_size == 200 and model.children            # 600 / 4 clusters > 100: split
+    assert np.array_equal(model.centroids, expected.centroids)
+    assert model.children.keys() == expected.children.keys()
+    assert fit.extract_output(fit.create_accumulator()).k == 0    # an empty pool: an empty model
+
+
 def test_dedup_cluster_keeps_the_best_scored_and_names_it():
     x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0]]))
     batches = [_batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]), _batch(["u1"], [0.7], x[[1]])]
