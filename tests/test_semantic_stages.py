@@ -175,6 +175,7 @@ def test_semdedup_stage_finds_the_planted_groups(dup_world, dup_score, tmp_path)
         survivor = json.loads(r["record"])["survivor_uid"]
         assert survivor in kept and survivor in r["detail"]
         assert score_of[survivor] >= score_of[r["uid"]]
+    assert m["semdedup"]["duplicate_groups"] == len({json.loads(r["record"])["survivor_uid"] for r in rejects})
     again = _run("semdedup", DEDUP, dup_score, tmp_path / "semdedup")
     assert again.get("skipped") is True
 

@@ -16,6 +16,8 @@ pieces are missed, as in SemDeDup itself: near-identical vectors almost always s
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -133,12 +135,13 @@ class SemdedupStage(BaseStage):
 
 
 def survivors_named(tmp_dir: str) -> int:
-    """How many duplicate groups there were: the distinct survivors the rejects name."""
+    """How many duplicate groups there were: the distinct survivors the rejects name (each
+    reject's record carries its survivor_uid; the detail text is for people, not parsed)."""
     survivors = set()
     for path in parquet_files(fs.join(tmp_dir, "rejects")):
         with fs.open_file(path) as f:
-            table = pq.read_table(f, columns=["reason", "detail"])
-        for reason, detail in zip(table.column("reason").to_pylist(), table.column("detail").to_pylist()):
+            table = pq.read_table(f, columns=["reason", "record"])
+        for reason, record in zip(table.column("reason").to_pylist(), table.column("record").to_pylist()):
             if reason == rules.SEMANTIC_DUPLICATE:
-                survivors.add(detail.split(" ", 4)[3].rstrip(":"))
+                survivors.add(json.loads(record)["survivor_uid"])
     return len(survivors)
