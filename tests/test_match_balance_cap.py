@@ -326,3 +326,13 @@ def test_normalize_is_the_documented_rule_on_any_text():
         padded = "".join(f" {c} " if c in PUNCT else c for c in text)
         rule = " ".join(padded.split())
         assert normalize(text) == (f" {rule} " if rule else " "), repr(text)
+
+
+def test_query_id_lists_are_the_same_array_pyarrow_builds():
+    import random
+
+    from witcurate.pipeline.match import int32_lists
+    rng = random.Random(5)
+    for n in (0, 1, 7, 500):
+        lists = [tuple(rng.randrange(2**31) for _ in range(rng.randint(0, 6))) for _ in range(n)]
+        assert int32_lists(lists).equals(pa.array(lists, pa.list_(pa.int32())))
