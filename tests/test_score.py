@@ -155,6 +155,8 @@ def test_scores_equal_plain_open_clip_and_unreadable_images_are_rejects(world):
     # Embeddings: float16, one row per scored uid, L2-normalised, and their dot is the score.
     emb = pq.read_table(str(world["root"] / "keep_all" / "embeddings"))
     assert emb.schema.equals(EMBEDDINGS)
+    for name in ("image_embedding", "text_embedding"):    # the declared list layout, field names too
+        assert emb.schema.field(name).type.value_field == EMBEDDINGS.field(name).type.value_field
     assert sorted(emb.column("uid").to_pylist()) == sorted(ref)
     image = np.array(emb.column("image_embedding").to_pylist(), dtype=np.float32)
     text = np.array(emb.column("text_embedding").to_pylist(), dtype=np.float32)

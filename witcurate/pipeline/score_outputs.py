@@ -20,8 +20,9 @@ EMBEDDINGS = pa.schema([
 # How the embeddings are written. Not dictionary-encoded: float16 has at most 65,536 values, so
 # a dictionary never overflows and every value is stored as a 16-bit index to itself, which
 # readers decode 5 to 10 times slower than plain values (measured: 1.0 s against 0.17 s for
-# 50,000 512-d vectors). The embedding steps read every vector of the pool this way.
-EMBEDDINGS_PARQUET = {"use_dictionary": False, "compression": "none"}
+# 50,000 512-d vectors). The embedding steps read every vector of the pool this way. The rest
+# is what Beam's parquet sink wrote before: no compression, lists of `item`.
+EMBEDDINGS_PARQUET = {"use_dictionary": False, "compression": "none", "use_compliant_nested_type": False}
 
 
 def _list_column(vectors: np.ndarray) -> pa.Array:
