@@ -88,7 +88,8 @@ def test_host_counts_in_beam(tmp_path):
     from apache_beam.testing.test_pipeline import TestPipeline
     with TestPipeline() as p:
         ({"kept": p | "K" >> beam.Create(kept), "rejects": p | "R" >> beam.Create(rejects),
-          "robots": p | "V" >> beam.Create(robots)} | CountHosts(prefix))
+          "robots": p | "V" >> beam.Create(robots)} | CountHosts()
+         | beam.io.WriteToText(prefix, file_name_suffix=".jsonl"))
     counts = read_host_counts(prefix)
     assert counts["distinct"] == 4 and counts["robots"] == {"rules": 2, "allow_all": 1}
     top = counts["top"]

@@ -1,5 +1,5 @@
 """Beam plumbing shared by the stages: a pinned local runner, stage reads, the one transform that
-applies filters, and kept/rejects writes."""
+applies filters, and the stage outputs' writes."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from typing import Any, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filebasedsink import FileBasedSink
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from witcurate.errors import UserError
 from witcurate.filters.base import Drop, RecordFilter, apply_filters
 from witcurate.pipeline import fs
+from witcurate.pipeline.table_sink import Table, WriteTables, parquet_table
 from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
 
@@ -127,66 +125,26 @@ def read_stage(p: beam.Pipeline, directory: str, label: str) -> beam.PCollection
 
 
 class WriteStageOutputs(beam.PTransform):
-    """Write a stage's kept records and rejects as parquet parts in its temporary directory.
+    """Write a stage's kept records and rejects as parquet parts in its temporary directory,
+    with any `extra` tables of the same pipeline, all through one sink (table_sink.py).
 
     Apply it to a dict: `{KEPT: outs[KEPT], REJECTED: outs[REJECTED]} | WriteStageOutputs(...)`,
-    or to the result of `.with_outputs(KEPT, REJECTED)` through `stage_outputs(...)`.
+    or to the result of `.with_outputs(KEPT, REJECTED)` through `stage_outputs(...)`; each extra
+    table's PCollection goes in the same dict under its name. Elements of a parquet table are row
+    dicts or Arrow tables of its schema.
     """
 
-    def __init__(self, tmp_dir: str, kept_schema: pa.Schema, num_shards: int = 0,
-                 rejects_schema: pa.Schema = REJECTS):
+    def __init__(self, tmp_dir: str, kept_schema: pa.Schema, rejects_schema: pa.Schema = REJECTS,
+                 extra: dict[str, Table] | None = None):
         super().__init__()
         self.tmp_dir = beam_path(tmp_dir)
-        self.kept_schema = kept_schema
-        self.num_shards = num_shards
-        self.rejects_schema = rejects_schema
+        self.tables = {KEPT: parquet_table(fs.join(self.tmp_dir, "part"), kept_schema),
+                       REJECTED: parquet_table(fs.join(self.tmp_dir, "rejects", "part"), rejects_schema),
+                       **(extra or {})}
 
     def expand(self, outputs):
-        kept, rejected = outputs[KEPT], outputs[REJECTED]
-        kept | "WriteKept" >> beam.io.WriteToParquet(
-            fs.join(self.tmp_dir, "part"), self.kept_schema, file_name_suffix=".parquet",
-            num_shards=self.num_shards)
-        rejected | "WriteRejects" >> beam.io.WriteToParquet(
-            fs.join(self.tmp_dir, "rejects", "part"), self.rejects_schema, file_name_suffix=".parquet",
-            num_shards=self.num_shards)
+        {name: outputs[name] for name in self.tables} | "Tables" >> WriteTables(self.tmp_dir, self.tables)
         return outputs
-
-
-class _ParquetTablesSink(FileBasedSink):
-    """Arrow tables into parquet files, with pyarrow writer options Beam's own parquet sink does
-    not pass through (it has no `use_dictionary`, for one)."""
-
-    def __init__(self, file_path_prefix: str, schema: pa.Schema, file_name_suffix: str,
-                 writer_options: dict[str, Any]):
-        super().__init__(file_path_prefix, coder=None, file_name_suffix=file_name_suffix,
-                         mime_type="application/x-parquet", compression_type=CompressionTypes.UNCOMPRESSED)
-        self.schema = schema
-        self.writer_options = dict(writer_options)
-
-    def open(self, temp_path):
-        handle = super().open(temp_path)
-        return handle, pq.ParquetWriter(handle, self.schema, **self.writer_options)
-
-    def write_record(self, writer, table: pa.Table) -> None:
-        writer[1].write_table(table)
-
-    def close(self, writer) -> None:
-        handle, parquet = writer
-        parquet.close()
-        handle.close()
-
-
-class WriteParquetTables(beam.PTransform):
-    """WriteToParquetBatched with pyarrow writer options: a PCollection of Arrow tables of
-    `schema` -> PREFIX-SSSSS-of-NNNNN SUFFIX files, finalized as Beam's file sinks are."""
-
-    def __init__(self, file_path_prefix: str, schema: pa.Schema, file_name_suffix: str = ".parquet",
-                 **writer_options: Any):
-        super().__init__()
-        self.sink = _ParquetTablesSink(file_path_prefix, schema, file_name_suffix, writer_options)
-
-    def expand(self, tables):
-        return tables | beam.io.Write(self.sink)
 
 
 def stage_outputs(outputs) -> dict[str, beam.PCollection]:

@@ -36,10 +36,12 @@ from witcurate.pipeline.download_hosts import CountHosts, read_host_counts
 from witcurate.pipeline.download_shard import SHARD, DownloadShard, WarmWorkers
 from witcurate.pipeline.hosts import shard_count
 from witcurate.pipeline.robots import ROBOTS_SCHEMA, ObeyRobots, table_row
+from witcurate.pipeline.table_sink import json_lines_table, parquet_table
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option
 
 ROBOTS_DIR = "robots"          # the robots table: download/robots/part-*.parquet
+ROBOTS, HOSTS = "robots", "hosts"       # the pipeline's other tables (SHARD: the finished shards)
 
 
 class DownloadStage(BaseStage):
@@ -94,7 +96,7 @@ class DownloadStage(BaseStage):
         wall = time.time() - start
         shard_stats = land_shards(ctx, read_json_lines(info_prefix), run_token)
         fs.rm(fs.join(ctx.tmp_dir, "_shards"))
-        hosts = read_host_counts(fs.join(ctx.tmp_dir, "_hosts", "hosts"))
+        hosts = read_host_counts(hosts_prefix(ctx.tmp_dir))
         fs.rm(fs.join(ctx.tmp_dir, "_hosts"))
         fresh = [s for s in shard_stats if not s["resumed"]]
         fetched = sum(s["fetched"] for s in fresh)
@@ -126,15 +128,19 @@ def download_pipeline(p: beam.Pipeline, ctx: StageContext, n_rows: int, run_toke
             | "GroupByShard" >> beam.GroupByKey()
             | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token))
             .with_outputs(KEPT, REJECTED, SHARD))
-    outs[SHARD] | "WriteShardList" >> beam.io.WriteToText(info_prefix, file_name_suffix=".jsonl")
     rejects = (rows[REJECTED], judged[REJECTED], outs[REJECTED]) | "AllRejects" >> beam.Flatten()
-    ({KEPT: outs[KEPT], REJECTED: rejects} | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.DOWNLOADED))
+    hosts = ({"kept": outs[KEPT], "rejects": rejects, "robots": judged["robots"]}
+             | "HostCounts" >> CountHosts())
+    tables = {SHARD: json_lines_table(info_prefix), HOSTS: json_lines_table(hosts_prefix(ctx.tmp_dir))}
+    written = {KEPT: outs[KEPT], REJECTED: rejects, SHARD: outs[SHARD], HOSTS: hosts}
     if cfg.obey_robots:
-        (judged["robots"] | "RobotsRows" >> beam.Map(lambda kv: table_row(kv[1]))
-         | "WriteRobots" >> beam.io.WriteToParquet(fs.join(ctx.tmp_dir, ROBOTS_DIR, "part"), ROBOTS_SCHEMA,
-                                                   file_name_suffix=".parquet"))
-    ({"kept": outs[KEPT], "rejects": rejects, "robots": judged["robots"]}
-     | "HostCounts" >> CountHosts(fs.join(ctx.tmp_dir, "_hosts", "hosts")))
+        tables[ROBOTS] = parquet_table(fs.join(ctx.tmp_dir, ROBOTS_DIR, "part"), ROBOTS_SCHEMA)
+        written[ROBOTS] = judged["robots"] | "RobotsRows" >> beam.Map(lambda kv: table_row(kv[1]))
+    written | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.DOWNLOADED, extra=tables)
+
+
+def hosts_prefix(tmp_dir: str) -> str:
+    return fs.join(tmp_dir, "_hosts", "hosts")
 
 
 def land_shards(ctx: StageContext, shards: list[dict[str, Any]], run_token: str) -> list[dict[str, Any]]:
