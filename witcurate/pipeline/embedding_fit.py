@@ -20,8 +20,9 @@ import pyarrow as pa
 from witcurate import schemas
 from witcurate.filters import kmeans
 from witcurate.pipeline import fs
-from witcurate.pipeline.beam_io import KEPT, REJECTED, beam_path, read_json_lines, run_pipeline
+from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, beam_path, read_json_lines, run_pipeline
 from witcurate.pipeline.runner import StageContext, StageResult
+from witcurate.pipeline.table_sink import Table, json_lines_table
 
 
 def _smallest(keys: np.ndarray, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,10 +117,9 @@ def model_summary(model: kmeans.ClusterModel) -> str:
                        "child_clusters": sum(len(c) for c in model.children.values())})
 
 
-def write_model_summary(model, work_dir: str) -> None:
-    (model
-     | "ModelSummary" >> beam.Map(model_summary)
-     | "WriteModelSummary" >> beam.io.WriteToText(fs.join(work_dir, "model"), ".jsonl", num_shards=1))
+def model_lines(model) -> beam.PCollection:
+    """The fitted model's summary line, for the `model` table of side_tables()."""
+    return model | "ModelSummary" >> beam.Map(model_summary)
 
 
 def read_model_summary(work_dir: str) -> dict[str, Any]:
@@ -136,32 +136,36 @@ def _non_empty(table: pa.Table) -> bool:
     return table.num_rows > 0
 
 
-class WriteTables(beam.PTransform):
-    """Write a stage's kept tables and reject tables as parquet parts in its temporary directory
-    (the batched twin of beam_io.WriteStageOutputs: same files, same schemas)."""
+def side_tables(work_dir: str, *names: str) -> dict[str, Table]:
+    """An embedding step's JSON-lines side outputs (`missing`, `model`, `clusters`), in its work
+    directory, where the driver reads them once the pipeline has run."""
+    return {name: json_lines_table(fs.join(work_dir, name)) for name in names}
 
-    def __init__(self, tmp_dir: str, kept_schema: pa.Schema):
+
+class WriteTableOutputs(beam.PTransform):
+    """Write a stage's kept tables and reject tables (Arrow) as parquet parts in its temporary
+    directory, with its `side` tables, through WriteStageOutputs: the same files and schemas
+    as a stage of row dicts writes."""
+
+    def __init__(self, tmp_dir: str, kept_schema: pa.Schema, side: dict[str, Table] | None = None):
         super().__init__()
         self.tmp_dir = beam_path(tmp_dir)
         self.kept_schema = kept_schema
+        self.side = dict(side or {})
 
     def expand(self, outputs):
-        (outputs[KEPT]
-         | "NonEmptyKept" >> beam.Filter(_non_empty)
-         | "ConformKept" >> beam.Map(conform_kept, self.kept_schema)
-         | "WriteKept" >> beam.io.WriteToParquetBatched(fs.join(self.tmp_dir, "part"), self.kept_schema,
-                                                        file_name_suffix=".parquet"))
-        (outputs[REJECTED]
-         | "NonEmptyRejects" >> beam.Filter(_non_empty)
-         | "WriteRejects" >> beam.io.WriteToParquetBatched(fs.join(self.tmp_dir, "rejects", "part"),
-                                                           schemas.REJECTS, file_name_suffix=".parquet"))
-        return outputs
+        kept = (outputs[KEPT]
+                | "NonEmptyKept" >> beam.Filter(_non_empty)
+                | "ConformKept" >> beam.Map(conform_kept, self.kept_schema))
+        rejected = outputs[REJECTED] | "NonEmptyRejects" >> beam.Filter(_non_empty)
+        return ({**outputs, KEPT: kept, REJECTED: rejected}
+                | "Tables" >> WriteStageOutputs(self.tmp_dir, self.kept_schema, extra=self.side))
 
 
 def pass_everything(ctx: StageContext, p: beam.Pipeline, rows: beam.PCollection, name: str) -> StageResult:
     """A stage switched off (`NAME.enabled: false`): every pair is kept as it came, nothing is
     read from the embeddings, and the manifest says the step was off."""
     ctx.progress(f"[{name}] {name}.enabled is false: every pair passes")
-    {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteTables(ctx.tmp_dir, schemas.SCORED)
+    {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED)
     run_pipeline(p)
     return StageResult(units="pairs", extra={name: {"enabled": False}})

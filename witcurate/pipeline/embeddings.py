@@ -226,12 +226,11 @@ def _merge_missing(found: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"count": count, "examples": examples}
 
 
-def write_missing(missing, work_dir: str) -> None:
-    """Record the rows without an embedding (a count and examples) for `check_missing`."""
-    (missing
-     | "CountMissing" >> beam.CombineGlobally(_merge_missing)
-     | "MissingJson" >> beam.Map(json.dumps)
-     | "WriteMissing" >> beam.io.WriteToText(fs.join(work_dir, "missing"), ".jsonl", num_shards=1))
+def missing_lines(missing) -> beam.PCollection:
+    """The rows without an embedding (a count and examples), one line for `check_missing`."""
+    return (missing
+            | "CountMissing" >> beam.CombineGlobally(_merge_missing)
+            | "MissingJson" >> beam.Map(json.dumps))
 
 
 def check_missing(work_dir: str, score_dir: str, stage: str) -> None:

@@ -41,7 +41,7 @@ from witcurate.config import Config
 from witcurate.errors import ConfigError
 from witcurate.filters import clip_score as rules
 from witcurate.pipeline import fs, image_source
-from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteParquetTables, WriteStageOutputs, beam_path,
+from witcurate.pipeline.beam_io import (KEPT, REJECTED, WriteStageOutputs, beam_path,
                                         make_pipeline, read_stage, run_pipeline)
 from witcurate.pipeline.inference import ClipScoreModelHandler, model_label
 from witcurate.pipeline.runner import StageContext, StageResult
@@ -52,6 +52,7 @@ from witcurate.pipeline.score_keep import ApplyKeepRule, PerQueryCutoffs, TopFra
 from witcurate.pipeline.score_outputs import (EMBEDDINGS, EMBEDDINGS_DIR, EMBEDDINGS_PARQUET, EMBEDDINGS_TAG,
                                              AttachScores)
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
+from witcurate.pipeline.table_sink import parquet_table
 from witcurate.pipeline.tables import count_rows, query_counts_file
 
 # Re-exported: what callers of the score stage's module use.
@@ -72,8 +73,8 @@ def _input_rows(p: beam.Pipeline, source: ScoreInputs) -> beam.PCollection:
 
 
 def _score(rows: beam.PCollection, cfg: Any, decode: DecodeBatches,
-           handler: ClipScoreModelHandler, tmp_dir: str):
-    """rows -> (decode rejects, scored rows); the embeddings are written on the way."""
+           handler: ClipScoreModelHandler):
+    """rows -> (decode rejects, scored rows, embeddings as Arrow tables of EMBEDDINGS)."""
     decoded = (rows
                | "KeyByShard" >> beam.Map(key_by_shard)
                | "GroupByShard" >> beam.GroupByKey()
@@ -81,13 +82,11 @@ def _score(rows: beam.PCollection, cfg: Any, decode: DecodeBatches,
     scored = (decoded["batches"]
               | "RunInference" >> RunInference(handler)
               | "AttachScores" >> beam.ParDo(AttachScores(handler.label)).with_outputs(EMBEDDINGS_TAG, main="rows"))
-    (scored[EMBEDDINGS_TAG]
-     | "BatchEmbeddings" >> beam.BatchElements(min_batch_size=max(1, 256 // cfg.batch_size),
-                                               max_batch_size=max(1, 4096 // cfg.batch_size))
-     | "EmbeddingsTable" >> beam.Map(pa.concat_tables)
-     | "WriteEmbeddings" >> WriteParquetTables(fs.join(tmp_dir, EMBEDDINGS_DIR, "part"), EMBEDDINGS,
-                                               **EMBEDDINGS_PARQUET))
-    return decoded[REJECTED], scored["rows"]
+    embeddings = (scored[EMBEDDINGS_TAG]
+                  | "BatchEmbeddings" >> beam.BatchElements(min_batch_size=max(1, 256 // cfg.batch_size),
+                                                            max_batch_size=max(1, 4096 // cfg.batch_size))
+                  | "EmbeddingsTable" >> beam.Map(pa.concat_tables))
+    return decoded[REJECTED], scored["rows"], embeddings
 
 
 def _keep(scored: beam.PCollection, rule: rules.KeepRule, query_counts: str | None):
@@ -161,10 +160,12 @@ class ScoreStage(BaseStage):
                                cfg.batch_size, cfg.num_workers, cfg.device)
 
         p = make_pipeline(ctx.beam_args)
-        unreadable, scored = _score(_input_rows(p, source), cfg, decode, handler, ctx.tmp_dir)
+        unreadable, scored, embeddings = _score(_input_rows(p, source), cfg, decode, handler)
         decided = _keep(scored, rule, query_counts)
         rejected = (unreadable, decided[REJECTED]) | "AllRejects" >> beam.Flatten()
-        {KEPT: decided[KEPT], REJECTED: rejected} | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.SCORED)
+        vectors = parquet_table(fs.join(ctx.tmp_dir, EMBEDDINGS_DIR, "part"), EMBEDDINGS, **EMBEDDINGS_PARQUET)
+        ({KEPT: decided[KEPT], REJECTED: rejected, EMBEDDINGS_TAG: embeddings}
+         | "Write" >> WriteStageOutputs(ctx.tmp_dir, schemas.SCORED, extra={EMBEDDINGS_TAG: vectors}))
         start = time.time()
         run_pipeline(p)
         return _result(ctx, source, rule, label, time.time() - start)

@@ -29,11 +29,11 @@ from witcurate.filters import kmeans
 from witcurate.filters import semantic_dedup as rules
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, reject, run_pipeline
-from witcurate.pipeline.embedding_fit import (FitClusters, WriteTables, pass_everything, read_model_summary,
-                                               write_model_summary)
+from witcurate.pipeline.embedding_fit import (FitClusters, WriteTableOutputs, model_lines, pass_everything,
+                                               read_model_summary, side_tables)
 from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
                                            check_missing, clear_side_files, embedding_files,
-                                           note_clusters, pool_dim, read_tables, write_missing)
+                                           missing_lines, note_clusters, pool_dim, read_tables)
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
 from witcurate.pipeline.tables import parquet_files
@@ -115,17 +115,16 @@ class SemdedupStage(BaseStage):
         note_clusters(ctx, "semdedup", cfg.clusters)
         buckets = bucket_count(ctx.input("in"), ctx.input("score"))
         joined = rows | "Embeddings" >> JoinEmbeddings(files, pool_dim(files), buckets)
-        write_missing(joined[MISSING], ctx.work_dir)
         model = joined[NODES] | "Fit" >> FitClusters(cfg.clusters, cfg.sample, cfg.max_cluster_size,
                                                      cfg.seed, cfg.niter)
-        write_model_summary(model, ctx.work_dir)
         decided = (joined[NODES]
                    | "Assign" >> beam.ParDo(AssignClusters(), beam.pvalue.AsSingleton(model))
                    | "GroupByCluster" >> beam.GroupByKey()
                    | "Dedup" >> beam.ParDo(DedupCluster(cfg.threshold, cfg.max_cluster_size))
                    .with_outputs(REJECTED, main=KEPT))
         rejects = (joined[REJECTED], decided[REJECTED]) | "AllRejects" >> beam.Flatten()
-        {KEPT: decided[KEPT], REJECTED: rejects} | "Write" >> WriteTables(ctx.tmp_dir, schemas.SCORED)
+        ({KEPT: decided[KEPT], REJECTED: rejects, "missing": missing_lines(joined[MISSING]), "model": model_lines(model)}
+         | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED, side_tables(ctx.work_dir, "missing", "model")))
         run_pipeline(p)
 
         check_missing(ctx.work_dir, ctx.input("score"), self.name)

@@ -47,6 +47,7 @@ from witcurate.pipeline.image_source import IMAGE_EXTENSIONS, sample_key
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.tables import parquet_files, reject_counts
 from witcurate.pipeline.stages import BaseStage, Option
+from witcurate.pipeline.table_sink import WriteTables, json_lines_table, parquet_table
 from witcurate.pipeline.tar_writer import TarWriter, check_key
 from witcurate.pipeline.uid_order import GroupByUidRank, bucket_width
 
@@ -255,10 +256,9 @@ class WriteShard(beam.DoFn):
 
 # --- the stage ----------------------------------------------------------------------------------
 
-def write_shards(p: beam.Pipeline, rows, images_dir: str, out_dir: str, per_shard: int, info_prefix: str,
-                 n_rows: int):
+def write_shards(p: beam.Pipeline, rows, images_dir: str, out_dir: str, per_shard: int, n_rows: int):
     """Wire the shard-writing steps onto `rows` (metadata dicts, about `n_rows` of them);
-    returns the rejects."""
+    returns the rejects and the written shards' info lines."""
     located = (rows
                | "KeyBySourceTar" >> beam.Map(lambda r: (r.get("shard") or "", r))
                | "GroupBySourceTar" >> beam.GroupByKey()
@@ -266,9 +266,8 @@ def write_shards(p: beam.Pipeline, rows, images_dir: str, out_dir: str, per_shar
     written = (located[KEPT]
                | "GroupIntoShards" >> GroupByUidRank(per_shard, bucket_width(n_rows))
                | "WriteShard" >> beam.ParDo(WriteShard(out_dir)).with_outputs(INFO, REJECTED))
-    written[INFO] | "WriteShardInfo" >> beam.io.WriteToText(info_prefix, file_name_suffix=".jsonl")
-    return ((located[REJECTED], written[REJECTED])
-            | "AllRejects" >> beam.Flatten())
+    rejects = (located[REJECTED], written[REJECTED]) | "AllRejects" >> beam.Flatten()
+    return rejects, written[INFO]
 
 
 def brace_pattern(names: list[str]) -> str | None:
@@ -341,10 +340,10 @@ class ShardsStage(BaseStage):
 
         p = make_pipeline(ctx.beam_args)
         rows = read_stage(p, ctx.input("in"), "ReadCapped")
-        rejects = write_shards(p, rows, ctx.input("images"), out_dir, per_shard, info_prefix,
-                               ctx.rows())
-        rejects | "WriteRejects" >> beam.io.WriteToParquet(
-            fs.join(out_dir, "rejects", "part"), schemas.REJECTS, file_name_suffix=".parquet")
+        rejects, info = write_shards(p, rows, ctx.input("images"), out_dir, per_shard, ctx.rows())
+        tables = {REJECTED: parquet_table(fs.join(out_dir, "rejects", "part"), schemas.REJECTS),
+                  INFO: json_lines_table(info_prefix)}
+        {REJECTED: rejects, INFO: info} | "Write" >> WriteTables(out_dir, tables)
         run_pipeline(p)
 
         infos = _sorted_infos(info_prefix)

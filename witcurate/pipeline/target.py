@@ -26,11 +26,11 @@ from witcurate.filters import target as rules
 from witcurate.pipeline import fs
 from witcurate.filters.kmeans import normalise
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, read_json_lines, rejected, run_pipeline
-from witcurate.pipeline.embedding_fit import (FitClusters, WriteTables, pass_everything, read_model_summary,
-                                               write_model_summary)
+from witcurate.pipeline.embedding_fit import (FitClusters, WriteTableOutputs, model_lines, pass_everything,
+                                               read_model_summary, side_tables)
 from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
                                            check_missing, clear_side_files, embedding_files,
-                                           note_clusters, pool_dim, read_tables, write_missing)
+                                           missing_lines, note_clusters, pool_dim, read_tables)
 from witcurate.pipeline.inference import model_label
 from witcurate.pipeline.runner import StageContext, StageResult, load_manifest
 from witcurate.pipeline.stages import BaseStage, Option, last_run, stage_dir
@@ -138,17 +138,16 @@ class TargetStage(BaseStage):
         note_clusters(ctx, "target", cfg.clusters)
         buckets = bucket_count(ctx.input("in"), ctx.input("score"))
         joined = rows | "Embeddings" >> JoinEmbeddings(files, dim, buckets)
-        write_missing(joined[MISSING], ctx.work_dir)
         model = joined[NODES] | "Fit" >> FitClusters(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
-        write_model_summary(model, ctx.work_dir)
         choice = p | "TargetSet" >> beam.Create([targets]) | "Clusters" >> ChooseClusters(model, cfg.keep_fraction)
-        (choice | "ClustersJson" >> beam.Map(choice_json)
-         | "WriteClusters" >> beam.io.WriteToText(fs.join(ctx.work_dir, "clusters"), ".jsonl", num_shards=1))
         decided = (joined[NODES]
                    | "Judge" >> beam.ParDo(Judge(), beam.pvalue.AsSingleton(model),
                                            beam.pvalue.AsSingleton(choice)).with_outputs(REJECTED, main=KEPT))
         rejects = (joined[REJECTED], decided[REJECTED]) | "AllRejects" >> beam.Flatten()
-        {KEPT: decided[KEPT], REJECTED: rejects} | "Write" >> WriteTables(ctx.tmp_dir, schemas.SCORED)
+        side = {"missing": missing_lines(joined[MISSING]), "model": model_lines(model),
+                "clusters": choice | "ClustersJson" >> beam.Map(choice_json)}
+        ({KEPT: decided[KEPT], REJECTED: rejects, **side}
+         | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED, side_tables(ctx.work_dir, *side)))
         run_pipeline(p)
 
         check_missing(ctx.work_dir, ctx.input("score"), self.name)
