@@ -27,6 +27,7 @@ from typing import Iterable
 import apache_beam as beam
 
 from witcurate.pipeline import fs
+from witcurate.pipeline.table_sink import WriteTables, json_lines_table
 from witcurate.queries import budgets, lookups, pmi
 from witcurate.queries.counting import (BAD, BI, FLUSH_KEYS, MIN_SHARDS, STATS, UNI, CountPages,
                                         MergeCounts, MergeStats, ReadPages, ReadPageviews)
@@ -80,8 +81,8 @@ def build(p: beam.Pipeline, splits: list[Split], pageview_files: list[str],
         "pageview_stats": views[STATS] | "PageviewStats" >> beam.CombineGlobally(MergeStats()),
         "bad_inputs": (pages[BAD], views[BAD]) | "BadInputs" >> beam.Flatten(),
     }
-    for name, pcoll in outputs.items():
-        pcoll | f"Write_{name}" >> _Write(out_dir, name)
+    ({name: pcoll | f"Json_{name}" >> beam.Map(_to_json) for name, pcoll in outputs.items()}
+     | "Write" >> WriteTables(out_dir, {name: json_lines_table(fs.join(out_dir, name)) for name in outputs}))
 
 
 def _count_dump(p, splits, shards, flush_keys):
@@ -224,18 +225,6 @@ def _score(row, n_tokens):
 
 def _to_json(value) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-class _Write(beam.PTransform):
-    def __init__(self, out_dir: str, name: str):
-        super().__init__()
-        self.out_dir = out_dir
-        self.name = name
-
-    def expand(self, pcoll):
-        return (pcoll | "Json" >> beam.Map(_to_json)
-                      | "Text" >> beam.io.WriteToText(fs.join(self.out_dir, self.name),
-                                                      file_name_suffix=".jsonl", num_shards=1))
 
 
 def read_output(out_dir: str, name: str) -> list:
