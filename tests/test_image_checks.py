@@ -63,6 +63,28 @@ def test_inspect_image_hashes_what_imagehash_and_hashlib_would():
     assert 0 <= facts.phash < 2**64
 
 
+def test_phash64_equals_imagehash_on_every_kind_of_image():
+    # Flat and two-tone images put many equal DCT values at the median, where a different
+    # median rule would flip bits; palette, alpha and 16-bit greyscale go through convert("L").
+    rng = random.Random(11)
+    cases = [Image.new("RGB", (64, 48), (90, 90, 90)), Image.new("L", (10, 300), 0),
+             Image.new("RGBA", (50, 50), (255, 0, 0, 128)), Image.new("I;16", (40, 30), 3000)]
+    two_tone = Image.new("RGB", (64, 64), (0, 0, 0))
+    ImageDraw.Draw(two_tone).rectangle([0, 0, 31, 63], fill=(255, 255, 255))
+    cases += [two_tone, two_tone.convert("P")]
+    for _ in range(40):
+        img = Image.new("RGB", (rng.randrange(8, 300), rng.randrange(8, 300)),
+                        tuple(rng.randrange(256) for _ in range(3)))
+        draw = ImageDraw.Draw(img)
+        for _ in range(rng.randrange(0, 8)):
+            x, y = rng.randrange(img.width), rng.randrange(img.height)
+            draw.rectangle([x, y, x + rng.randrange(1, 80), y + rng.randrange(1, 80)],
+                           fill=tuple(rng.randrange(256) for _ in range(3)))
+        cases.append(img)
+    for img in cases:
+        assert f"{images.phash64(img):016x}" == str(imagehash.phash(img)), (img.mode, img.size)
+
+
 def test_a_large_jpeg_is_hashed_from_a_reduced_decode_close_to_the_full_one():
     rng = random.Random(3)
     big = Image.new("RGB", (800, 600), (200, 180, 40))
