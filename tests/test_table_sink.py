@@ -87,7 +87,11 @@ def test_a_row_without_a_required_field_fails_as_in_beams_parquet_sink(tmp_path)
         writer.close()
 
 
-def test_inputs_must_match_the_tables():
+def test_inputs_must_match_the_tables_and_tables_must_not_collide():
     with pytest.raises(ValueError, match="differ"):
         with beam.Pipeline(runner=FnApiRunner()) as p:
             {"a": p | beam.Create([])} | WriteTables("/tmp", {"b": json_lines_table("/tmp/b")})
+    with pytest.raises(ValueError, match="same files"):
+        WriteTables("/tmp", {"a": json_lines_table("/tmp/x"), "b": json_lines_table("/tmp/x")})
+    with pytest.raises(ValueError, match="word characters"):
+        WriteTables("/tmp", {"a/b": json_lines_table("/tmp/x")})

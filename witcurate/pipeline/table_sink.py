@@ -18,6 +18,7 @@ nothing was written to gets one empty file, as Beam's sinks give it.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ class WriteTables(beam.PTransform):
         super().__init__()
         if not tables:
             raise ValueError("WriteTables needs at least one table")
+        bad = [name for name in tables if not re.fullmatch(r"\w+", name)]
+        if bad:       # a name is part of each temporary file's name
+            raise ValueError(f"WriteTables: table names must be word characters only, not {bad}")
+        prefixes = [t.prefix + t.suffix for t in tables.values()]
+        if len(set(prefixes)) < len(prefixes):
+            raise ValueError(f"WriteTables: two tables would write the same files: {sorted(prefixes)}")
         self.temp_root = temp_root
         self.tables = dict(tables)
 
