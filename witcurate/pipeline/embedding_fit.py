@@ -166,6 +166,7 @@ def pass_everything(ctx: StageContext, p: beam.Pipeline, rows: beam.PCollection,
     """A stage switched off (`NAME.enabled: false`): every pair is kept as it came, nothing is
     read from the embeddings, and the manifest says the step was off."""
     ctx.progress(f"[{name}] {name}.enabled is false: every pair passes")
-    {KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])} | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED)
+    ({KEPT: rows, REJECTED: p | "NoRejects" >> beam.Create([])}
+     | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED))
     run_pipeline(p)
     return StageResult(units="pairs", extra={name: {"enabled": False}})

@@ -123,8 +123,9 @@ class SemdedupStage(BaseStage):
                    | "Dedup" >> beam.ParDo(DedupCluster(cfg.threshold, cfg.max_cluster_size))
                    .with_outputs(REJECTED, main=KEPT))
         rejects = (joined[REJECTED], decided[REJECTED]) | "AllRejects" >> beam.Flatten()
-        ({KEPT: decided[KEPT], REJECTED: rejects, "missing": missing_lines(joined[MISSING]), "model": model_lines(model)}
-         | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED, side_tables(ctx.work_dir, "missing", "model")))
+        side = {"missing": missing_lines(joined[MISSING]), "model": model_lines(model)}
+        ({KEPT: decided[KEPT], REJECTED: rejects, **side}
+         | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED, side_tables(ctx.work_dir, *side)))
         run_pipeline(p)
 
         check_missing(ctx.work_dir, ctx.input("score"), self.name)
