@@ -1,8 +1,11 @@
-"""WordNet head names through nltk's reader, on data set up offline from Debian's packages."""
+"""WordNet head names, named as nltk's reader names synsets, on data set up offline from
+Debian's packages."""
 
 from __future__ import annotations
 
 import os
+import random
+import zipfile
 
 import pytest
 
@@ -44,6 +47,55 @@ def test_wordnet_30_head_names(wordnet_dir):
     assert wordnet_setup.setup(wordnet_dir, download=False) == "present"
     assert sorted(os.listdir(os.path.join(wordnet_dir, "corpora", "wordnet"))) == sorted(
         set(wordnet_setup.REQUIRED + wordnet_setup.OPTIONAL + ("lexnames",)))
+
+
+def test_every_kind_of_synset_is_named_as_nltk_names_it(wordnet_dir):
+    """The names read from the files equal nltk's reader's, synset by synset: every adjective
+    satellite (numbered among the lemma's satellites only), every first lemma with a syntactic
+    marker or a dot, and 3,000 others drawn at random; and none is named twice."""
+    synsets = list(wordnet.synsets_in_order(wordnet.find_wordnet(wordnet_dir)))
+    assert len(synsets) == 117_659 and len({name for _, _, name in synsets}) == 117_659
+    assert [pos for pos, _, _ in synsets[:1]] == ["a"] and synsets[-1][0] == "v"   # nltk's order
+    tricky = [s for s in synsets if s[0] == "s" or "(" in s[2] or s[2].count(".") > 2]
+    sample = tricky + random.Random(0).sample(synsets, 3_000)
+    assert len(tricky) > 10_000
+    reader = wordnet.load_reader(wordnet_dir)
+    nltk_names = [reader.synset_from_pos_and_offset(pos, offset).name() for pos, offset, _ in sample]
+    assert nltk_names == [name for _, _, name in sample]
+
+
+def _wordnet_copy(wordnet_dir, tmp_path):
+    """A copy of the unpacked WordNet files to change (links to the originals, not copies)."""
+    source = os.path.join(wordnet_dir, "corpora", "wordnet")
+    copy = tmp_path / "corpora" / "wordnet"
+    copy.mkdir(parents=True)
+    for name in os.listdir(source):
+        (copy / name).symlink_to(os.path.join(source, name))
+    return source, copy
+
+
+def test_nltks_zipped_wordnet_gives_the_same_names(wordnet_dir, tmp_path):
+    source, _ = _wordnet_copy(wordnet_dir, tmp_path / "plain")
+    zipped = tmp_path / "zipped" / "corpora" / "wordnet.zip"        # nltk.download's layout
+    zipped.parent.mkdir(parents=True)
+    with zipfile.ZipFile(zipped, "w") as z:
+        for name in os.listdir(source):
+            z.write(os.path.join(source, name), f"wordnet/{name}")
+    assert wordnet.find_wordnet(str(tmp_path / "zipped")) == str(zipped)
+    assert wordnet.synset_names(str(tmp_path / "zipped")) == wordnet.synset_names(wordnet_dir)
+
+
+def test_a_damaged_index_names_the_file_and_line(wordnet_dir, tmp_path):
+    source, copy = _wordnet_copy(wordnet_dir, tmp_path)
+    lines = open(os.path.join(source, "index.noun"), encoding="utf8").read().splitlines(True)
+    (copy / "index.noun").unlink()
+    (copy / "index.noun").write_text("".join(l for l in lines if not l.startswith("dog n ")))
+    with pytest.raises(UserError, match=r"inconsistent: data\.noun line '0\d+ 05 n 0\d dog ") as err:
+        wordnet.synset_names(str(tmp_path))
+    assert "make wordnet" in err.value.hint
+    (copy / "index.noun").write_text("".join(lines) + "cat n x\n")
+    with pytest.raises(UserError, match=r"damaged: index\.noun line 'cat n x' does not parse"):
+        wordnet.synset_names(str(tmp_path))
 
 
 def test_missing_wordnet_says_how_to_get_it(tmp_path, monkeypatch):

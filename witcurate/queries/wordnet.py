@@ -1,4 +1,4 @@
-"""WordNet synset head names through nltk's WordNet reader.
+"""WordNet synset head names, named as nltk's WordNet reader names synsets.
 
 An entry is a synset name's head: `name.split('.')[0]` with `_` as a space ("hot_dog.n.01" ->
 "hot dog"), as in the WIT/MetaCLIP recipe. Taking everything before the *first* dot is the
@@ -10,14 +10,18 @@ word and becomes a reject). WordNet 3.0 gives 117,659 synsets and 86,555 unique 
 The data is looked for in the configured directory (`queries.wordnet_dir`), then `NLTK_DATA`,
 nltk's default places and `./.nltk_data`, as `corpora/wordnet/` (or `corpora/wordnet.zip`).
 `python -m witcurate.queries.wordnet_setup DIR` (or `make wordnet`) puts it there offline.
+The names come straight from the data and index files (`synset_names_in_order`); nltk's reader
+(`load_reader`) is what they are checked against.
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import os
+import re
 import warnings
+import zipfile
+from typing import Iterator
 
 from witcurate.errors import UserError
 
@@ -85,22 +89,85 @@ def _open_reader(path: str):
 def synset_names(data_dir: str = "") -> dict[str, tuple[str, ...]]:
     """Every unique head name -> the synsets (e.g. "dog.n.01") it heads, in WordNet order.
 
-    Reading all 117,659 synsets takes seconds, so the result is kept per data directory for the
-    life of the process (WordNet files do not change under a running pipeline).
+    The result is kept per data directory for the life of the process (WordNet files do not
+    change under a running pipeline).
     """
     return dict(_names_at(find_wordnet(data_dir)))
 
 
 @functools.lru_cache(maxsize=4)
 def _names_at(path: str) -> dict[str, tuple[str, ...]]:
-    names = _read_names(_open_reader(path))
-    gc.collect()    # the reader leaves ~2M objects in cycles; free them now, not at random later
-    return names
-
-
-def _read_names(reader) -> dict[str, tuple[str, ...]]:
     names: dict[str, list[str]] = {}
-    for synset in reader.all_synsets():
-        full = synset.name()
+    for _pos, _offset, full in synsets_in_order(path):
         names.setdefault(head_name(full), []).append(full)
     return {name: tuple(synsets) for name, synsets in names.items()}
+
+
+# The order nltk's `all_synsets()` walks the data files in (its _FILEMAP): adjectives, with
+# their satellites, then adverbs, nouns and verbs.
+_FILES = ("adj", "adv", "noun", "verb")
+# A lemma's trailing syntactic marker, "galore(ip)" -> "galore" (nltk's pattern).
+_MARKER = re.compile(r"(.*?)(\([^()]*\))?$")
+
+
+def synsets_in_order(path: str) -> Iterator[tuple[str, int, str]]:
+    """(part of speech, offset, name) of every synset, named as nltk's WordNet reader names it
+    and in the order its `all_synsets()` yields them, read straight from the data and index
+    files at `path` (what `find_wordnet` returns).
+
+    nltk's reader builds a full Synset for each of the 117,659 (gloss, lemmas, pointers, sense
+    keys): about 15 s here, for a name that needs only two fields of the data line and one index
+    line. Its naming rule: the first lemma of the synset, without its syntactic marker and
+    lower-cased; its part of speech (`s` for an adjective satellite); and the synset's 1-based
+    position among that lemma's senses in the index file, counting only satellites for a
+    satellite (nltk 3.9+). tests/test_queries_wordnet.py checks the result against nltk's own
+    reader.
+    """
+    files = _DataFiles(path)
+    senses: dict[tuple[str, str], list[str]] = {}
+    for suffix in _FILES:
+        for line in files.lines(f"index.{suffix}"):
+            # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt offset...
+            fields = line.split()
+            try:
+                count, pointers = int(fields[2]), int(fields[3])
+            except (IndexError, ValueError):
+                raise UserError(f"WordNet data at {files.path} is damaged: index.{suffix} line "
+                                f"{line[:80]!r} does not parse", HINT) from None
+            senses[fields[0], fields[1]] = fields[6 + pointers:6 + pointers + count]
+    for suffix in _FILES:
+        # offset lex_filenum ss_type w_cnt word lex_id ...: the first word is the lemma named
+        rows = [line.split(" ", 5) for line in files.lines(f"data.{suffix}")]
+        satellites = {row[0] for row in rows if len(row) > 2 and row[2] == "s"}
+        for row in rows:
+            try:
+                offset, _lexfile, pos, _count, word, _rest = row
+                lemma = _MARKER.match(word).group(1).lower()
+                offsets = senses[lemma, "a" if pos == "s" else pos]
+                if pos == "s":
+                    offsets = [o for o in offsets if o in satellites]
+                yield pos, int(offset), f"{lemma}.{pos}.{offsets.index(offset) + 1:02d}"
+            except (KeyError, ValueError) as e:
+                raise UserError(f"WordNet data at {files.path} is inconsistent: data.{suffix} line "
+                                f"{' '.join(row)[:80]!r} does not parse or names no sense of index.{suffix} ({e})",
+                                HINT) from None
+
+
+class _DataFiles:
+    """WordNet's files in an unpacked `corpora/wordnet` directory or nltk's `wordnet.zip`."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def lines(self, name: str) -> list[str]:
+        """The file's entry lines: without the license header (lines that start with a space)."""
+        try:
+            if self.path.endswith(".zip"):
+                with zipfile.ZipFile(self.path) as z:
+                    text = z.read(f"wordnet/{name}").decode("utf8")
+            else:
+                with open(os.path.join(self.path, name), encoding="utf8") as f:
+                    text = f.read()
+        except (OSError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+            raise UserError(f"WordNet data at {self.path} cannot be read ({name}): {e}", HINT) from None
+        return [line for line in text.split("\n") if line and not line[0].isspace()]
