@@ -34,12 +34,13 @@ SHARED_FIXTURES = {"demo_world": "demo", "demo_run": "demo", "beam_chain_run": "
 
 
 def _file_groups() -> dict[str, str]:
-    """tests/test_x.py -> the group of the shared fixture it names (a file names one at most)."""
+    """tests/test_x.py -> the group of the shared fixture it asks for as an argument of a test or
+    fixture (a file asks for one at most; a module imported under the same name does not count)."""
     groups = {}
     for path in sorted((REPO / "tests").glob("test_*.py")):
         text = path.read_text(encoding="utf-8")
         for name, group in SHARED_FIXTURES.items():
-            if re.search(rf"\b{name}\b", text):
+            if re.search(rf"\bdef \w+\([^)]*\b{name}\b", text):
                 groups[path.relative_to(REPO).as_posix()] = group
                 break
     return groups
