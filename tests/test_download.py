@@ -359,6 +359,46 @@ def test_the_workers_start_while_the_input_is_read_and_the_shards_reuse_them(mon
     assert list(WarmWorkers(cfg).process({"uid": "u"})) == [{"uid": "u"}]
 
 
+PIXEL_LIMIT_SCRIPT = '''
+import numpy as np
+
+def decodes_200x200(_):
+    import cv2
+    ok, png = cv2.imencode(".png", np.zeros((200, 200, 3), np.uint8))
+    try:
+        return cv2.imdecode(png, cv2.IMREAD_COLOR) is not None
+    except cv2.error:
+        return False
+
+if __name__ == "__main__":
+    from witcurate.config import Config
+    from witcurate.pipeline import download_worker
+    from witcurate.pipeline.download_shard import worker_settings
+    def pool(max_pixels):
+        cfg = Config()
+        cfg.download.max_pixels = max_pixels
+        return download_worker._pool(1, worker_settings(cfg.download))
+    small = pool(30_000).map(decodes_200x200, [0])
+    large = pool(50_000).map(decodes_200x200, [0])
+    print(small, large, download_worker._context(30_000).get_start_method(),
+          download_worker._context(50_000).get_start_method())
+'''
+
+
+def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
+    """OpenCV reads download.max_pixels from the environment once, when it is imported: the
+    workers forked from the server that imported it hold the first pool's limit, and a pool
+    with another limit must not get them."""
+    import subprocess
+    import sys
+    script = tmp_path / "limits.py"
+    script.write_text(PIXEL_LIMIT_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
+
+
 UNGUARDED_SCRIPT = '''
 import pyarrow as pa, pyarrow.parquet as pq, sys
 from witcurate import schemas

@@ -14,10 +14,11 @@ as they were) by `guarded_distributor`, which
   * starts workers with OPENCV_IO_MAX_IMAGE_PIXELS set, so OpenCV refuses to decode an image
     whose header claims more pixels than `download.max_pixels` instead of allocating it
     (a decompression bomb becomes img2dataset's per-sample error, then a `too_many_pixels`);
-  * keeps one spawned pool alive across shards (img2dataset's own starts a pool per call, and
-    each spawned worker spends seconds importing OpenCV), recycling workers like img2dataset.
+  * keeps one pool alive across shards (img2dataset's own starts a pool per call, and each
+    spawned worker spends seconds importing OpenCV), recycling workers like img2dataset, and
+    forks its workers from a server process that has imported img2dataset once (`_context`).
 
-This module imports neither Beam nor img2dataset at import time: spawned workers import it.
+This module imports neither Beam nor img2dataset at import time: worker processes import it.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _started() -> bool:
 def _check_started(pool) -> None:
     """multiprocessing.Pool replaces a worker that dies at start-up with another one, forever and
     silently: the download would hang. The usual cause is a script that starts a download
-    without an `if __name__ == "__main__":` guard, so every spawned worker runs it again."""
+    without an `if __name__ == "__main__":` guard, so every new worker runs it again."""
     timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV, "300"))
     try:
         pool.apply_async(_started).get(timeout=timeout)
@@ -127,8 +128,8 @@ def _check_started(pool) -> None:
         raise RuntimeError(
             f"no download worker process started within {timeout:.0f} s (their errors are on "
             "stderr). If you call witcurate from a Python script, put the call under "
-            "`if __name__ == \"__main__\":`: worker processes are spawned and import the "
-            "script again.") from None
+            "`if __name__ == \"__main__\":`: each new worker process imports the script "
+            "again.") from None
 
 
 # A worker is replaced after this many tasks (img2dataset recycles after 5 in a pool of one call).
@@ -147,15 +148,43 @@ def _pool(processes: int, settings: WorkerSettings):
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
-            # Spawned children copy this environment when they start (also when the pool
-            # replaces a recycled worker), and OpenCV reads the limit once, at import.
-            os.environ[MAX_PIXELS_ENV] = str(settings.max_pixels)
-            ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(processes, initializer=_init_worker, initargs=(settings,),
-                            maxtasksperchild=TASKS_PER_WORKER)
+            pool = _context(settings.max_pixels).Pool(
+                processes, initializer=_init_worker, initargs=(settings,),
+                maxtasksperchild=TASKS_PER_WORKER)
             _check_started(pool)
             _pools[key] = pool
         return pool
+
+
+# What the fork server imports once, so that each worker it forks starts with them loaded.
+PRELOAD = ["witcurate.pipeline.download_worker", "img2dataset"]
+_forkserver_pixels: int | None = None
+
+
+def _context(max_pixels: int):
+    """Where the workers come from: forked from a server process that has imported img2dataset
+    once, when the platform has one, instead of spawned.
+
+    A spawned worker spends seconds of CPU importing img2dataset (torch, OpenCV,
+    albumentations) before its first image; so does each replacement of a recycled worker,
+    and each pool of a process that runs several downloads. A fork server pays that once per
+    process; it is a fresh single-threaded process, so forking it is safe while Beam's threads
+    run here. OpenCV reads its pixel limit from the environment once, at import: the server is
+    started with this pool's limit, and a pool wanting another limit spawns its workers.
+    Like spawned ones, forked workers import the calling script again (the `__main__` guard).
+    """
+    global _forkserver_pixels
+    # Children copy this environment when they start, and OpenCV reads the limit at import.
+    os.environ[MAX_PIXELS_ENV] = str(max_pixels)
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    if _forkserver_pixels is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        _forkserver_pixels = max_pixels
+    if _forkserver_pixels != max_pixels:
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("forkserver")
 
 
 def warm_pool(processes: int, settings: WorkerSettings) -> None:
