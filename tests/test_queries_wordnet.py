@@ -60,7 +60,8 @@ def test_every_kind_of_synset_is_named_as_nltk_names_it(wordnet_dir):
     sample = tricky + random.Random(0).sample(synsets, 3_000)
     assert len(tricky) > 10_000
     reader = wordnet.load_reader(wordnet_dir)
-    nltk_names = [reader.synset_from_pos_and_offset(pos, offset).name() for pos, offset, _ in sample]
+    nltk_names = [reader.synset_from_pos_and_offset(pos, offset).name()
+                  for pos, offset, _ in sample]
     assert nltk_names == [name for _, _, name in sample]
 
 
@@ -90,7 +91,8 @@ def test_a_damaged_index_names_the_file_and_line(wordnet_dir, tmp_path):
     lines = open(os.path.join(source, "index.noun"), encoding="utf8").read().splitlines(True)
     (copy / "index.noun").unlink()
     (copy / "index.noun").write_text("".join(l for l in lines if not l.startswith("dog n ")))
-    with pytest.raises(UserError, match=r"inconsistent: data\.noun line '0\d+ 05 n 0\d dog ") as err:
+    dog = r"inconsistent: data\.noun line '0\d+ 05 n 0\d dog "
+    with pytest.raises(UserError, match=dog) as err:
         wordnet.synset_names(str(tmp_path))
     assert "make wordnet" in err.value.hint
     (copy / "index.noun").write_text("".join(lines) + "cat n x\n")

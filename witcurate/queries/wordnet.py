@@ -10,7 +10,7 @@ word and becomes a reject). WordNet 3.0 gives 117,659 synsets and 86,555 unique 
 The data is looked for in the configured directory (`queries.wordnet_dir`), then `NLTK_DATA`,
 nltk's default places and `./.nltk_data`, as `corpora/wordnet/` (or `corpora/wordnet.zip`).
 `python -m witcurate.queries.wordnet_setup DIR` (or `make wordnet`) puts it there offline.
-The names come straight from the data and index files (`synset_names_in_order`); nltk's reader
+The names come straight from the data and index files (`synsets_in_order`); nltk's reader
 (`load_reader`) is what they are checked against.
 """
 
@@ -123,21 +123,20 @@ def synsets_in_order(path: str) -> Iterator[tuple[str, int, str]]:
     satellite (nltk 3.9+). tests/test_queries_wordnet.py checks the result against nltk's own
     reader.
     """
-    files = _DataFiles(path)
     senses: dict[tuple[str, str], list[str]] = {}
     for suffix in _FILES:
-        for line in files.lines(f"index.{suffix}"):
+        for line in _entry_lines(path, f"index.{suffix}"):
             # lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt offset...
             fields = line.split()
             try:
                 count, pointers = int(fields[2]), int(fields[3])
             except (IndexError, ValueError):
-                raise UserError(f"WordNet data at {files.path} is damaged: index.{suffix} line "
+                raise UserError(f"WordNet data at {path} is damaged: index.{suffix} line "
                                 f"{line[:80]!r} does not parse", HINT) from None
             senses[fields[0], fields[1]] = fields[6 + pointers:6 + pointers + count]
     for suffix in _FILES:
         # offset lex_filenum ss_type w_cnt word lex_id ...: the first word is the lemma named
-        rows = [line.split(" ", 5) for line in files.lines(f"data.{suffix}")]
+        rows = [line.split(" ", 5) for line in _entry_lines(path, f"data.{suffix}")]
         satellites = {row[0] for row in rows if len(row) > 2 and row[2] == "s"}
         for row in rows:
             try:
@@ -148,26 +147,21 @@ def synsets_in_order(path: str) -> Iterator[tuple[str, int, str]]:
                     offsets = [o for o in offsets if o in satellites]
                 yield pos, int(offset), f"{lemma}.{pos}.{offsets.index(offset) + 1:02d}"
             except (KeyError, ValueError) as e:
-                raise UserError(f"WordNet data at {files.path} is inconsistent: data.{suffix} line "
-                                f"{' '.join(row)[:80]!r} does not parse or names no sense of index.{suffix} ({e})",
-                                HINT) from None
+                raise UserError(f"WordNet data at {path} is inconsistent: data.{suffix} line "
+                                f"{' '.join(row)[:80]!r} does not parse or names no sense of "
+                                f"index.{suffix} ({e})", HINT) from None
 
 
-class _DataFiles:
-    """WordNet's files in an unpacked `corpora/wordnet` directory or nltk's `wordnet.zip`."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def lines(self, name: str) -> list[str]:
-        """The file's entry lines: without the license header (lines that start with a space)."""
-        try:
-            if self.path.endswith(".zip"):
-                with zipfile.ZipFile(self.path) as z:
-                    text = z.read(f"wordnet/{name}").decode("utf8")
-            else:
-                with open(os.path.join(self.path, name), encoding="utf8") as f:
-                    text = f.read()
-        except (OSError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as e:
-            raise UserError(f"WordNet data at {self.path} cannot be read ({name}): {e}", HINT) from None
-        return [line for line in text.split("\n") if line and not line[0].isspace()]
+def _entry_lines(path: str, name: str) -> list[str]:
+    """The entry lines of one WordNet file, in an unpacked `corpora/wordnet` directory or nltk's
+    `wordnet.zip`: without the license header (lines that start with a space)."""
+    try:
+        if path.endswith(".zip"):
+            with zipfile.ZipFile(path) as z:
+                text = z.read(f"wordnet/{name}").decode("utf8")
+        else:
+            with open(os.path.join(path, name), encoding="utf8") as f:
+                text = f.read()
+    except (OSError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+        raise UserError(f"WordNet data at {path} cannot be read ({name}): {e}", HINT) from None
+    return [line for line in text.split("\n") if line and not line[0].isspace()]
