@@ -7,6 +7,7 @@ import pickle
 import random
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -144,6 +145,19 @@ def test_a_compiled_matcher_runs_no_code_from_the_run_directory(tmp_path):
     assert not marker.exists()
     (tmp_path / matcher_module.COMPILED_NAME).write_bytes(b"not a pickle")
     assert QueryMatcher.for_list(str(tmp_path)).match("red") == [0]
+
+
+def test_a_compiled_matcher_naming_ids_beyond_its_list_is_rebuilt(tmp_path):
+    """A matcher.pkl whose header matches but whose key table does not fit the list (a damaged
+    or hand-made file) is rebuilt, never trusted to index the list."""
+    raw = json.dumps(["red", "blue"]).encode()
+    (tmp_path / "queries.json").write_bytes(raw)
+    automaton = QueryMatcher(["red", "blue"]).automaton
+    with open(tmp_path / matcher_module.COMPILED_NAME, "wb") as f:
+        for part in (matcher_module._compiled_header(raw), automaton,
+                     np.array([0, 1, 2], np.int64).tobytes(), np.array([0, 7], np.int64).tobytes()):
+            pickle.dump(part, f)
+    assert QueryMatcher.for_list(str(tmp_path)).match("red blue") == [0, 1]
 
 
 def test_keep_probability_formula():
@@ -328,11 +342,33 @@ def test_normalize_is_the_documented_rule_on_any_text():
         assert normalize(text) == (f" {rule} " if rule else " "), repr(text)
 
 
-def test_query_id_lists_are_the_same_array_pyarrow_builds():
-    import random
+def test_a_batch_of_captions_matches_as_each_caption_alone():
+    """The stage matches a batch walked as one string; each caption's ids must be its own
+    whatever its neighbours: non-ASCII text (characters are not bytes), empty and missing
+    captions, keys shared by several entries, and a batch that is a slice of a larger array."""
+    entries = ENTRIES + ["U. S.", "caf\u00e9", "\u4e2d\u6587", "red  circle"]
+    matcher = QueryMatcher(entries)
+    rng = random.Random(11)
+    words = WORDS + ["caf\u00e9", "\u4e2d\u6587", "\U0001f600", "\u00a0", "U. S."]
+    captions = [None, "", " "] + ["".join(rng.choice([" ", ""]) + rng.choice(words) for _ in range(rng.randint(0, 9)))
+                                  for _ in range(400)]
+    whole = pa.array(["red"] * 7 + captions, pa.string()).slice(7)
+    alone = [matcher.match_column(pa.array([c], pa.string())).to_pylist()[0] for c in captions]
+    assert matcher.match_column(whole).to_pylist() == alone
+    assert alone[:3] == [[], [], []]
+    shared = {entries.index("U.S."), entries.index("U. S.")}
+    assert shared <= set(matcher.match("made in the U.S. today"))
+    assert any(set(ids) >= shared for ids in alone)
+    for caption, ids in zip(captions, alone):
+        assert set(metaclip_reference_match(caption or "", entries)) <= set(ids), caption
 
-    from witcurate.pipeline.match import int32_lists
-    rng = random.Random(5)
-    for n in (0, 1, 7, 500):
-        lists = [tuple(rng.randrange(2**31) for _ in range(rng.randint(0, 6))) for _ in range(n)]
-        assert int32_lists(lists).equals(pa.array(lists, pa.list_(pa.int32())))
+
+def test_normalize_column_is_normalize():
+    """The stage normalises captions a column at a time with Arrow's RE2; RE2's `\\s` is ASCII,
+    so the column rule lists Python's whitespace itself: the list, and the rule on any text."""
+    from witcurate.queries.tokenize import PUNCT, SPACES, normalize, normalize_column
+    assert SPACES == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+    alphabet = list(PUNCT) + list(SPACES) + list("ab\u00e9\u4e2d1_-+\U0001f600")
+    rng = random.Random(4)
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    assert normalize_column(pa.array(texts + [None])).to_pylist() == [normalize(t) for t in texts] + [" "]
