@@ -1,5 +1,8 @@
 """The stage runner's contracts: accounting, atomic output, skip-when-done, resume after a kill."""
 
+import subprocess
+import sys
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -189,6 +192,20 @@ def test_the_real_stages_hash_only_what_they_import():
     # the config's range checks know URL rules, but cap does not run them
     assert "witcurate.filters.urls" not in cap and "witcurate.pipeline.balance" not in cap
     assert "witcurate.trainer.model" in module_closure("witcurate.pipeline.score")
+
+
+def test_declaring_every_stage_imports_no_torch():
+    """`witcurate run` looks up every stage it lists, landed or not, to fingerprint it; torch
+    (imported by the score and target stages' models, and by Beam's RunInference) costs about
+    2.6 s, so a stage module imports it only when the stage runs. A run resuming past its last
+    finished stage, and every kill-and-resume attempt, starts in about a second of imports."""
+    script = ("import sys\n"
+              "from witcurate.pipeline.stages import REGISTRY, get_stage\n"
+              "[get_stage(name) for name in REGISTRY]\n"
+              "print(sorted(m for m in ('torch', 'open_clip', 'faiss', 'cv2') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_code_change_reruns_the_stage(tmp_path, monkeypatch):

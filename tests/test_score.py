@@ -25,7 +25,9 @@ from witcurate.errors import InputError, UserError
 from witcurate.pipeline import image_source
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.tables import read_table
-from witcurate.pipeline.score import EMBEDDINGS, ScoreStage, prepare_image, runs_locally
+from witcurate.pipeline.score import EMBEDDINGS, ScoreStage
+from witcurate.pipeline.score_decode import prepare_image
+from witcurate.pipeline.score_inputs import runs_locally
 from witcurate.trainer.model import create_model
 
 MODEL = "witcurate-tiny"

@@ -38,9 +38,12 @@ def _source(module: str) -> tuple[str, bytes] | None:
     return None
 
 
-def _imports(module: str, kind: str, source: bytes) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _imports(module: str, kind: str, source: bytes) -> frozenset[str]:
     """Names of the package's modules that `module`'s source imports (candidates: a name in
-    `from a.b import c` may be the module a.b.c or an attribute of a.b; both are tried)."""
+    `from a.b import c` may be the module a.b.c or an attribute of a.b; both are tried). Kept
+    per source: every stage's closure walks the shared modules again, and parsing them was
+    0.6 s of a run whose stages were all done."""
     package = module if kind == "pkg" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
@@ -54,7 +57,7 @@ def _imports(module: str, kind: str, source: bytes) -> set[str]:
                 base = ".".join(parts + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+    return frozenset(name for name in found if name == PACKAGE or name.startswith(PACKAGE + "."))
 
 
 def _parents(name: str) -> list[str]:

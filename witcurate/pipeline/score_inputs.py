@@ -14,10 +14,10 @@ from witcurate.errors import InputError, UserError
 from witcurate.pipeline import fs, image_source
 from witcurate.pipeline.inference import local_weights
 from witcurate.pipeline.runner import StageContext
+from witcurate.pipeline.score import RUN_SCORER
 from witcurate.pipeline.score_decode import model_input_size
 from witcurate.pipeline.tables import parquet_files
 
-RUN_SCORER = "run:scorer"           # score.pretrained: the checkpoint of this run's scorer stage
 
 
 @dataclass

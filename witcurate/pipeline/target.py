@@ -31,13 +31,12 @@ from witcurate.pipeline.embedding_fit import (FitClusters, WriteTableOutputs, mo
 from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
                                            check_missing, clear_side_files, embedding_files,
                                            missing_lines, note_clusters, pool_dim, read_tables)
-from witcurate.pipeline.inference import model_label
 from witcurate.pipeline.runner import StageContext, StageResult, load_manifest
+from witcurate.pipeline.score import RUN_SCORER
 from witcurate.pipeline.stages import BaseStage, Option, last_run, stage_dir
 from witcurate.pipeline.tables import parquet_files
 from witcurate.pipeline.target_set import check_targets, embed_images, target_chunks
 
-RUN_SCORER = "run:scorer"          # score.pretrained naming the run's scorer checkpoint
 RUN_TRUSTED = "run:trusted"        # target.images naming the scorer's trusted set (scorer.trusted)
 TARGET_EMBEDDINGS = "target_embeddings.npy"
 CLUSTERS_FILE = "clusters.json"
@@ -178,6 +177,7 @@ class TargetStage(BaseStage):
     def weights(ctx: StageContext) -> str:
         """The weights the score stage used, checked against the label its manifest recorded, so
         the target images land in the same embedding space as the pool."""
+        from witcurate.pipeline.inference import model_label      # torch: only when the stage runs
         score = ctx.config.score
         weights = ctx.inputs.get("checkpoint") or score.pretrained
         if weights == RUN_SCORER or (ctx.inputs.get("checkpoint") and not fs.exists(weights)):
