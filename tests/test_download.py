@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import os
 import socket
 import struct
 import tarfile
@@ -399,6 +400,48 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     assert proc.stdout.split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
 
 
+SILENCE_SCRIPT = '''
+import os, sys, threading
+import img2dataset.resizer as resizer
+from witcurate.filters import urls
+from witcurate.pipeline import download_worker
+if sys.argv[1] == "ours":
+    download_worker.install(download_worker.WorkerSettings(urls.AddressPolicy(), 10_000_000))
+streams = [os.readlink(f"/proc/self/fd/{fd}") for fd in (1, 2)]
+fds = len(os.listdir("/proc/self/fd"))
+
+def decode_many():
+    for _ in range(250):
+        with resizer.SuppressStdoutStderr():
+            os.write(2, b"libjpeg noise\\n")
+
+threads = [threading.Thread(target=decode_many) for _ in range(16)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print([os.readlink(f"/proc/self/fd/{fd}") for fd in (1, 2)] == streams, len(os.listdir("/proc/self/fd")) - fds)
+print("still heard", file=sys.stderr)
+'''
+
+
+def test_decoding_threads_leave_the_worker_s_output_where_it_was(tmp_path):
+    """img2dataset silences each decode by swapping file descriptors 1 and 2, per thread; with a
+    worker's threads decoding at once its stdout and stderr end at /dev/null for good. The
+    download workers' silence is shared by the threads: quiet while any decodes, restored after,
+    no descriptor left open. (With img2dataset's own, `python silence.py plain`, this script
+    printed nothing in 3 of 3 trials.)"""
+    import subprocess
+    import sys
+    script = tmp_path / "silence.py"
+    script.write_text(SILENCE_SCRIPT)
+    ours = subprocess.run([sys.executable, str(script), "ours"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"))
+    assert ours.stdout.split() == ["True", "0"], ours.stderr[-2000:]
+    assert ours.stderr.strip().splitlines()[-1:] == ["still heard"]
+    assert "libjpeg noise" not in ours.stderr
+
+
 UNGUARDED_SCRIPT = '''
 import pyarrow as pa, pyarrow.parquet as pq, sys
 from witcurate import schemas
@@ -422,7 +465,6 @@ run_stage(DownloadStage(), cfg, root + "/out", {"in": root + "/in"}, progress=la
 def test_a_script_without_a_main_guard_fails_with_advice_instead_of_hanging(tmp_path):
     """Spawned download workers import the calling script again; without the guard each one dies
     at start-up and multiprocessing would replace it forever."""
-    import os
     import subprocess
     import sys
     script = tmp_path / "unguarded.py"
