@@ -355,6 +355,7 @@ def test_a_batch_of_captions_matches_as_each_caption_alone():
     whole = pa.array(["red"] * 7 + captions, pa.string()).slice(7)
     alone = [matcher.match_column(pa.array([c], pa.string())).to_pylist()[0] for c in captions]
     assert matcher.match_column(whole).to_pylist() == alone
+    assert matcher.match_column(pa.chunked_array([whole.slice(0, 100), whole.slice(100)])).to_pylist() == alone
     assert alone[:3] == [[], [], []]
     shared = {entries.index("U.S."), entries.index("U. S.")}
     assert shared <= set(matcher.match("made in the U.S. today"))

@@ -68,8 +68,10 @@ class QueryMatcher:
         """`match` over many captions (a missing caption matches nothing)."""
         return self.match_column(pa.array(list(captions), pa.string())).to_pylist()
 
-    def match_column(self, captions: pa.Array) -> pa.ListArray:
+    def match_column(self, captions: pa.Array | pa.ChunkedArray) -> pa.ListArray:
         """The sorted query ids of each caption of an Arrow string array, as list<int32>."""
+        if isinstance(captions, pa.ChunkedArray):
+            captions = captions.combine_chunks() if captions.num_chunks else pa.array([], pa.string())
         texts = normalize_column(captions)
         rows, keys = self._hits(texts)
         counts = self.key_offsets[keys + 1] - self.key_offsets[keys]
