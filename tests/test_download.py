@@ -360,6 +360,18 @@ def test_the_workers_start_while_the_input_is_read_and_the_shards_reuse_them(mon
     assert list(WarmWorkers(cfg).process({"uid": "u"})) == [{"uid": "u"}]
 
 
+def test_the_stage_starts_the_workers_itself_only_where_its_dofns_run_in_its_process():
+    """On the pinned in-process runner the stage starts the pool before building the graph (the
+    DoFns run here and find it); with worker processes or another runner it leaves that to
+    WarmWorkers on the workers, and starts nothing in the launcher."""
+    from witcurate.pipeline.beam_io import runs_in_this_process
+    assert runs_in_this_process([]) and runs_in_this_process(None)
+    assert runs_in_this_process(["--direct_num_workers=2"])                 # threads of this process
+    assert not runs_in_this_process(["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    assert not runs_in_this_process(["--runner=DataflowRunner", "--project=p"])
+    assert not runs_in_this_process(["--runner", "PrismRunner"])
+
+
 PIXEL_LIMIT_SCRIPT = '''
 import numpy as np
 

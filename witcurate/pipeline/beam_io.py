@@ -39,6 +39,17 @@ def make_pipeline(beam_args: list[str] | None = None) -> beam.Pipeline:
     return beam.Pipeline(options=options)
 
 
+def runs_in_this_process(beam_args: list[str] | None) -> bool:
+    """Whether make_pipeline's runner runs the DoFns in this very process (the pinned FnApiRunner
+    in its default mode): then what a DoFn's set-up would start, the stage may start before the
+    graph is even built, and the DoFn finds it running."""
+    from apache_beam.options.pipeline_options import DirectOptions
+    args = list(beam_args or [])
+    if any(a.startswith("--runner") for a in args):
+        return False
+    return PipelineOptions(args).view_as(DirectOptions).direct_running_mode != "multi_processing"
+
+
 def reject(record: dict[str, Any], reason: str, detail: str = "") -> dict[str, Any]:
     """A rejects row: the record's uid, a stable reason code, specifics, and the record itself."""
     clipped = {k: v[:REJECT_FIELD_CHARS] if isinstance(v, str) else v for k, v in record.items()}

@@ -30,10 +30,11 @@ from witcurate.config import Config
 from witcurate.filters.base import Required
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import (KEPT, REJECTED, FilterRecords, WriteStageOutputs, make_pipeline,
-                                        read_json_lines, read_stage, run_pipeline)
+                                        read_json_lines, read_stage, run_pipeline, runs_in_this_process)
 from witcurate.pipeline.download_results import DONE, MISSING_UID, read_done, shard_dir
 from witcurate.pipeline.download_hosts import CountHosts, read_host_counts
-from witcurate.pipeline.download_shard import SHARD, DownloadShard, WarmWorkers
+from witcurate.pipeline.download_shard import SHARD, DownloadShard, WarmWorkers, worker_settings
+from witcurate.pipeline.download_worker import warm_pool
 from witcurate.pipeline.hosts import shard_count
 from witcurate.pipeline.robots import ROBOTS_SCHEMA, ObeyRobots, table_row
 from witcurate.pipeline.table_sink import json_lines_table, parquet_table
@@ -87,6 +88,10 @@ class DownloadStage(BaseStage):
         on_disk = len(fs.glob(fs.join(ctx.work_dir, "shards", "*", DONE)))
         ctx.progress(f"[download] {n_rows} urls, up to {shard_count(n_rows, cfg.urls_per_shard)} shards by host"
                      + (f"; {on_disk} finished shards of an earlier attempt to reuse" if on_disk else ""))
+        if on_disk < shard_count(n_rows, cfg.urls_per_shard) and runs_in_this_process(ctx.beam_args):
+            # WarmWorkers would start them once the runner is up; here they import img2dataset
+            # while the graph is built and robots.txt fetched (the first image ~1 s sooner).
+            warm_pool(cfg.processes_count, worker_settings(cfg))
         run_token = uuid.uuid4().hex
         info_prefix = fs.join(ctx.tmp_dir, "_shards", "info")
         start = time.time()
