@@ -75,7 +75,7 @@ def test_a_test_that_reads_beside_or_writes_inside_the_clone_fails(tmp_path):
             boundary.install()
             config.pluginmanager.register(boundary, "repo-boundary")
     """))
-    (clone / "tests" / "test_reads.py").write_text(textwrap.dedent(f"""
+    (clone / "tests" / "test_reads.py").write_text(textwrap.dedent("""
         from pathlib import Path
 
         def test_inside(tmp_path):
