@@ -360,6 +360,33 @@ def test_the_workers_start_while_the_input_is_read_and_the_shards_reuse_them(mon
     assert list(WarmWorkers(cfg).process({"uid": "u"})) == [{"uid": "u"}]
 
 
+def test_a_rerun_whose_shards_all_finished_starts_no_download_workers(world, tmp_path, monkeypatch):
+    """Killed after every shard finished (while the stage landed its files): the rerun reuses
+    them all and starts no worker pool, whose fork server alone imports img2dataset for seconds."""
+    from witcurate.pipeline import download as download_module
+    main, _, expected = world
+    write_input(tmp_path / "balance", [u for u, r in expected.items() if r is None][:8])
+    cfg = config(main.port)
+    cfg.download.urls_per_shard = 4
+    cfg.download.processes_count = 1
+    inputs = {"in": str(tmp_path / "balance")}
+    land = download_module.land_shards
+
+    def killed(*args):
+        raise RuntimeError("killed while landing")
+    monkeypatch.setattr(download_module, "land_shards", killed)
+    with pytest.raises(RuntimeError, match="killed while landing"):
+        run_stage(DownloadStage(), cfg, str(tmp_path / "download"), inputs, progress=lambda s: None)
+    download_worker.close_pools()
+    monkeypatch.setattr(download_module, "land_shards", land)
+    pools = []
+    monkeypatch.setattr(download_worker, "_pool", lambda *args: pools.append(args))
+    manifest = run_stage(DownloadStage(), cfg, str(tmp_path / "download"), inputs, progress=lambda s: None)
+    assert manifest["download"]["reused_shards"] == manifest["download"]["shards"] == 2
+    assert manifest["counts"]["kept"] == 8
+    assert pools == []
+
+
 def test_the_stage_starts_the_workers_itself_only_where_its_dofns_run_in_its_process():
     """On the pinned in-process runner the stage starts the pool before building the graph (the
     DoFns run here and find it); with worker processes or another runner it leaves that to

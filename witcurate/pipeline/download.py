@@ -88,7 +88,8 @@ class DownloadStage(BaseStage):
         on_disk = len(fs.glob(fs.join(ctx.work_dir, "shards", "*", DONE)))
         ctx.progress(f"[download] {n_rows} urls, up to {shard_count(n_rows, cfg.urls_per_shard)} shards by host"
                      + (f"; {on_disk} finished shards of an earlier attempt to reuse" if on_disk else ""))
-        if on_disk < shard_count(n_rows, cfg.urls_per_shard) and runs_in_this_process(ctx.beam_args):
+        to_fetch = on_disk < shard_count(n_rows, cfg.urls_per_shard)   # else no worker is needed
+        if to_fetch and runs_in_this_process(ctx.beam_args):
             # WarmWorkers would start them once the runner is up; here they import img2dataset
             # while the graph is built and robots.txt fetched (the first image ~1 s sooner).
             warm_pool(cfg.processes_count, worker_settings(cfg))
@@ -96,7 +97,7 @@ class DownloadStage(BaseStage):
         info_prefix = fs.join(ctx.tmp_dir, "_shards", "info")
         start = time.time()
         p = make_pipeline(ctx.beam_args)
-        download_pipeline(p, ctx, n_rows, run_token, info_prefix)
+        download_pipeline(p, ctx, n_rows, run_token, info_prefix, warm=to_fetch)
         run_pipeline(p)
         wall = time.time() - start
         shard_stats = land_shards(ctx, read_json_lines(info_prefix), run_token)
@@ -116,19 +117,21 @@ class DownloadStage(BaseStage):
 
 
 def download_pipeline(p: beam.Pipeline, ctx: StageContext, n_rows: int, run_token: str,
-                      info_prefix: str) -> None:
+                      info_prefix: str, warm: bool = True) -> None:
     """Read the balanced rows, obey robots.txt, cut the rest into shards by host, fetch each,
     write kept rows and rejects, the robots table and the per-host counts; each finished shard
-    is listed under `info_prefix`."""
+    is listed under `info_prefix`. `warm`: start the download workers while the input is read
+    (not when every shard finished in an earlier attempt)."""
     cfg = ctx.config.download
     config_hash = ctx.config.section_hash("download")
     # Rows without a uid cannot be ranked into a shard: they are rejects straight away.
     rows = (read_stage(p, ctx.input("in"), "ReadIn")
             | "SplitMissingUid" >> FilterRecords(Required("uid", MISSING_UID, "the row has no uid",
                                                           allow_empty=False)))
-    judged = (rows[KEPT]
-              | "WarmWorkers" >> beam.ParDo(WarmWorkers(cfg))
-              | "Robots" >> ObeyRobots(cfg, ctx.work_dir, n_rows))
+    kept = rows[KEPT]
+    if warm:            # False: every shard finished in an earlier attempt, nothing to fetch
+        kept = kept | "WarmWorkers" >> beam.ParDo(WarmWorkers(cfg))
+    judged = kept | "Robots" >> ObeyRobots(cfg, ctx.work_dir, n_rows)
     outs = (judged[KEPT]
             | "GroupByShard" >> beam.GroupByKey()
             | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token))
