@@ -86,9 +86,10 @@ class DownloadStage(BaseStage):
         cfg = ctx.config.download
         n_rows = ctx.rows()
         on_disk = len(fs.glob(fs.join(ctx.work_dir, "shards", "*", DONE)))
-        ctx.progress(f"[download] {n_rows} urls, up to {shard_count(n_rows, cfg.urls_per_shard)} shards by host"
+        planned = shard_count(n_rows, cfg.urls_per_shard)
+        ctx.progress(f"[download] {n_rows} urls, up to {planned} shards by host"
                      + (f"; {on_disk} finished shards of an earlier attempt to reuse" if on_disk else ""))
-        to_fetch = on_disk < shard_count(n_rows, cfg.urls_per_shard)   # else no worker is needed
+        to_fetch = on_disk < planned                    # else no download worker is needed
         if to_fetch and runs_in_this_process(ctx.beam_args):
             # WarmWorkers would start them once the runner is up; here they import img2dataset
             # while the graph is built and robots.txt fetched (the first image ~1 s sooner).

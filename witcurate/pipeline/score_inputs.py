@@ -19,7 +19,6 @@ from witcurate.pipeline.score_decode import model_input_size
 from witcurate.pipeline.tables import parquet_files
 
 
-
 @dataclass
 class ScoreInputs:
     mode: str                    # "stage" (a dedupe stage dir) or "img2dataset" (a plain folder)
