@@ -28,7 +28,7 @@ from witcurate.filters.target import OFF_TARGET_CLUSTER
 from witcurate.pipeline import embeddings as emb
 from witcurate.pipeline.beam_io import KEPT, REJECTED
 from witcurate.pipeline.runner import run_stage
-from witcurate.pipeline.semdedup import DedupCluster
+from witcurate.pipeline.semdedup import DedupCluster, Spilled, arrow_bytes, write_vectors
 from witcurate.pipeline.stages import get_stage
 from witcurate.pipeline.tables import read_table
 
@@ -58,24 +58,50 @@ def _kept(stage_dir) -> list[str]:
 
 # --- Beam steps ------------------------------------------------------------------------------------
 
-def test_join_embeddings_routes_every_row(tmp_path):
-    vectors = unit(np.random.default_rng(0).normal(size=(4, 8)))
+class PassNodes(emb.NodesDoFn):
+    def process_nodes(self, batch):
+        yield batch
+
+
+def test_located_rows_read_their_vectors_and_every_row_is_routed(tmp_path):
+    vectors = unit(np.random.default_rng(0).normal(size=(5, 8)))
     vectors[2, 3] = np.nan
-    uids = ["a", "b", "c", "x"]                   # "x": an embedding without a row (score rejected it)
-    pq.write_table(embeddings_table(uids, vectors), tmp_path / "e.parquet")
+    # "x": an embedding without a row (score rejected it); "a" saved twice: its first place counts
+    uids = ["a", "b", "c", "x", "a"]
+    pq.write_table(embeddings_table(uids, vectors), tmp_path / "e.parquet", row_group_size=2)
+    slices = emb.embedding_slices([str(tmp_path / "e.parquet")])
+    assert [s.row_group for s in slices] == [0, 1, 2]
     rows = pa.Table.from_pylist([scored_row(u, i, 0.5) for i, u in enumerate(["a", "b", "c", "d"])],
                                 schemas.SCORED)                         # "d": no embedding
+
+    def nodes(batch):
+        return [(u, v.shape, bool(np.allclose(v, vectors[uids.index(u)], atol=1e-3)), batch.name)
+                for u, v in zip(batch.uids, batch.vectors)]
+
     with TestPipeline() as p:
         outs = (p | beam.Create([rows.slice(0, 2), rows.slice(2)])
-                  | emb.JoinEmbeddings([str(tmp_path / "e.parquet")], 8, buckets=3))
-        assert_that(outs[emb.NODES] | "NodeUids" >> beam.FlatMap(
-            lambda b: [(u, v.shape, bool(np.allclose(v, vectors[uids.index(u)], atol=1e-3)))
-                       for u, v in zip(b.uids, b.vectors)]),
-            equal_to([("a", (8,), True), ("b", (8,), True)]), label="nodes")
-        assert_that(outs[REJECTED] | "RejectReasons" >> beam.FlatMap(
+                  | emb.LocateEmbeddings(slices, buckets=3))
+        read = outs[emb.LOCATED] | "Judge" >> beam.ParDo(PassNodes(slices, 8)).with_outputs(REJECTED, main=emb.NODES)
+        assert_that(read[emb.NODES] | "NodeUids" >> beam.FlatMap(nodes),
+                    equal_to([("a", (8,), True, "000000"), ("b", (8,), True, "000000")]), label="nodes")
+        assert_that(read[REJECTED] | "RejectReasons" >> beam.FlatMap(
             lambda t: [(r["uid"], r["reason"], r["detail"]) for r in t.to_pylist()]),
             equal_to([("c", INVALID_EMBEDDING, "embedding holds NaN or infinite values")]), label="rejects")
         assert_that(outs[emb.MISSING], equal_to([{"count": 1, "examples": ["d"]}]), label="missing")
+        sample = outs[emb.LOCATED] | "Sample" >> beam.ParDo(emb.ReadVectors(slices, 8))
+        assert_that(sample | "SampleUids" >> beam.FlatMap(nodes),
+                    equal_to([("a", (8,), True, "000000"), ("b", (8,), True, "000000")]), label="sample")
+
+
+def test_usable_rows_reads_the_bits_as_numpy_reads_the_values():
+    # every float16 value, alone in a row and beside a normal value
+    every = np.arange(65536, dtype=np.uint16).view(np.float16)
+    for other in (0.0, 0.5):
+        rows = np.stack([every, np.full(65536, other, np.float16)], axis=1)
+        with np.errstate(invalid="ignore"):
+            expected = np.isfinite(rows).all(axis=1) & (rows != 0).any(axis=1)
+        assert np.array_equal(emb.usable_rows(rows), expected)
+    assert emb.usable_rows(np.zeros((0, 4), np.float16)).shape == (0,)
 
 
 def _batch(uids, scores, vectors) -> emb.NodeBatch:
@@ -129,11 +155,15 @@ def test_the_combine_fits_on_the_sample_and_counts_every_node():
     assert fit.extract_output(fit.create_accumulator()).k == 0    # an empty pool: an empty model
 
 
-def test_dedup_cluster_keeps_the_best_scored_and_names_it():
-    x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0]]))
-    batches = [_batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]), _batch(["u1"], [0.7], x[[1]])]
+def test_dedup_cluster_keeps_the_best_scored_and_names_it(tmp_path):
+    # Each piece's vectors wait in a spill file, at its rows' range there.
+    x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    write_vectors(str(tmp_path / "a.f16"), x[[3, 0, 2]])
+    write_vectors(str(tmp_path / "b.f16"), x[[1]])
+    pieces = [Spilled(arrow_bytes(_batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]).rows), str(tmp_path / "a.f16"), 1, 3, 3),
+              Spilled(arrow_bytes(_batch(["u1"], [0.7], x[[1]]).rows), str(tmp_path / "b.f16"), 0, 1, 3)]
     with TestPipeline() as p:
-        outs = (p | beam.Create([((5, -1), batches)])
+        outs = (p | beam.Create([((5, -1), pieces)])
                   | beam.ParDo(DedupCluster(0.95, 1000)).with_outputs(REJECTED, main=KEPT))
         assert_that(outs[KEPT] | "KeptUids" >> beam.FlatMap(lambda t: t.column("uid").to_pylist()),
                     equal_to(["u1", "u2"]), label="kept")

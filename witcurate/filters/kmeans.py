@@ -67,9 +67,11 @@ def _exact_cosines(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x.astype(np.float64), c.astype(np.float64))
 
 
-def nearest(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(vectors: np.ndarray, centroids: np.ndarray,
+            cosines: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """For each vector, the index of its nearest centroid (largest cosine; ties to the lowest
-    index) and that cosine, in blocks of ASSIGN_BLOCK vectors.
+    index) and that cosine (None when not asked for), in blocks of ASSIGN_BLOCK vectors. The
+    nearest centroid does not depend on the vector's length, so it need not be unit length.
 
     The answer depends on the vector alone, never on its batch. A float32 matrix product rounds
     differently with the shape of the block (BLAS picks other kernels), so a vector nearly
@@ -79,7 +81,7 @@ def nearest(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
     x = np.asarray(vectors, dtype=np.float32)
     c = np.asarray(centroids, dtype=np.float32)
     index = np.empty(len(x), dtype=np.int64)
-    cosine = np.empty(len(x), dtype=np.float32)
+    cosine = np.empty(len(x), dtype=np.float32) if cosines else None
     for start in range(0, len(x), ASSIGN_BLOCK):
         block = x[start:start + ASSIGN_BLOCK]
         sims = block @ c.T
@@ -90,7 +92,8 @@ def nearest(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
             exact = _exact_cosines(np.broadcast_to(block[row], (len(candidates), c.shape[1])), c[candidates])
             best[row] = candidates[int(np.argmax(exact))]
         index[start:start + len(best)] = best
-        cosine[start:start + len(best)] = _exact_cosines(block, c[best])
+        if cosine is not None:
+            cosine[start:start + len(best)] = _exact_cosines(block, c[best])
     return index, cosine
 
 
@@ -109,16 +112,16 @@ class ClusterModel:
     def dim(self) -> int:
         return int(self.centroids.shape[1])
 
-    def assign(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(cluster, child, cosine to the cluster's centroid) per vector; child is -1 in a
-        cluster that was not split."""
+    def assign(self, vectors: np.ndarray, cosines: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(cluster, child, cosine to the cluster's centroid or None when not asked for) per
+        vector; child is -1 in a cluster that was not split."""
         x = np.asarray(vectors, dtype=np.float32)
-        top, cosine = nearest(x, self.centroids)
+        top, cosine = nearest(x, self.centroids, cosines)
         child = np.full(len(x), -1, dtype=np.int64)
         for cluster, subs in self.children.items():
             members = np.flatnonzero(top == cluster)
             if len(members):
-                child[members] = nearest(x[members], subs)[0]
+                child[members] = nearest(x[members], subs, cosines=False)[0]
         return top, child, cosine
 
 

@@ -21,6 +21,7 @@ from witcurate import schemas
 from witcurate.filters import kmeans
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, beam_path, read_json_lines, run_pipeline
+from witcurate.pipeline.embeddings import LOCATED, MISSING, LocateEmbeddings, ReadVectors, Slice
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.table_sink import Table, json_lines_table
 
@@ -170,3 +171,11 @@ def pass_everything(ctx: StageContext, p: beam.Pipeline, rows: beam.PCollection,
      | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED))
     run_pipeline(p)
     return StageResult(units="pairs", extra={name: {"enabled": False}})
+
+
+def located_and_model(rows, slices: list[Slice], dim: int, buckets: int, fit: FitClusters):
+    """Kept row tables -> (LOCATED: the rows by the slice their embedding is in, for a NodesDoFn;
+    the ClusterModel fitted on a sample of them; the MISSING counts)."""
+    located = rows | "Embeddings" >> LocateEmbeddings(slices, buckets)
+    model = located[LOCATED] | "ReadSample" >> beam.ParDo(ReadVectors(slices, dim)) | "Fit" >> fit
+    return located[LOCATED], model, located[MISSING]

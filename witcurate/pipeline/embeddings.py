@@ -1,17 +1,25 @@
-"""The score stage's saved image embeddings joined to a stage's kept rows, in Beam, as Arrow
-batches: what the semdedup and target stages start from.
+"""The score stage's saved image embeddings joined to a stage's kept rows, in Beam: what the
+semdedup and target stages start from. Rows move through Beam as Arrow tables; the vectors never
+do. They are read where they are needed, from the score stage's parquet, one row group (a
+`Slice`) at a time:
 
-    kept rows (parquet batches) ----split by uid bucket--\\
-                                                          GroupByKey(bucket) --> JoinBucket
-    embeddings (parquet batches) --split by uid bucket--/
+    embeddings' uid column, per slice --split by uid bucket--\\
+                                                              GroupByKey(bucket) --> LocateRows
+    kept rows (parquet batches) ---------split by uid bucket--/
+        --> (slice, rows located in it + their row numbers there) | MISSING (rows without one)
+        --GroupByKey(slice)--> read_nodes: the slice's vectors read and taken
         --> NodeBatch (rows with a usable embedding, their float16 vectors and sample keys)
-        --> REJECTED tables (invalid embeddings) | MISSING (rows without an embedding)
+            + rejects (invalid embeddings)
 
-Rows and vectors move as Arrow tables and numpy arrays of thousands of rows, not one element per
-row, so Beam's per-element cost is paid per batch. A bucket holds about JOIN_BUCKET_ROWS uids
-(the bucket count follows the input's size), so no worker holds more. Embeddings of pairs the
-score stage rejected have no row and are dropped in the join. A kept row without an embedding
-means the score stage's output is incomplete: the stage stops with an error naming it
+The stages need the vectors twice (the k-means sample, then the assignment, which waits for
+the model), so they read the located slices twice (ReadVectors, then a NodesDoFn) rather than
+have the runner hold and copy them: on
+the local runner every element that crosses a step boundary is pickled and copied, which cost
+more than reading 100 MB of plain-encoded float16 again (measured: benchmarks.md). A bucket holds
+about JOIN_BUCKET_ROWS uids (the bucket count follows the input's size) and a slice is one row
+group (the score stage writes them of at most 64 MB), so no worker holds more. Embeddings of
+pairs the score stage rejected have no row and are dropped in the join. A kept row without an
+embedding means the score stage's output is incomplete: the stage stops with an error naming it
 (`check_missing`) rather than guess.
 """
 
@@ -35,25 +43,28 @@ from witcurate.filters.semantic_dedup import INVALID_EMBEDDING, embedding_proble
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import REJECTED, beam_path, read_json_lines, reject
 from witcurate.pipeline.runner import StageContext
-from witcurate.pipeline.tables import count_rows
+from witcurate.pipeline.tables import count_rows, open_parquet
 from witcurate.schemas import REJECTS
 
 EMBEDDINGS_DIR = "embeddings"          # under the score stage directory (score.EMBEDDINGS_DIR)
 JOIN_BUCKET_ROWS = 50_000              # uids per join bucket
-# rows per element the join moves (its input pieces, its NodeBatches): 4 MB of 512-d float16
-# vectors. Every element is pickled and copied a few times on its way through the runner; small
-# ones reuse the allocator's memory, where a whole bucket's (50 MB) costs fresh pages each time.
-NODE_BATCH_ROWS = 4096
+# rows per element the join moves: every element is pickled and copied a few times on its way
+# through the runner; small ones reuse the allocator's memory, where large ones cost fresh
+# pages each time.
+PIECE_ROWS = 4096
+LOCATED = "located"
 NODES = "nodes"
 MISSING = "missing"
 
 
 @dataclass
 class NodeBatch:
-    """Rows with a usable image embedding: the rows (Arrow), their vectors and sample keys."""
+    """Rows with a usable image embedding: the rows (Arrow), their vectors and sample keys.
+    `name` says where the batch came from (its slice), unique within a stage's run."""
     rows: pa.Table
     vectors: np.ndarray          # (n, d) float16, L2-normalised by the score stage
     keys: np.ndarray             # (n,) uint64, kmeans.sample_key of each uid
+    name: str = ""
 
     def __len__(self) -> int:
         return self.rows.num_rows
@@ -64,14 +75,18 @@ class NodeBatch:
 
     def take(self, index) -> "NodeBatch":
         index = np.asarray(index, dtype=np.int64)
-        return NodeBatch(self.rows.take(pa.array(index)), self.vectors[index], self.keys[index])
+        return NodeBatch(self.rows.take(pa.array(index)), self.vectors[index], self.keys[index], self.name)
 
-    @staticmethod
-    def concat(batches: Iterable["NodeBatch"]) -> "NodeBatch":
-        batches = list(batches)
-        return NodeBatch(pa.concat_tables([b.rows for b in batches], promote_options="default"),
-                         np.concatenate([b.vectors for b in batches]),
-                         np.concatenate([b.keys for b in batches]))
+
+@dataclass(frozen=True)
+class Slice:
+    """One row group of one embeddings file: the unit the vectors are read in."""
+    path: str
+    row_group: int
+
+    def read(self, column: str) -> pa.ChunkedArray:
+        with fs.open_file(self.path) as f:
+            return pq.ParquetFile(f).read_row_group(self.row_group, columns=[column]).column(0)
 
 
 def embedding_files(score_dir: str) -> list[str]:
@@ -83,6 +98,15 @@ def embedding_files(score_dir: str) -> list[str]:
                          "score stage directory, or rerun score with --force")
     beam_path(files[0])
     return files
+
+
+def embedding_slices(files: list[str]) -> list[Slice]:
+    """Every non-empty row group of the embeddings parts, from their footers."""
+    out = []
+    for path in files:
+        meta = open_parquet(path, footer_only=True)
+        out += [Slice(path, g) for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
+    return out
 
 
 def pool_dim(files: list[str]) -> int:
@@ -108,61 +132,79 @@ def uid_keys(uids: list[str]) -> np.ndarray:
 
 
 def split_by_bucket(table: pa.Table, buckets: int, tag: str):
-    """(bucket, (tag, rows of the table in that bucket)) for each bucket the table touches, in
-    pieces of at most NODE_BATCH_ROWS rows."""
+    """(bucket, (tag, rows of the table in that bucket, their sample keys)) for each bucket the
+    table touches, in pieces of at most PIECE_ROWS rows."""
     if not table.num_rows:
         return
-    bucket = uid_keys(table.column("uid").to_pylist()) % np.uint64(buckets)
+    keys = uid_keys(table.column("uid").to_pylist())
+    bucket = keys % np.uint64(buckets)
     order = np.argsort(bucket, kind="stable")
     cuts = np.flatnonzero(np.diff(bucket[order])) + 1
     for index in np.split(order, cuts):
-        for start in range(0, len(index), NODE_BATCH_ROWS):
-            piece = index[start:start + NODE_BATCH_ROWS]
-            yield int(bucket[piece[0]]), (tag, table.take(pa.array(piece)))
+        for start in range(0, len(index), PIECE_ROWS):
+            piece = index[start:start + PIECE_ROWS]
+            yield int(bucket[piece[0]]), (tag, table.take(pa.array(piece)), keys[piece])
+
+
+def slice_uids(index: int, slices: list[Slice], buckets: int):
+    """(bucket, ("at", uid, slice, row)) for the uids saved in slice `index`: where each is."""
+    uids = slices[index].read("uid")
+    n = len(uids)
+    table = pa.table({"uid": uids, "slice": pa.array(np.full(n, index, dtype=np.int32)),
+                      "row": pa.array(np.arange(n, dtype=np.int32))})
+    yield from split_by_bucket(table, buckets, "at")
 
 
 def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, dim) float16 matrix of a list column, and a mask of the rows that had `dim` values
-    (other rows are zeros in the matrix)."""
+    (other rows are zeros in the matrix). In the usual case, every row of `dim` values back to
+    back, the matrix is a read-only view of the column's values, not a copy."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
     n = len(column)
     lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
     fits = lengths == dim
+    if not fits.any():
+        return np.zeros((n, dim), dtype=np.float16), fits
+    offsets = column.offsets.to_numpy()[:-1] - column.offsets[0].as_py()
+    values = column.values.to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
+    start = column.offsets[0].as_py()
+    values = values[start:] if start else values
+    if fits.all() and len(values) >= n * dim and np.array_equal(offsets, np.arange(n) * dim):
+        return values[:n * dim].reshape(n, dim), fits      # the usual case: one block, no gather
     out = np.zeros((n, dim), dtype=np.float16)
-    if fits.any():
-        offsets = column.offsets.to_numpy()[:-1] - column.offsets[0].as_py()
-        values = column.values.to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
-        start = column.offsets[0].as_py()
-        values = values[start:] if start else values
-        if fits.all() and len(values) >= n * dim and np.array_equal(offsets, np.arange(n) * dim):
-            out[:] = values[:n * dim].reshape(n, dim)      # the usual case: one block, no gather
-        else:
-            for row in np.flatnonzero(fits):
-                out[row] = values[offsets[row]:offsets[row] + dim]
+    for row in np.flatnonzero(fits):
+        out[row] = values[offsets[row]:offsets[row] + dim]
     return out, fits
 
 
-class JoinBucket(beam.DoFn):
-    """(bucket, [("row", table) | ("emb", table)]) -> a NodeBatch; REJECTED tables for rows whose
-    embedding is unusable; MISSING {count, examples} for rows without one."""
+def usable_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows of a float16 matrix with no NaN or infinite value and not all zeros, from the bits:
+    numpy's float16 arithmetic converts every value, which cost more than reading them."""
+    bits = np.ascontiguousarray(vectors, dtype=np.float16).view(np.uint16)
+    finite = ((bits & 0x7C00) != 0x7C00).all(axis=1)        # exponent all ones: inf or NaN
+    return finite & ((bits & 0x7FFF) != 0).any(axis=1)      # +0 and -0 are the only zeros
 
-    def __init__(self, dim: int):
-        self.dim = dim
+
+class LocateRows(beam.DoFn):
+    """(bucket, [("row", rows) | ("at", uid, slice, row)]) -> (slice, (rows, their row numbers
+    in the slice, their sample keys)) for each slice the bucket's rows were saved in, in pieces
+    of at most PIECE_ROWS; MISSING {count, examples} for rows without a saved embedding."""
 
     def process(self, element):
         _, items = element
-        rows = [t for tag, t in items if tag == "row"]
+        items = list(items)
+        rows = [t for tag, t, _ in items if tag == "row"]
         if not rows:
             return
         rows = pa.concat_tables(rows, promote_options="default")
-        emb = pa.concat_tables([t for tag, t in items if tag == "emb"] or
-                               [pa.table({"uid": pa.array([], pa.string()),
-                                          "image_embedding": pa.array([], pa.list_(pa.float16()))})])
-        vectors, fits = vector_matrix(emb.column("image_embedding"), self.dim)
-        where = {}
-        for i, uid in enumerate(emb.column("uid").to_pylist()):
-            where.setdefault(uid, i)
+        keys = np.concatenate([k for tag, _, k in items if tag == "row"])
+        where: dict[str, int] = {}
+        places = [t for tag, t, _ in items if tag == "at"]
+        if places:      # in slice order, so a uid saved twice is found at its first place
+            at = pa.concat_tables(places).sort_by([("slice", "ascending"), ("row", "ascending")])
+            for i, uid in enumerate(at.column("uid").to_pylist()):
+                where.setdefault(uid, i)
         uids = rows.column("uid").to_pylist()
         pos = np.array([where.get(u, -1) for u in uids], dtype=np.int64)
         missing = pos < 0
@@ -170,21 +212,78 @@ class JoinBucket(beam.DoFn):
             yield beam.pvalue.TaggedOutput(MISSING, {"count": int(missing.sum()),
                                                      "examples": sorted(np.array(uids)[missing].tolist())[:3]})
         found = np.flatnonzero(~missing)
-        vec = vectors[pos[found]]
-        usable = fits[pos[found]] & np.isfinite(vec).all(axis=1) & np.any(vec != 0, axis=1)
-        bad = found[~usable]
-        if len(bad):
-            yield beam.pvalue.TaggedOutput(REJECTED, invalid_rejects(rows.take(pa.array(bad)), emb, pos[bad], self.dim))
-        good = found[usable]
-        for start in range(0, len(good), NODE_BATCH_ROWS):
-            part = good[start:start + NODE_BATCH_ROWS]
-            yield NodeBatch(rows.take(pa.array(part)), vectors[pos[part]], uid_keys([uids[i] for i in part]))
+        if not len(found):
+            return
+        slice_of = at.column("slice").to_numpy()[pos[found]]
+        row_of = at.column("row").to_numpy()[pos[found]]
+        keys = keys[found]
+        order = np.lexsort((row_of, slice_of))
+        for index in np.split(order, np.flatnonzero(np.diff(slice_of[order])) + 1):
+            for start in range(0, len(index), PIECE_ROWS):
+                part = index[start:start + PIECE_ROWS]
+                yield int(slice_of[part[0]]), (rows.take(pa.array(found[part])), row_of[part], keys[part])
 
 
-def invalid_rejects(rows: pa.Table, emb: pa.Table, pos: np.ndarray, dim: int) -> pa.Table:
+def read_nodes(slices: list[Slice], element, dim: int) -> tuple[NodeBatch | None, pa.Table | None]:
+    """(slice, the rows located in it) -> (a NodeBatch of those with a usable embedding, in
+    their order in the slice, or None; the rejects of those whose embedding is unusable, or
+    None). The vectors are read from the slice here."""
+    index, pieces = element
+    pieces = list(pieces)
+    at = np.concatenate([p[1] for p in pieces])
+    order = np.argsort(at, kind="stable")
+    rows = pa.concat_tables([p[0] for p in pieces], promote_options="default").take(pa.array(order))
+    at, keys = at[order], np.concatenate([p[2] for p in pieces])[order]
+    column = slices[index].read("image_embedding")
+    vectors, fits = vector_matrix(column, dim)
+    vectors = vectors[at]
+    usable = fits[at] & usable_rows(vectors)
+    bad = np.flatnonzero(~usable)
+    rejects = invalid_rejects(rows.take(pa.array(bad)), column, at[bad], dim) if len(bad) else None
+    good = np.flatnonzero(usable)
+    if not len(good):
+        return None, rejects
+    if len(bad):
+        rows, vectors, keys = rows.take(pa.array(good)), vectors[good], keys[good]
+    return NodeBatch(rows, vectors, keys, f"{index:06d}"), rejects
+
+
+class ReadVectors(beam.DoFn):
+    """(slice, the rows located in it) -> their NodeBatch; rows with an unusable embedding are
+    left out (the step that judges the nodes rejects them: NodesDoFn)."""
+
+    def __init__(self, slices: list[Slice], dim: int):
+        self.slices, self.dim = slices, dim
+
+    def process(self, element):
+        batch, _ = read_nodes(self.slices, element, self.dim)
+        if batch is not None:
+            yield batch
+
+
+class NodesDoFn(beam.DoFn):
+    """A step over the nodes that reads them itself: (slice, the rows located in it) ->
+    process_nodes(NodeBatch, *side inputs), and REJECTED tables for unusable embeddings. Reading
+    here rather than in a step before it keeps the vectors from crossing a step boundary (this
+    step waits for the model, so the runner could not fuse the two)."""
+
+    def __init__(self, slices: list[Slice], dim: int):
+        self.slices, self.dim = slices, dim
+
+    def process(self, element, *side):
+        batch, rejects = read_nodes(self.slices, element, self.dim)
+        if rejects is not None:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejects)
+        if batch is not None:
+            yield from self.process_nodes(batch, *side)
+
+    def process_nodes(self, batch: NodeBatch, *side):
+        raise NotImplementedError
+
+
+def invalid_rejects(rows: pa.Table, column: pa.ChunkedArray, pos: np.ndarray, dim: int) -> pa.Table:
     """`invalid_embedding` rejects, each saying what is wrong with its embedding."""
     out = []
-    column = emb.column("image_embedding")
     for row, p in zip(rows.to_pylist(), pos.tolist()):
         value = column[p].as_py()
         vector = np.asarray(value, dtype=np.float32) if value is not None else None
@@ -200,22 +299,24 @@ def read_tables(p: beam.Pipeline, files: list[str], label: str, columns: list[st
               | f"{label}/Read" >> beam.io.ReadAllFromParquetBatched(columns=columns))
 
 
-class JoinEmbeddings(beam.PTransform):
-    """Kept row tables + the score stage's embeddings -> {NODES, REJECTED, MISSING}."""
+class LocateEmbeddings(beam.PTransform):
+    """Kept row tables -> {LOCATED: (slice, [pieces of rows saved there]), MISSING}; the
+    vectors are read from LOCATED by ReadVectors and NodesDoFn steps."""
 
-    def __init__(self, files: list[str], dim: int, buckets: int):
+    def __init__(self, slices: list[Slice], buckets: int):
         super().__init__()
-        self.files, self.dim, self.buckets = files, dim, buckets
+        self.slices, self.buckets = slices, buckets
 
     def expand(self, row_tables):
-        emb = (read_tables(row_tables.pipeline, self.files, "ReadEmbeddings", ["uid", "image_embedding"])
-               | "SplitEmbeddings" >> beam.FlatMap(split_by_bucket, self.buckets, "emb"))
+        places = (row_tables.pipeline
+                  | "Slices" >> beam.Create(range(len(self.slices)))
+                  | "SliceUids" >> beam.FlatMap(slice_uids, self.slices, self.buckets))
         rows = row_tables | "SplitRows" >> beam.FlatMap(split_by_bucket, self.buckets, "row")
-        outs = ((rows, emb)
-                | "RowsAndEmbeddings" >> beam.Flatten()
+        outs = ((rows, places)
+                | "RowsAndPlaces" >> beam.Flatten()
                 | "GroupByBucket" >> beam.GroupByKey()
-                | "Join" >> beam.ParDo(JoinBucket(self.dim)).with_outputs(REJECTED, MISSING, main=NODES))
-        return {NODES: outs[NODES], REJECTED: outs[REJECTED], MISSING: outs[MISSING]}
+                | "Locate" >> beam.ParDo(LocateRows()).with_outputs(MISSING, main=LOCATED))
+        return {LOCATED: outs[LOCATED] | "GroupBySlice" >> beam.GroupByKey(), MISSING: outs[MISSING]}
 
 
 def _merge_missing(found: Iterable[dict[str, Any]]) -> dict[str, Any]:

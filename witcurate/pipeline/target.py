@@ -1,10 +1,11 @@
 """The target stage: DataComp's image-based filter on the image embeddings the score stage saved.
 
-    rows + embeddings --JoinEmbeddings--> nodes (invalid embeddings -> rejects)
-    nodes --sample--> k-means fit (one worker, a bounded sample) --> ClusterModel
+    rows --LocateEmbeddings--> (slice, rows saved there)          (rows without one -> missing)
+    located --ReadVectors--> sample --> k-means fit (one worker, a bounded sample) --> ClusterModel
     target embeddings (chunks) --TargetStats per chunk--> merged --> ClusterChoice (side input)
-    node batches --Judge--> nearest centroid kept, or an `off_target_cluster` reject
-                              naming the cluster and its distance to the target set
+    located --Judge: the slice's vectors read (invalid embeddings -> rejects)-->
+              nearest centroid kept, or an `off_target_cluster` reject naming the cluster and
+              its distance to the target set
 
 No grouping by cluster is needed: a pair's fate is its cluster's, decided once from the
 centroids and the target set. The clusters, their distances, target votes and verdicts are
@@ -24,13 +25,12 @@ from witcurate.config import Config
 from witcurate.errors import InputError
 from witcurate.filters import target as rules
 from witcurate.pipeline import fs
-from witcurate.filters.kmeans import normalise
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, read_json_lines, rejected, run_pipeline
-from witcurate.pipeline.embedding_fit import (FitClusters, WriteTableOutputs, model_lines, pass_everything,
-                                               read_model_summary, side_tables)
-from witcurate.pipeline.embeddings import (MISSING, NODES, JoinEmbeddings, NodeBatch, bucket_count,
-                                           check_missing, clear_side_files, embedding_files,
-                                           missing_lines, note_clusters, pool_dim, read_tables)
+from witcurate.pipeline.embedding_fit import (FitClusters, WriteTableOutputs, located_and_model, model_lines,
+                                               pass_everything, read_model_summary, side_tables)
+from witcurate.pipeline.embeddings import (NodeBatch, NodesDoFn, bucket_count, check_missing, clear_side_files,
+                                           embedding_files, embedding_slices, missing_lines, note_clusters,
+                                           pool_dim, read_tables)
 from witcurate.pipeline.runner import StageContext, StageResult, load_manifest
 from witcurate.pipeline.score import RUN_SCORER
 from witcurate.pipeline.stages import BaseStage, Option, last_run, stage_dir
@@ -42,11 +42,11 @@ TARGET_EMBEDDINGS = "target_embeddings.npy"
 CLUSTERS_FILE = "clusters.json"
 
 
-class Judge(beam.DoFn):
-    """A NodeBatch -> its rows in kept clusters (a table), and `off_target_cluster` rejects."""
+class Judge(NodesDoFn):
+    """A slice's nodes -> their rows in kept clusters (a table), and `off_target_cluster` rejects."""
 
-    def process(self, batch: NodeBatch, model, choice):
-        top, _, _ = model.assign(normalise(batch.vectors))
+    def process_nodes(self, batch: NodeBatch, model, choice):
+        top, _, _ = model.assign(batch.vectors, cosines=False)
         kept = np.array([choice.kept[c] for c in top.tolist()], dtype=bool)
         yield batch.rows.filter(pa.array(kept))
         if not kept.all():
@@ -136,16 +136,16 @@ class TargetStage(BaseStage):
         ctx.progress(f"[target] target set: {facts['usable']} usable embeddings of {facts['rows']}")
         note_clusters(ctx, "target", cfg.clusters)
         buckets = bucket_count(ctx.input("in"), ctx.input("score"))
-        joined = rows | "Embeddings" >> JoinEmbeddings(files, dim, buckets)
-        model = joined[NODES] | "Fit" >> FitClusters(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
+        slices = embedding_slices(files)
+        fit = FitClusters(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
+        located, model, missing = located_and_model(rows, slices, dim, buckets, fit)
         choice = p | "TargetSet" >> beam.Create([targets]) | "Clusters" >> ChooseClusters(model, cfg.keep_fraction)
-        decided = (joined[NODES]
-                   | "Judge" >> beam.ParDo(Judge(), beam.pvalue.AsSingleton(model),
+        decided = (located
+                   | "Judge" >> beam.ParDo(Judge(slices, dim), beam.pvalue.AsSingleton(model),
                                            beam.pvalue.AsSingleton(choice)).with_outputs(REJECTED, main=KEPT))
-        rejects = (joined[REJECTED], decided[REJECTED]) | "AllRejects" >> beam.Flatten()
-        side = {"missing": missing_lines(joined[MISSING]), "model": model_lines(model),
+        side = {"missing": missing_lines(missing), "model": model_lines(model),
                 "clusters": choice | "ClustersJson" >> beam.Map(choice_json)}
-        ({KEPT: decided[KEPT], REJECTED: rejects, **side}
+        ({KEPT: decided[KEPT], REJECTED: decided[REJECTED], **side}
          | "Write" >> WriteTableOutputs(ctx.tmp_dir, schemas.SCORED, side_tables(ctx.work_dir, *side)))
         run_pipeline(p)
 
