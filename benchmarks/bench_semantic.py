@@ -6,10 +6,12 @@ re-renders of one scene, cosine ~0.97), the rest clean; made once per process, n
 Ours, in two forms:
   * the stage's path without Beam: `semdedup`'s k-means fit on a 100,000-vector sample
     (fit_model: 100 clusters, split into children where a cluster is expected above 2,000),
-    the assignment of every vector (ClusterModel.assign, in the stage's batches of 4,096) and
-    `resolve_duplicates` inside every (cluster, child) group, as the stage's DoFns run them;
+    the assignment of every vector (ClusterModel.assign, in batches of 50,000, the slices the
+    stage reads) and `resolve_duplicates` inside every (cluster, child) group, as the stage's
+    DoFns run them;
   * the semdedup stage itself through the runner (Beam's local runner, parquet in and out, the
-    join to the rows, the shuffle by cluster) on a score stage directory of the same vectors:
+    join to the rows, the vectors read from the parquet by the fit and by the assignment and
+    spilled once, the rows' shuffle by cluster) on a score stage directory of the same vectors:
     at 100k always, at 1M with WITCURATE_BENCH_SEMANTIC_1M=1 (it holds the run in memory).
 Baseline, faiss and numpy only (never witcurate): SemDeDup's recipe with flat clusters of ~1,000:
 faiss.Kmeans (spherical, n/1000 centroids) trained on the same 100,000-vector sample, every
@@ -112,10 +114,10 @@ def ours(x16: np.ndarray, group: np.ndarray) -> dict:
     n = len(x16)
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows = sample_rows(n)
-    model = fit_model((rows.astype(np.uint64), x16[rows]), n, TOP_CLUSTERS, MAX_CLUSTER, 0, 20)
+    model = fit_model(x16[rows], n, TOP_CLUSTERS, MAX_CLUSTER, 0, 20)
     keys = np.empty(n, dtype=np.int64)
-    for start in range(0, n, 4096):
-        top, child, _ = model.assign(kmeans.normalise(x16[start:start + 4096]))
+    for start in range(0, n, 50_000):
+        top, child, _ = model.assign(x16[start:start + 50_000], cosines=False)
         keys[start:start + len(top)] = top * 1_000_000 + child + 1
     removed = np.zeros(n, dtype=bool)
     order = np.argsort(keys, kind="stable")

@@ -88,9 +88,9 @@ def test_located_rows_read_their_vectors_and_every_row_is_routed(tmp_path):
             lambda t: [(r["uid"], r["reason"], r["detail"]) for r in t.to_pylist()]),
             equal_to([("c", INVALID_EMBEDDING, "embedding holds NaN or infinite values")]), label="rejects")
         assert_that(outs[emb.MISSING], equal_to([{"count": 1, "examples": ["d"]}]), label="missing")
-        sample = outs[emb.LOCATED] | "Sample" >> beam.ParDo(emb.ReadVectors(slices, 8))
-        assert_that(sample | "SampleUids" >> beam.FlatMap(nodes),
-                    equal_to([("a", (8,), True, "000000"), ("b", (8,), True, "000000")]), label="sample")
+        assert_that(outs[emb.PIECES] | "Places" >> beam.FlatMap(
+            lambda piece: [(u, piece[0], int(at)) for u, at in zip(piece[1][0].column("uid").to_pylist(), piece[1][1])]),
+            equal_to([("a", 0, 0), ("b", 0, 1), ("c", 1, 0)]), label="places")
 
 
 def test_usable_rows_reads_the_bits_as_numpy_reads_the_values():
@@ -124,7 +124,7 @@ def test_the_fit_sample_is_the_smallest_keys_however_the_batches_come():
     for piece in np.split(rng.permutation(1000), cuts):
         acc = combine.create_accumulator()
         for part in np.array_split(piece, 3):
-            acc = combine.add_input(acc, emb.NodeBatch(pa.table({"uid": [""] * len(part)}), vectors[part], keys[part]))
+            acc = combine.add_input(acc, (keys[part], vectors[part]))
         accs.append(acc)
     merged = combine.merge_accumulators([combine.merge_accumulators(accs[:10]), *accs[10:]])
     got_keys, got_vectors = combine.extract_output(merged)
@@ -132,24 +132,34 @@ def test_the_fit_sample_is_the_smallest_keys_however_the_batches_come():
     assert combine.extract_output(combine.create_accumulator()) is None
 
 
-def test_the_combine_fits_on_the_sample_and_counts_every_node():
-    # The combine's output is the fitted model: the same as fitting the smallest-key sample
-    # directly, with the total (for splitting large clusters) counted over all nodes.
-    from witcurate.pipeline.embedding_fit import FitOnSample, fit_model
+def test_the_combine_fits_on_the_sample_it_reads_and_counts_every_row(tmp_path):
+    # Only the located rows' keys and places pass through the combine; its output is the model
+    # fitted on the smallest-key sample's vectors, read from their slices (an unusable one left
+    # out), with the total (for splitting large clusters) counted over every located row.
+    from witcurate.pipeline.embedding_fit import FitOnSample, KMeansSettings, fit_model
     rng = np.random.default_rng(4)
     keys = rng.permutation(np.arange(600, dtype=np.uint64) * 104729)
-    vectors = rng.normal(size=(600, 8)).astype(np.float16)
-    fit = FitOnSample(clusters=4, sample=200, max_size=100, seed=0, niter=5)
+    vectors = unit(rng.normal(size=(600, 8))).astype(np.float16)
+    bad = int(np.argsort(keys)[3])
+    vectors[bad] = np.nan
+    pq.write_table(embeddings_table([f"u{i}" for i in range(600)], vectors), tmp_path / "e.parquet",
+                   row_group_size=150)
+    slices = emb.embedding_slices([str(tmp_path / "e.parquet")])
+    fit = FitOnSample(slices, 8, KMeansSettings(clusters=4, sample=200, max_size=100, seed=0, niter=5))
     accs = []
     for part in np.array_split(rng.permutation(600), 7):
-        accs.append(fit.add_input(fit.create_accumulator(),
-                                  emb.NodeBatch(pa.table({"uid": [""] * len(part)}), vectors[part], keys[part])))
+        acc = fit.create_accumulator()
+        for index in range(len(slices)):
+            mine = part[part // 150 == index]
+            if len(mine):
+                acc = fit.add_input(acc, (index, (None, (mine % 150).astype(np.int32), keys[mine])))
+        accs.append(acc)
     total, pieces = fit.merge_accumulators(iter(accs))
     assert total == 600
     model = fit.extract_output((total, pieces))
-    order = np.argsort(keys)[:200]
-    expected = fit_model((keys[order], vectors[order]), 600, 4, 100, 0, 5)
-    assert model.sample_size == 200 and model.children            # 600 / 4 clusters > 100: split
+    order = [i for i in np.argsort(keys)[:200].tolist() if i != bad]
+    expected = fit_model(vectors[order], 600, 4, 100, 0, 5)
+    assert model.sample_size == 199 and model.children            # 600 / 4 clusters > 100: split
     assert np.array_equal(model.centroids, expected.centroids)
     assert model.children.keys() == expected.children.keys()
     assert fit.extract_output(fit.create_accumulator()).k == 0    # an empty pool: an empty model

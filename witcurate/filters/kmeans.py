@@ -37,14 +37,18 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     x = np.array(vectors, dtype=np.float32)         # a copy: the caller's array is left alone
     norms = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
     scalable = norms > 0
+    if scalable.all():                               # the usual case: one pass, no masks
+        x /= norms
+        return x
     np.divide(x, norms, out=x, where=scalable)
     np.copyto(x, 0.0, where=~scalable)               # a zero (or NaN) row becomes zeros
     return x
 
 
-def fit_kmeans(vectors: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np.ndarray:
-    """Spherical k-means centroids (min(k, n) of them, unit length, float32) of `vectors`."""
-    x = np.ascontiguousarray(normalise(vectors))
+def fit_kmeans(vectors: np.ndarray, k: int, seed: int = 0, niter: int = 20, unit: bool = False) -> np.ndarray:
+    """Spherical k-means centroids (min(k, n) of them, unit length, float32) of `vectors`
+    (`unit`: they already are normalise()'s float32 unit rows, and are not copied again)."""
+    x = np.ascontiguousarray(vectors if unit else normalise(vectors))
     n, d = x.shape
     if n == 0:
         raise ValueError("k-means needs at least one vector")
@@ -134,7 +138,7 @@ def split_large_clusters(model: ClusterModel, sample: np.ndarray, total: int, ma
     half of `max_size` (headroom for the estimate's error)."""
     if len(sample) == 0 or total <= max_size:
         return model
-    top, _ = nearest(sample, model.centroids)
+    top, _ = nearest(sample, model.centroids, cosines=False)
     counts = np.bincount(top, minlength=model.k)
     children = {}
     for cluster in np.flatnonzero(counts * total / len(sample) > max_size).tolist():

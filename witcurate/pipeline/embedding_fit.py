@@ -11,6 +11,7 @@ assignment uses.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -21,21 +22,22 @@ from witcurate import schemas
 from witcurate.filters import kmeans
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, beam_path, read_json_lines, run_pipeline
-from witcurate.pipeline.embeddings import LOCATED, MISSING, LocateEmbeddings, ReadVectors, Slice
+from witcurate.pipeline.embeddings import (LOCATED, MISSING, PIECES, LocateEmbeddings, Slice, usable_rows,
+                                           vector_matrix)
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.table_sink import Table, json_lines_table
 
 
-def _smallest(keys: np.ndarray, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _smallest(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(keys, kind="stable")[:n]
-    return keys[order], vectors[order]
+    return keys[order], values[order]
 
 
 class SmallestKeys(beam.CombineFn):
-    """(keys, vectors) of node batches -> the n with the smallest keys, in key order.
+    """(keys, values) pieces -> the n values with the smallest keys, in key order, with their keys.
 
-    The accumulator is a list of (keys, vectors) pieces, cut down to the n smallest only when it
-    holds more than 2n: selecting after every batch copied the whole sample once per batch."""
+    The accumulator is a list of pieces, cut down to the n smallest only when it holds more
+    than 2n: selecting after every piece copied the whole selection once per piece."""
 
     def __init__(self, n: int):
         self.n = n
@@ -49,8 +51,8 @@ class SmallestKeys(beam.CombineFn):
     def _bounded(self, pieces):
         return pieces if sum(len(k) for k, _ in pieces) <= 2 * self.n else [self._select(pieces)]
 
-    def add_input(self, acc, batch):
-        return self._bounded(acc + [(batch.keys, batch.vectors)]) if len(batch) else acc
+    def add_input(self, acc, piece):
+        return self._bounded(acc + [piece]) if len(piece[0]) else acc
 
     def merge_accumulators(self, accs):
         return self._bounded([piece for acc in accs for piece in acc])
@@ -59,36 +61,54 @@ class SmallestKeys(beam.CombineFn):
         return self._select(acc) if acc else None
 
 
-def fit_model(sample: tuple[np.ndarray, np.ndarray] | None, total: int, clusters: int,
-              max_size: int, seed: int, niter: int) -> kmeans.ClusterModel:
-    """The ClusterModel of the sample: min(clusters, sample) centroids, and children for the
-    clusters expected to exceed max_size among the `total` vectors to assign."""
-    if sample is None or not len(sample[0]):
+def fit_model(sample: np.ndarray | None, total: int, clusters: int, max_size: int, seed: int,
+              niter: int) -> kmeans.ClusterModel:
+    """The ClusterModel of the sample vectors: min(clusters, sample) centroids, and children for
+    the clusters expected to exceed max_size among the `total` vectors to assign."""
+    if sample is None or not len(sample):
         return kmeans.ClusterModel(np.zeros((0, 0), dtype=np.float32), {}, 0)
-    vectors = kmeans.normalise(sample[1])
-    model = kmeans.ClusterModel(kmeans.fit_kmeans(vectors, clusters, seed, niter), {}, len(vectors))
+    vectors = kmeans.normalise(sample)
+    model = kmeans.ClusterModel(kmeans.fit_kmeans(vectors, clusters, seed, niter, unit=True), {}, len(vectors))
     return kmeans.split_large_clusters(model, vectors, total, max_size, seed, niter)
 
 
+def read_sample(slices: list[Slice], places: np.ndarray, dim: int) -> np.ndarray:
+    """The usable vectors at `places` ((slice, row) pairs), in that order, read slice by slice;
+    an unusable embedding is left out (the assigning step rejects it)."""
+    out = np.zeros((len(places), dim), dtype=np.float16)
+    fits = np.zeros(len(places), dtype=bool)
+    order = np.argsort(places[:, 0], kind="stable")
+    for index in np.split(order, np.flatnonzero(np.diff(places[order, 0])) + 1):
+        if len(index):
+            vectors, fit = vector_matrix(slices[int(places[index[0], 0])].read("image_embedding"), dim)
+            rows = places[index, 1]
+            out[index], fits[index] = vectors[rows], fit[rows]
+    return out[fits & usable_rows(out)]
+
+
 class FitOnSample(beam.CombineFn):
-    """NodeBatches -> the ClusterModel fitted on the `sample` smallest-key vectors among them.
+    """Located pieces (embeddings.LocateRows) -> the ClusterModel fitted on the vectors of the
+    `sample` located rows with the smallest uid hashes.
 
-    The fit runs in extract_output, where the sample already is: the combine's result is then
-    the model (kilobytes), not the sample (100 MB at 100,000 512-d vectors), which a global
-    combine would otherwise move twice more through the runner (its default-value side input
-    and the step after it). The accumulator also counts every node, the `total` the split of
-    large clusters needs, so no second pass over the nodes counts them."""
+    Only the sample's places ((slice, row), 16 bytes each) pass through the combine; its
+    vectors are read from their slices in extract_output, where the fit runs. What leaves the
+    combine is then the model (kilobytes): neither the vectors of every batch nor the 100 MB
+    sample are pickled across the runner's steps. The accumulator also counts every located
+    row, the `total` the split of large clusters needs. A sample row whose embedding is
+    unusable is left out of the fit, so the sample can be that much smaller than `sample`."""
 
-    def __init__(self, clusters: int, sample: int, max_size: int, seed: int, niter: int):
-        self.smallest = SmallestKeys(sample)
-        self.clusters, self.max_size, self.seed, self.niter = clusters, max_size, seed, niter
+    def __init__(self, slices: list[Slice], dim: int, settings: KMeansSettings):
+        self.smallest = SmallestKeys(settings.sample)
+        self.slices, self.dim, self.settings = slices, dim, settings
 
     def create_accumulator(self):
         return 0, self.smallest.create_accumulator()
 
-    def add_input(self, acc, batch):
+    def add_input(self, acc, located):
         total, pieces = acc
-        return total + len(batch), self.smallest.add_input(pieces, batch)
+        index, (_, at, keys) = located
+        places = np.column_stack([np.full(len(at), index, dtype=np.int64), at.astype(np.int64)])
+        return total + len(keys), self.smallest.add_input(pieces, (keys, places))
 
     def merge_accumulators(self, accs):
         accs = list(accs)
@@ -96,19 +116,31 @@ class FitOnSample(beam.CombineFn):
 
     def extract_output(self, acc):
         total, pieces = acc
-        return fit_model(self.smallest.extract_output(pieces), total, self.clusters, self.max_size,
-                         self.seed, self.niter)
+        chosen = self.smallest.extract_output(pieces)
+        sample = read_sample(self.slices, chosen[1], self.dim) if chosen is not None else None
+        k = self.settings
+        return fit_model(sample, total, k.clusters, k.max_size, k.seed, k.niter)
+
+
+@dataclass(frozen=True)
+class KMeansSettings:
+    clusters: int
+    sample: int
+    max_size: int          # clusters expected above it are split (1 << 62: never)
+    seed: int
+    niter: int
 
 
 class FitClusters(beam.PTransform):
-    """NodeBatches -> one ClusterModel fitted on the `sample` vectors with the smallest uid hashes."""
+    """Located pieces -> one ClusterModel fitted on the `sample` vectors with the smallest uid
+    hashes, read from the slices the pieces point into."""
 
-    def __init__(self, clusters: int, sample: int, max_size: int, seed: int, niter: int):
+    def __init__(self, slices: list[Slice], dim: int, settings: KMeansSettings):
         super().__init__()
-        self.fit = FitOnSample(clusters, sample, max_size, seed, niter)
+        self.fit = FitOnSample(slices, dim, settings)
 
-    def expand(self, nodes):
-        return nodes | "SampleAndFit" >> beam.CombineGlobally(self.fit)
+    def expand(self, located):
+        return located | "SampleAndFit" >> beam.CombineGlobally(self.fit)
 
 
 def model_summary(model: kmeans.ClusterModel) -> str:
@@ -173,9 +205,9 @@ def pass_everything(ctx: StageContext, p: beam.Pipeline, rows: beam.PCollection,
     return StageResult(units="pairs", extra={name: {"enabled": False}})
 
 
-def located_and_model(rows, slices: list[Slice], dim: int, buckets: int, fit: FitClusters):
+def located_and_model(rows, slices: list[Slice], dim: int, buckets: int, settings: KMeansSettings):
     """Kept row tables -> (LOCATED: the rows by the slice their embedding is in, for a NodesDoFn;
     the ClusterModel fitted on a sample of them; the MISSING counts)."""
     located = rows | "Embeddings" >> LocateEmbeddings(slices, buckets)
-    model = located[LOCATED] | "ReadSample" >> beam.ParDo(ReadVectors(slices, dim)) | "Fit" >> fit
+    model = located[PIECES] | "Fit" >> FitClusters(slices, dim, settings)
     return located[LOCATED], model, located[MISSING]

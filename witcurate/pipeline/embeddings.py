@@ -11,11 +11,11 @@ do. They are read where they are needed, from the score stage's parquet, one row
         --> NodeBatch (rows with a usable embedding, their float16 vectors and sample keys)
             + rejects (invalid embeddings)
 
-The stages need the vectors twice (the k-means sample, then the assignment, which waits for
-the model), so they read the located slices twice (ReadVectors, then a NodesDoFn) rather than
-have the runner hold and copy them: on
-the local runner every element that crosses a step boundary is pickled and copied, which cost
-more than reading 100 MB of plain-encoded float16 again (measured: benchmarks.md). A bucket holds
+The vectors are read where they are used: the k-means fit reads its sample's from their
+slices, and the step that assigns (a NodesDoFn, which waits for the model) reads the rest. On
+the local runner every element that crosses a step boundary is pickled and copied, and the
+vectors cost more to move that way than to read from the parquet twice (measured:
+docs/benchmarks.md). A bucket holds
 about JOIN_BUCKET_ROWS uids (the bucket count follows the input's size) and a slice is one row
 group (the score stage writes them of at most 64 MB), so no worker holds more. Embeddings of
 pairs the score stage rejected have no row and are dropped in the join. A kept row without an
@@ -53,6 +53,7 @@ JOIN_BUCKET_ROWS = 50_000              # uids per join bucket
 # pages each time.
 PIECE_ROWS = 4096
 LOCATED = "located"
+PIECES = "pieces"
 NODES = "nodes"
 MISSING = "missing"
 
@@ -248,24 +249,11 @@ def read_nodes(slices: list[Slice], element, dim: int) -> tuple[NodeBatch | None
     return NodeBatch(rows, vectors, keys, f"{index:06d}"), rejects
 
 
-class ReadVectors(beam.DoFn):
-    """(slice, the rows located in it) -> their NodeBatch; rows with an unusable embedding are
-    left out (the step that judges the nodes rejects them: NodesDoFn)."""
-
-    def __init__(self, slices: list[Slice], dim: int):
-        self.slices, self.dim = slices, dim
-
-    def process(self, element):
-        batch, _ = read_nodes(self.slices, element, self.dim)
-        if batch is not None:
-            yield batch
-
-
 class NodesDoFn(beam.DoFn):
     """A step over the nodes that reads them itself: (slice, the rows located in it) ->
     process_nodes(NodeBatch, *side inputs), and REJECTED tables for unusable embeddings. Reading
     here rather than in a step before it keeps the vectors from crossing a step boundary (this
-    step waits for the model, so the runner could not fuse the two)."""
+    step waits for the model, so the runner cannot fuse it with one before)."""
 
     def __init__(self, slices: list[Slice], dim: int):
         self.slices, self.dim = slices, dim
@@ -300,8 +288,9 @@ def read_tables(p: beam.Pipeline, files: list[str], label: str, columns: list[st
 
 
 class LocateEmbeddings(beam.PTransform):
-    """Kept row tables -> {LOCATED: (slice, [pieces of rows saved there]), MISSING}; the
-    vectors are read from LOCATED by ReadVectors and NodesDoFn steps."""
+    """Kept row tables -> {LOCATED: (slice, [pieces of rows saved there]), for a NodesDoFn to
+    read; PIECES: the same pieces one by one, before the grouping (the k-means sample takes
+    their keys and places); MISSING}."""
 
     def __init__(self, slices: list[Slice], buckets: int):
         super().__init__()
@@ -316,7 +305,8 @@ class LocateEmbeddings(beam.PTransform):
                 | "RowsAndPlaces" >> beam.Flatten()
                 | "GroupByBucket" >> beam.GroupByKey()
                 | "Locate" >> beam.ParDo(LocateRows()).with_outputs(MISSING, main=LOCATED))
-        return {LOCATED: outs[LOCATED] | "GroupBySlice" >> beam.GroupByKey(), MISSING: outs[MISSING]}
+        return {LOCATED: outs[LOCATED] | "GroupBySlice" >> beam.GroupByKey(), PIECES: outs[LOCATED],
+                MISSING: outs[MISSING]}
 
 
 def _merge_missing(found: Iterable[dict[str, Any]]) -> dict[str, Any]:

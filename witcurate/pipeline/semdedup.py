@@ -39,7 +39,7 @@ from witcurate.filters import kmeans
 from witcurate.filters import semantic_dedup as rules
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, reject, run_pipeline
-from witcurate.pipeline.embedding_fit import (FitClusters, WriteTableOutputs, located_and_model, model_lines,
+from witcurate.pipeline.embedding_fit import (KMeansSettings, WriteTableOutputs, located_and_model, model_lines,
                                                pass_everything, read_model_summary, side_tables)
 from witcurate.pipeline.embeddings import (NODES, NodeBatch, NodesDoFn, Slice, bucket_count, check_missing,
                                            clear_side_files, embedding_files, embedding_slices, missing_lines,
@@ -209,8 +209,8 @@ class SemdedupStage(BaseStage):
         note_clusters(ctx, "semdedup", cfg.clusters)
         buckets = bucket_count(ctx.input("in"), ctx.input("score"))
         slices, dim = embedding_slices(files), pool_dim(files)
-        fit = FitClusters(cfg.clusters, cfg.sample, cfg.max_cluster_size, cfg.seed, cfg.niter)
-        located, model, missing = located_and_model(rows, slices, dim, buckets, fit)
+        settings = KMeansSettings(cfg.clusters, cfg.sample, cfg.max_cluster_size, cfg.seed, cfg.niter)
+        located, model, missing = located_and_model(rows, slices, dim, buckets, settings)
         nodes = located | "Assign" >> beam.ParDo(AssignClusters(slices, dim, spill), beam.pvalue.AsSingleton(model)
                                                  ).with_outputs(REJECTED, main=NODES)
         decided = (nodes[NODES]

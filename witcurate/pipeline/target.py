@@ -26,7 +26,7 @@ from witcurate.errors import InputError
 from witcurate.filters import target as rules
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, read_json_lines, rejected, run_pipeline
-from witcurate.pipeline.embedding_fit import (FitClusters, WriteTableOutputs, located_and_model, model_lines,
+from witcurate.pipeline.embedding_fit import (KMeansSettings, WriteTableOutputs, located_and_model, model_lines,
                                                pass_everything, read_model_summary, side_tables)
 from witcurate.pipeline.embeddings import (NodeBatch, NodesDoFn, bucket_count, check_missing, clear_side_files,
                                            embedding_files, embedding_slices, missing_lines, note_clusters,
@@ -137,8 +137,8 @@ class TargetStage(BaseStage):
         note_clusters(ctx, "target", cfg.clusters)
         buckets = bucket_count(ctx.input("in"), ctx.input("score"))
         slices = embedding_slices(files)
-        fit = FitClusters(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
-        located, model, missing = located_and_model(rows, slices, dim, buckets, fit)
+        settings = KMeansSettings(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
+        located, model, missing = located_and_model(rows, slices, dim, buckets, settings)
         choice = p | "TargetSet" >> beam.Create([targets]) | "Clusters" >> ChooseClusters(model, cfg.keep_fraction)
         decided = (located
                    | "Judge" >> beam.ParDo(Judge(slices, dim), beam.pvalue.AsSingleton(model),
