@@ -86,7 +86,7 @@ def replay_clusters(uids: list[str], vectors: np.ndarray, section: dict[str, Any
     """(cluster key per vector, the model) as the stage fits and assigns them."""
     keys = np.array([kmeans.sample_key(u) for u in uids], dtype=np.uint64)
     order = np.argsort(keys, kind="stable")[:int(section["sample"])]
-    model = fit_model((keys[order], vectors[order]), len(vectors), int(section["clusters"]), max_size,
+    model = fit_model(vectors[order], len(vectors), int(section["clusters"]), max_size,
                       int(section.get("seed", 0)), int(section.get("niter", 20)))
     top, child, _ = model.assign(kmeans.normalise(vectors))
     return top * (1 + max((len(c) for c in model.children.values()), default=0)) + child + 1, model
