@@ -220,6 +220,21 @@ def test_semdedup_stage_finds_the_planted_groups(dup_world, dup_score, tmp_path)
     assert again.get("skipped") is True
 
 
+def test_a_killed_attempt_s_spill_is_cleared_and_a_landed_stage_leaves_none(dup_world, dup_score, tmp_path):
+    # A killed attempt left a spill file under the name this run's first slice writes, holding
+    # other vectors: the rerun must not read it, and once the stage lands no spill is left.
+    clean = _run("semdedup", DEDUP, dup_score, tmp_path / "clean" / "semdedup")
+    spill = tmp_path / "killed" / ".work-semdedup" / "spill"
+    spill.mkdir(parents=True)
+    (spill / "000000.f16").write_bytes(np.ones((4000, 64), np.float16).tobytes())
+    (spill / "stale-attempt.f16").write_bytes(b"\0" * 128)
+    again = _run("semdedup", DEDUP, dup_score, tmp_path / "killed" / "semdedup")
+    assert again["counts"] == clean["counts"]
+    assert _kept(tmp_path / "killed" / "semdedup") == _kept(tmp_path / "clean" / "semdedup")
+    assert not (tmp_path / "killed" / ".work-semdedup").exists()
+    assert not list((tmp_path / "clean").glob(".work-*"))
+
+
 def test_semdedup_splits_clusters_too_large_for_one_worker(dup_world, dup_score, tmp_path):
     m = _run("semdedup", ["semdedup.clusters=2", "semdedup.sample=5000", "semdedup.threshold=0.9",
                           "semdedup.max_cluster_size=400"], dup_score, tmp_path / "semdedup")
