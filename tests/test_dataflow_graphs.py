@@ -161,6 +161,19 @@ class Fine(beam.DoFn):
         yield x + 1
 
 
+def test_a_pipeline_that_never_runs_leaves_no_temporary_directory():
+    # Beam makes /tmp/beam-pipeline-temp* for every Pipeline and removes it only in run(): a
+    # graph that is only checked, or a stage stopped by bad input before it ran, left one behind.
+    import gc
+    for args in ([], DATAFLOW_ARGS):
+        p = beam_io.make_pipeline(args)
+        temp = Path(p.local_tempdir)
+        assert temp.is_dir()
+        del p
+        gc.collect()
+        assert not temp.exists()
+
+
 def test_check_graph_passes_a_sound_pipeline():
     proto = beam_io.check_graph(_tiny_pipeline(DATAFLOW_ARGS, Fine()))
     assert proto.components.transforms

@@ -4,6 +4,8 @@ applies filters, and the stage outputs' writes."""
 from __future__ import annotations
 
 import json
+import shutil
+import weakref
 from typing import Any, Sequence
 
 import apache_beam as beam
@@ -35,8 +37,17 @@ def make_pipeline(beam_args: list[str] | None = None) -> beam.Pipeline:
     options = PipelineOptions(args, save_main_session=False)
     if not any(a.startswith("--runner") for a in args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-        return beam.Pipeline(runner=FnApiRunner(), options=options)
-    return beam.Pipeline(options=options)
+        return _cleaned_up(beam.Pipeline(runner=FnApiRunner(), options=options))
+    return _cleaned_up(beam.Pipeline(options=options))
+
+
+def _cleaned_up(p: beam.Pipeline) -> beam.Pipeline:
+    """`p`, whose local temporary directory goes when `p` does. Beam makes one per Pipeline
+    (/tmp/beam-pipeline-temp*) and removes it only in run(), so a stage that stops on bad input
+    before running its pipeline, or a graph that is only checked, left an empty directory in
+    /tmp every time."""
+    weakref.finalize(p, shutil.rmtree, p.local_tempdir, ignore_errors=True)
+    return p
 
 
 def runs_in_this_process(beam_args: list[str] | None) -> bool:
