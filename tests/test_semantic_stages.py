@@ -28,7 +28,7 @@ from witcurate.filters.target import OFF_TARGET_CLUSTER
 from witcurate.pipeline import embeddings as emb
 from witcurate.pipeline.beam_io import KEPT, REJECTED
 from witcurate.pipeline.runner import run_stage
-from witcurate.pipeline.semdedup import DedupCluster, Spilled, arrow_bytes, write_vectors
+from witcurate.pipeline.semdedup import DedupCluster, Spilled, write_vectors
 from witcurate.pipeline.stages import get_stage
 from witcurate.pipeline.tables import read_table
 
@@ -168,10 +168,16 @@ def test_the_combine_fits_on_the_sample_it_reads_and_counts_every_row(tmp_path):
 def test_dedup_cluster_keeps_the_best_scored_and_names_it(tmp_path):
     # Each piece's vectors wait in a spill file, at its rows' range there.
     x = unit(np.array([[1.0, 0.0, 0.0], [1.0, 0.02, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
-    write_vectors(str(tmp_path / "a.f16"), x[[3, 0, 2]])
-    write_vectors(str(tmp_path / "b.f16"), x[[1]])
-    pieces = [Spilled(arrow_bytes(_batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]).rows), str(tmp_path / "a.f16"), 1, 3, 3),
-              Spilled(arrow_bytes(_batch(["u1"], [0.7], x[[1]]).rows), str(tmp_path / "b.f16"), 0, 1, 3)]
+    def spill(name, vectors, *row_tables):          # a record batch of rows per group
+        write_vectors(str(tmp_path / f"{name}.f16"), vectors)
+        with pa.ipc.new_file(str(tmp_path / f"{name}.arrow"), schemas.SCORED) as writer:
+            for table in row_tables:
+                writer.write_table(table)
+        return str(tmp_path / name)
+
+    a = spill("a", x[[3, 0, 2]], _batch(["u3"], [0.9], x[[3]]).rows, _batch(["u0", "u2"], [0.3, 0.1], x[[0, 2]]).rows)
+    b = spill("b", x[[1]], _batch(["u1"], [0.7], x[[1]]).rows)
+    pieces = [Spilled(a, 1, 1, 3, 3), Spilled(b, 0, 0, 1, 3)]
     with TestPipeline() as p:
         outs = (p | beam.Create([((5, -1), pieces)])
                   | beam.ParDo(DedupCluster(0.95, 1000)).with_outputs(REJECTED, main=KEPT))
@@ -227,6 +233,7 @@ def test_a_killed_attempt_s_spill_is_cleared_and_a_landed_stage_leaves_none(dup_
     spill = tmp_path / "killed" / ".work-semdedup" / "spill"
     spill.mkdir(parents=True)
     (spill / "000000.f16").write_bytes(np.ones((4000, 64), np.float16).tobytes())
+    (spill / "000000.arrow").write_bytes(b"not the rows")
     (spill / "stale-attempt.f16").write_bytes(b"\0" * 128)
     again = _run("semdedup", DEDUP, dup_score, tmp_path / "killed" / "semdedup")
     assert again["counts"] == clean["counts"]
