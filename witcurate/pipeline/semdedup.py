@@ -2,19 +2,20 @@
 embeddings the score stage saved; the images are never read again.
 
     scored rows --LocateEmbeddings--> (slice, rows saved there)     (rows without one -> missing)
-    located --ReadVectors--> sample --> k-means fit (one worker, a bounded sample) --> ClusterModel
-    located --AssignClusters: the slice's vectors read (invalid embeddings -> rejects), written
-              in (cluster, child) order to a spill file in the work directory-->
-              ((cluster, child), the rows there + where their vectors wait)
-            --GroupByKey--> DedupCluster: the group's vectors read back; cosine >= threshold,
-              connected groups, one survivor (best CLIP score) each; the others ->
+    located pieces --keys and places--> sample --> k-means fit (reads the sample's vectors)
+                                           --> ClusterModel
+    located --AssignClusters: the slice's vectors read (invalid embeddings -> rejects); its
+              vectors and rows written in (cluster, child) order to spill files in the work
+              directory--> ((cluster, child), where that group's share waits)
+            --GroupByKey--> DedupCluster: the group's rows and vectors read back; cosine >=
+              threshold, connected groups, one survivor (best CLIP score) each; the others ->
               `semantic_duplicate` rejects naming it
 
-The vectors go to the cluster that compares them through files, not through the runner's
+Rows and vectors go to the cluster that compares them through files, not through the runner's
 shuffle: a grouping step would pickle and copy every vector several times on the local runner,
-where one write and one read of plain float16 costs a fraction of that (benchmarks.md). The
-rows, a few hundred bytes each, take the shuffle. Spill files live in the stage's work
-directory, which the runner removes once the stage has landed.
+and a slice's share of one cluster is a small table, which pickles 4x slower than Arrow writes
+and reads it (docs/benchmarks.md). Spill files live in the stage's work directory, which the
+runner removes once the stage has landed.
 
 A cluster expected above `max_cluster_size` members was given child centroids when the model
 was fitted, so groups stay near that size; a group that still exceeds it (many identical
