@@ -107,7 +107,7 @@ def test_usable_rows_reads_the_bits_as_numpy_reads_the_values():
 def _batch(uids, scores, vectors) -> emb.NodeBatch:
     rows = pa.Table.from_pylist([scored_row(u, i, s) for i, (u, s) in enumerate(zip(uids, scores))],
                                 schemas.SCORED)
-    return emb.NodeBatch(rows, np.asarray(vectors, np.float16), emb.uid_keys(uids))
+    return emb.NodeBatch(rows, np.asarray(vectors, np.float16))
 
 
 def test_the_fit_sample_is_the_smallest_keys_however_the_batches_come():

@@ -8,16 +8,16 @@ do. They are read where they are needed, from the score stage's parquet, one row
     kept rows (parquet batches) ---------split by uid bucket--/
         --> (slice, rows located in it + their row numbers there) | MISSING (rows without one)
         --GroupByKey(slice)--> read_nodes: the slice's vectors read and taken
-        --> NodeBatch (rows with a usable embedding, their float16 vectors and sample keys)
+        --> NodeBatch (rows with a usable embedding and their float16 vectors)
             + rejects (invalid embeddings)
 
 The vectors are read where they are used: the k-means fit reads its sample's from their
 slices, and the step that assigns (a NodesDoFn, which waits for the model) reads the rest. On
 the local runner every element that crosses a step boundary is pickled and copied, and the
 vectors cost more to move that way than to read from the parquet twice (measured:
-docs/benchmarks.md). A bucket holds
-about JOIN_BUCKET_ROWS uids (the bucket count follows the input's size) and a slice is one row
-group (the score stage writes them of at most 64 MB), so no worker holds more. Embeddings of
+docs/benchmarks.md). A bucket holds about JOIN_BUCKET_ROWS uids (the bucket count follows the
+input's size) and a slice is one row group (the score stage writes them of at most 64 MB), so
+no worker holds more. Embeddings of
 pairs the score stage rejected have no row and are dropped in the join. A kept row without an
 embedding means the score stage's output is incomplete: the stage stops with an error naming it
 (`check_missing`) rather than guess.
@@ -60,11 +60,10 @@ MISSING = "missing"
 
 @dataclass
 class NodeBatch:
-    """Rows with a usable image embedding: the rows (Arrow), their vectors and sample keys.
-    `name` says where the batch came from (its slice), unique within a stage's run."""
+    """Rows with a usable image embedding: the rows (Arrow) and their vectors. `name` says where
+    the batch came from (its slice), unique within a stage's run."""
     rows: pa.Table
     vectors: np.ndarray          # (n, d) float16, L2-normalised by the score stage
-    keys: np.ndarray             # (n,) uint64, kmeans.sample_key of each uid
     name: str = ""
 
     def __len__(self) -> int:
@@ -73,10 +72,6 @@ class NodeBatch:
     @property
     def uids(self) -> list[str]:
         return self.rows.column("uid").to_pylist()
-
-    def take(self, index) -> "NodeBatch":
-        index = np.asarray(index, dtype=np.int64)
-        return NodeBatch(self.rows.take(pa.array(index)), self.vectors[index], self.keys[index], self.name)
 
 
 @dataclass(frozen=True)
@@ -234,7 +229,7 @@ def read_nodes(slices: list[Slice], element, dim: int) -> tuple[NodeBatch | None
     at = np.concatenate([p[1] for p in pieces])
     order = np.argsort(at, kind="stable")
     rows = pa.concat_tables([p[0] for p in pieces], promote_options="default").take(pa.array(order))
-    at, keys = at[order], np.concatenate([p[2] for p in pieces])[order]
+    at = at[order]
     column = slices[index].read("image_embedding")
     vectors, fits = vector_matrix(column, dim)
     vectors = vectors[at]
@@ -245,8 +240,8 @@ def read_nodes(slices: list[Slice], element, dim: int) -> tuple[NodeBatch | None
     if not len(good):
         return None, rejects
     if len(bad):
-        rows, vectors, keys = rows.take(pa.array(good)), vectors[good], keys[good]
-    return NodeBatch(rows, vectors, keys, f"{index:06d}"), rejects
+        rows, vectors = rows.take(pa.array(good)), vectors[good]
+    return NodeBatch(rows, vectors, f"{index:06d}"), rejects
 
 
 class NodesDoFn(beam.DoFn):
