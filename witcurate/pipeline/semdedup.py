@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -76,27 +77,28 @@ class SpillReader:
     MAX_OPEN = 64
 
     def __init__(self):
-        self.vector_files: dict[str, object] = {}
-        self.row_files: dict[str, pa.ipc.RecordBatchFileReader] = {}
+        # path -> (its vectors file, its rows file, a reader over the rows file)
+        self.opened: dict[str, tuple[Any, Any, pa.ipc.RecordBatchFileReader]] = {}
 
     def _opened(self, path: str):
-        if path not in self.vector_files:
-            if len(self.vector_files) >= self.MAX_OPEN:
+        if path not in self.opened:
+            if len(self.opened) >= self.MAX_OPEN:
                 self.close()
-            self.vector_files[path] = fs.open_file(path + ".f16")
-            self.row_files[path] = pa.ipc.open_file(fs.open_file(path + ".arrow"))
-        return self.vector_files[path], self.row_files[path]
+            vectors, rows = fs.open_file(path + ".f16"), fs.open_file(path + ".arrow")
+            self.opened[path] = (vectors, rows, pa.ipc.open_file(rows))
+        return self.opened[path]
 
     def read(self, piece: Spilled) -> tuple[pa.RecordBatch, np.ndarray]:
-        vectors, rows = self._opened(piece.path)
+        vectors, _, rows = self._opened(piece.path)
         vectors.seek(piece.start * piece.dim * 2)
         data = vectors.read((piece.stop - piece.start) * piece.dim * 2)
         return rows.get_batch(piece.batch), np.frombuffer(data, dtype=np.float16).reshape(-1, piece.dim)
 
     def close(self) -> None:
-        for f in self.vector_files.values():
-            f.close()
-        self.vector_files, self.row_files = {}, {}
+        for vectors, rows, _ in self.opened.values():
+            vectors.close()
+            rows.close()
+        self.opened = {}
 
 
 class AssignClusters(NodesDoFn):
