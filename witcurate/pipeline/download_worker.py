@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -161,17 +162,32 @@ def _started() -> bool:
 def _check_started(pool) -> None:
     """multiprocessing.Pool replaces a worker that dies at start-up with another one, forever and
     silently: the download would hang. The usual cause is a script that starts a download
-    without an `if __name__ == "__main__":` guard, so every new worker runs it again."""
+    without an `if __name__ == "__main__":` guard, so every new worker runs it again (and
+    multiprocessing's own check stops it there). No worker takes a task before this probe, so
+    a worker replaced while it waits died starting: that fails at once, not after the timeout."""
     timeout = float(os.environ.get(STARTUP_TIMEOUT_ENV, "300"))
-    try:
-        pool.apply_async(_started).get(timeout=timeout)
-    except multiprocessing.TimeoutError:
-        pool.terminate()
-        raise RuntimeError(
-            f"no download worker process started within {timeout:.0f} s (their errors are on "
-            "stderr). If you call witcurate from a Python script, put the call under "
-            "`if __name__ == \"__main__\":`: each new worker process imports the script "
-            "again.") from None
+    first = _workers(pool)          # held, so that no new worker can take a freed one's id
+    probe = pool.apply_async(_started)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe.get(timeout=0.2)
+            return
+        except multiprocessing.TimeoutError:
+            pass
+        replaced = any(all(p is not q for q in first) for p in _workers(pool))
+        if replaced or time.monotonic() > deadline:
+            pool.terminate()
+            what = ("a download worker process died while starting" if replaced else
+                    f"no download worker process started within {timeout:.0f} s")
+            raise RuntimeError(
+                f"{what} (their errors are on stderr). If you call witcurate from a Python "
+                "script, put the call under `if __name__ == \"__main__\":`: each new worker "
+                "process imports the script again.") from None
+
+
+def _workers(pool) -> list:
+    return list(getattr(pool, "_pool", ()))     # the Pool's live worker processes
 
 
 # A worker is replaced after this many tasks (img2dataset recycles after 5 in a pool of one call).
@@ -185,15 +201,25 @@ _pools_lock = threading.Lock()
 _current = threading.local()
 
 
+# Pools whose workers could not start: the warm-up's failure is the stage's, not tried again.
+_failed: dict[tuple[int, WorkerSettings], RuntimeError] = {}
+
+
 def _pool(processes: int, settings: WorkerSettings):
     key = (processes, settings)
     with _pools_lock:
+        if key in _failed:
+            raise _failed[key]
         pool = _pools.get(key)
         if pool is None:
             pool = _context(settings.max_pixels).Pool(
                 processes, initializer=_init_worker, initargs=(settings,),
                 maxtasksperchild=TASKS_PER_WORKER)
-            _check_started(pool)
+            try:
+                _check_started(pool)
+            except RuntimeError as e:
+                _failed[key] = e
+                raise
             _pools[key] = pool
         return pool
 
@@ -231,8 +257,8 @@ def _context(max_pixels: int):
 
 def warm_pool(processes: int, settings: WorkerSettings) -> None:
     """Start the pool for these settings in a background thread (a no-op when it runs already);
-    a later _pool() call for the same settings waits for it and reuses it. A pool that fails to
-    start is left for that call to report."""
+    a later _pool() call for the same settings waits for it and reuses it, or raises its failure
+    to start."""
     def start():
         try:
             _pool(processes, settings)
