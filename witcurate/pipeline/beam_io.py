@@ -14,10 +14,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from witcurate.errors import UserError
 from witcurate.filters.base import Drop, RecordFilter, apply_filters
-from witcurate.pipeline import fs
+from witcurate.pipeline import dofn_specs, fs
 from witcurate.pipeline.table_sink import Table, WriteTables, parquet_table
 from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
+
+dofn_specs.install()      # Beam's per-ParDo stateful-DoFn scan, once per kind of DoFn
 
 KEPT = "kept"
 REJECTED = "rejected"
