@@ -83,3 +83,17 @@ def test_a_stateful_pipeline_runs_with_the_memo():
                  | "Plain" >> beam.ParDo(Plain())
                  | "Sum" >> beam.ParDo(Stateful()))
         assert_that(out, equal_to([("a", 4), ("b", 2)]))
+
+
+def test_an_unpickled_copy_finds_the_memo():
+    """The local runner unpickles every DoFn before running it: the copy's callable is a new
+    object with the same signature, and must not cost a second scan."""
+    from apache_beam.internal import pickler
+    # a Map's DoFn, and MapTuple's, which also keeps the argument spec (lists) of its callable
+    for dofn in (CallableWrapperDoFn(lambda x, y=3: x), beam.MapTuple(lambda k, v: (k, v)).fn):
+        dofn_specs.memoised_dofn_specs(dofn)
+        size = len(dofn_specs._memo)
+        copy = pickler.loads(pickler.dumps(dofn))
+        assert copy._fn is not dofn._fn
+        assert dofn_specs.memoised_dofn_specs(copy) == dofn_specs._beam_scan(copy)
+        assert len(dofn_specs._memo) == size, dofn

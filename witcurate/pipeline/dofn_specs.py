@@ -11,10 +11,10 @@ small inputs.
 
 What the scan finds depends only on the DoFn's class and on what an instance puts in place of
 a method: the callable a Map or FlatMap wraps (CallableWrapperDoFn keeps it as `_fn`, with its
-argument spec), or a bound method stored on the instance. `install()` memoises the scan on
-exactly that key and leaves every other DoFn (one whose key cannot be hashed) to Beam's own
-scan; callers get fresh sets, as from Beam. Beam is pinned (docs/pins.md); the memo is installed
-only over the function it was written against.
+argument spec), or a bound method stored on the instance; of a callable, only its signature.
+`install()` memoises the scan on exactly that key and leaves every other DoFn (one whose key
+cannot be hashed) to Beam's own scan; callers get fresh sets, as from Beam. Beam is pinned
+(docs/pins.md); the memo is installed only over the function it was written against.
 """
 
 from __future__ import annotations
@@ -34,9 +34,24 @@ MAX_ENTRIES = 50_000        # a process building pipelines all day keeps a bound
 _SCANNED_ATTRIBUTES = ("_fn", "_fullargspec")
 
 
+def _signature_key(value) -> Any:
+    """What a callable's signature depends on. A plain function is named by its code and its
+    defaults, not its identity: the local runner unpickles every DoFn (and the lambda a Map
+    wraps) into new objects, and those must find the memo too."""
+    if isinstance(value, types.MethodType):
+        return ("method", _signature_key(value.__func__))
+    if (isinstance(value, types.FunctionType) and not hasattr(value, "__wrapped__")
+            and not hasattr(value, "__signature__")):
+        return ("function", value.__code__, value.__defaults__,
+                tuple(sorted((value.__kwdefaults__ or {}).items())))
+    if isinstance(value, (list, tuple)):       # an argument spec: (names, defaults)
+        return tuple(_signature_key(v) for v in value)
+    return value
+
+
 def _key(dofn) -> Any:
     state = getattr(dofn, "__dict__", {})
-    own = tuple((name, value) for name, value in state.items()
+    own = tuple((name, _signature_key(value)) for name, value in state.items()
                 if name in _SCANNED_ATTRIBUTES or isinstance(value, types.MethodType))
     key = (type(dofn), own)
     hash(key)                   # TypeError: left to Beam's scan
