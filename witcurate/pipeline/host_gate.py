@@ -136,11 +136,21 @@ class HostGate:
         while True:
             self._update(host, reserve)
             pause = start[0] - time.time()
-            if pause <= 0:
-                return
-            time.sleep(pause)
-            if self.held_for(host) <= 0:
-                return
+            if pause > 0:
+                time.sleep(pause)
+                if self.held_for(host) > 0:
+                    continue
+            self._started(host)
+            return
+
+    def _started(self, host: str) -> None:
+        """The request starts now: the next one waits `delay` from now, not only from the time
+        reserved. A wake-up that comes late on a loaded machine would otherwise shorten the gap
+        to the next request, whose time was reserved from ours."""
+        if self.delay > 0:
+            def push(next_start: float, held_until: float, now: float) -> tuple[float, float]:
+                return max(next_start, now + self.delay), held_until
+            self._update(host, push)
 
     def _update(self, host: str, change) -> None:
         """Read the host's state, `change(next_start, held_until, now)` it, write it back, all
