@@ -101,6 +101,16 @@ def test_slots_hold_across_processes_and_threads(tmp_path):
     assert _peak(intervals) == 2                  # never more, and the slots were used
 
 
+def _request_starts(gate: HostGate, host: str, n: int) -> list[float]:
+    """When each of n requests to `host`, one after another, was let go."""
+    starts = []
+    for _ in range(n):
+        lease = gate.acquire(host)
+        starts.append(time.time())
+        lease.release()
+    return starts
+
+
 def test_a_late_wake_up_does_not_shorten_the_next_gap(tmp_path, monkeypatch):
     """The second request's sleep ends 50 ms late (a loaded machine): the third still starts
     a full delay after it, not at the time reserved when the second was."""
@@ -110,23 +120,14 @@ def test_a_late_wake_up_does_not_shorten_the_next_gap(tmp_path, monkeypatch):
     def sleep(seconds):
         real_sleep(seconds + (0.05 if late and late.pop() else 0.0))
     monkeypatch.setattr(host_gate.time, "sleep", sleep)
-    gate = HostGate(str(tmp_path), 4, delay=0.1)
-    starts = []
-    for _ in range(3):
-        lease = gate.acquire("h")
-        starts.append(time.time())
-        lease.release()
+    starts = _request_starts(HostGate(str(tmp_path), 4, delay=0.1), "h", 3)
     assert not late                                 # the second request overslept
     assert starts[2] - starts[1] >= 0.099, [b - a for a, b in zip(starts, starts[1:])]
 
 
 def test_delay_spaces_request_starts(tmp_path):
     gate = HostGate(str(tmp_path), 4, delay=0.1)
-    starts = []
-    for _ in range(5):
-        lease = gate.acquire("h")
-        starts.append(time.time())
-        lease.release()
+    starts = _request_starts(gate, "h", 5)
     assert all(b - a >= 0.095 for a, b in zip(starts, starts[1:]))
     lease = gate.acquire("other-host")             # hosts do not share a schedule
     assert time.time() - starts[-1] < 0.09
