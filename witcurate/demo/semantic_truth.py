@@ -89,7 +89,7 @@ def replay_clusters(uids: list[str], vectors: np.ndarray, section: dict[str, Any
     model = fit_model(vectors[order], len(vectors), int(section["clusters"]), max_size,
                       int(section.get("seed", 0)), int(section.get("niter", 20)))
     top, child, _ = model.assign(kmeans.normalise(vectors))
-    return top * (1 + max((len(c) for c in model.children.values()), default=0)) + child + 1, model
+    return model.group_keys(top, child), model
 
 
 # --- semdedup -------------------------------------------------------------------------------------

@@ -128,6 +128,11 @@ class ClusterModel:
                 child[members] = nearest(x[members], subs, cosines=False)[0]
         return top, child, cosine
 
+    def group_keys(self, top: np.ndarray, child: np.ndarray) -> np.ndarray:
+        """One integer per (cluster, child) pair that assign() gave, ordered as the pairs are:
+        the groups the within-cluster comparison runs over."""
+        return top * (1 + max((len(c) for c in self.children.values()), default=0)) + child + 1
+
 
 def split_large_clusters(model: ClusterModel, sample: np.ndarray, total: int, max_size: int,
                          seed: int = 0, niter: int = 20) -> ClusterModel:

@@ -114,7 +114,7 @@ class AssignClusters(NodesDoFn):
 
     def process_nodes(self, batch: NodeBatch, model):
         top, child, _ = model.assign(batch.vectors, cosines=False)
-        key = top * (1 + max((len(c) for c in model.children.values()), default=0)) + child + 1
+        key = model.group_keys(top, child)
         order = np.argsort(key, kind="stable")
         path = fs.join(self.spill_dir, batch.name)
         write_vectors(path + ".f16", batch.vectors[order])
