@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from witcurate.errors import UserError
 from witcurate.filters.base import Drop, RecordFilter, apply_filters
 from witcurate.pipeline import dofn_specs, fs
+from witcurate.pipeline.options_views import ViewCachingOptions
 from witcurate.pipeline.table_sink import Table, WriteTables, parquet_table
 from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
@@ -36,7 +37,7 @@ def make_pipeline(beam_args: list[str] | None = None) -> beam.Pipeline:
     `--direct_num_workers=2 --direct_running_mode=multi_processing` also work here.
     """
     args = list(beam_args or [])
-    options = PipelineOptions(args, save_main_session=False)
+    options = ViewCachingOptions(args, save_main_session=False)
     if not any(a.startswith("--runner") for a in args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
         return _cleaned_up(beam.Pipeline(runner=FnApiRunner(), options=options))
