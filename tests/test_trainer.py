@@ -188,18 +188,21 @@ def test_pruning_keeps_the_newest_steps_by_number(tmp_path):
     assert prune_step_copies(str(tmp_path), keep_last=0) == []
 
 
-def test_resume_continues_the_loss_curve_exactly(shards, tmp_path):
+@pytest.mark.parametrize("instance", [{}, {"instance_weight": 1.0, "instance_views": 8}],
+                         ids=["clip", "clip+instance"])
+def test_resume_continues_the_loss_curve_exactly(shards, tmp_path, instance):
+    """Also with the instance term, whose second views are drawn from the RNG a checkpoint saves."""
     data = str(shards / "{00000..00001}.tar")
     straight, parts = tmp_path / "straight", tmp_path / "parts"
-    train(_args(), data, str(straight), progress=lambda m: None)
+    train(_args(**instance), data, str(straight), progress=lambda m: None)
     # stop mid-epoch (step 8 of 12, in epoch 2), between checkpoints: resume from step 6
-    stopped = train(_args(stop_at_step=8, checkpoint_every=3), data, str(parts), progress=lambda m: None)
+    stopped = train(_args(stop_at_step=8, checkpoint_every=3, **instance), data, str(parts), progress=lambda m: None)
     assert stopped["stopped_early"] and stopped["steps"] == 8
     ckpt = torch.load(parts / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 8
     # make it a crash at step 8: go back to the step-6 checkpoint and the log up to then
     os.replace(parts / "checkpoints" / "step_6.pt", parts / "checkpoint.pt")
-    resumed = train(_args(), data, str(parts), progress=lambda m: None, resume=True)
+    resumed = train(_args(**instance), data, str(parts), progress=lambda m: None, resume=True)
     assert resumed["resumed_from"] == 6 and resumed["steps"] == 12
     a, b = _losses(straight), _losses(parts)
     assert sorted(b) == list(range(1, 13))

@@ -132,6 +132,12 @@ class ScorerSection:
     lr: float = 1e-3
     warmup_steps: int = 20
     device: str = "auto"
+    # A self-supervised image term beside the CLIP loss (SLIP; trainer/instance.py), so that the
+    # image embeddings tell apart scenes that the same caption describes: its weight (0 = plain
+    # CLIP), how many images of a batch get a second view (0 = all), and its temperature.
+    instance_weight: float = 0.0
+    instance_views: int = 0
+    instance_temperature: float = 0.1
 
 
 @dataclass

@@ -35,6 +35,7 @@ AT_LEAST: dict[str, float] = {
     "download.rate_limit_retries": 0, "download.max_host_shards": 1,
     "dedupe.max_hamming": 0, "dedupe.bands": 1,
     "scorer.epochs": 1, "scorer.batch_size": 1, "scorer.warmup_steps": 0,
+    "scorer.instance_weight": 0, "scorer.instance_views": 0,
     "score.batch_size": 1, "score.num_workers": 0,
     "cap.per_query": 1,
     "semdedup.clusters": 1, "semdedup.sample": 1, "semdedup.max_cluster_size": 2,
@@ -49,7 +50,7 @@ AT_LEAST: dict[str, float] = {
 # section.key -> the largest value it may take.
 AT_MOST: dict[str, float] = {"dedupe.max_hamming": 63, "dedupe.bands": 64, "demo.port": 65535}
 # Must be above zero (a rate or factor of 0 means nothing happens).
-ABOVE_ZERO = ("balance.oversample", "scorer.lr", "train.lr")
+ABOVE_ZERO = ("balance.oversample", "scorer.lr", "scorer.instance_temperature", "train.lr")
 ONE_OF: dict[str, tuple[str, ...]] = {
     "download.resize_mode": RESIZE_MODES, "download.encode_format": ENCODE_FORMATS,
     "score.precision": SCORE_PRECISIONS, "train.precision": TRAIN_PRECISIONS,

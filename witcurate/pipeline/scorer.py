@@ -29,6 +29,8 @@ class ScorerStage(BaseStage):
         Option("--epochs", "scorer.epochs", "passes over the trusted set", int),
         Option("--batch-size", "scorer.batch_size", "batch size", int),
         Option("--lr", "scorer.lr", "peak learning rate", float),
+        Option("--instance-weight", "scorer.instance_weight",
+               "weight of the self-supervised image term beside the CLIP loss (0 = plain CLIP)", float),
         Option("--device", "scorer.device", "auto, cpu or cuda"),
     )
 

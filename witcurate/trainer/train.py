@@ -29,6 +29,7 @@ from witcurate.pipeline import fs
 from witcurate.trainer import checkpoint as ckpt
 from witcurate.trainer.data import epoch_batches
 from witcurate.trainer.distributed import DistInfo, barrier
+from witcurate.trainer.instance import augment_views, instance_loss
 from witcurate.trainer.loss import clamp_logit_scale
 from witcurate.trainer.optim import cosine_lr, set_lr
 from witcurate.trainer.setup import TrainState, save_checkpoint, set_up
@@ -56,6 +57,11 @@ class TrainArgs:
     stop_at_step: int = 0            # stop (with a checkpoint) after this step; the schedule still spans all epochs
     max_steps: int = 0               # the run's length in steps, whatever the data size; 0 = epochs x steps per epoch
     eval_dir: str = ""               # zero-shot folder and retrieval tars, evaluated at the end
+    # A self-supervised image term beside the CLIP loss (trainer/instance.py): its weight (0 = off),
+    # how many images of each batch get a second view (0 = all), and its temperature.
+    instance_weight: float = 0.0
+    instance_views: int = 0
+    instance_temperature: float = 0.1
 
     @classmethod
     def from_section(cls, section: Any, **overrides: Any) -> "TrainArgs":
@@ -101,9 +107,17 @@ def _step(state: TrainState, images: torch.Tensor, texts: torch.Tensor, lr: floa
     texts = texts.to(device, non_blocking=True)
     set_lr(optimizer, lr)
     optimizer.zero_grad(set_to_none=True)
+    args, n = state.args, images.shape[0]
+    views = min(n, args.instance_views or n) if args.instance_weight > 0 else 0
+    if views:       # one forward for both, so DDP sees one pass
+        images = torch.cat([images, augment_views(images[:views])])
     with state.autocast():
         out = state.net(images, texts)
-        loss = state.loss_fn(out[0], out[1], out[2])      # image features, text features, logit scale
+        # image features, text features, logit scale
+        loss = state.loss_fn(out[0][:n], out[1], out[2])
+        if views:
+            loss = loss + args.instance_weight * instance_loss(out[0][:views], out[0][n:],
+                                                               args.instance_temperature)
     scaler.scale(loss).backward()
     grad_norm = None
     if state.args.grad_clip > 0:
