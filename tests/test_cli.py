@@ -102,3 +102,25 @@ def test_the_console_script_exits_with_its_code_while_a_daemon_thread_is_inside_
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "terminate called" not in done.stderr
     assert done.returncode == main(["audit", str(tmp_path / "no-run")]) != 0
+
+
+def test_the_console_script_leaves_no_temporary_directory_behind(tmp_path):
+    """wandb (imported by img2dataset and by timm, so by open_clip) makes two temporary
+    directories at import and removes them at exit; the console script's exit skips
+    finalization, but not the exit functions that remove them."""
+    import os
+    import subprocess
+    import sys
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    script = (
+        "import sys, tempfile\n"
+        "kept = tempfile.TemporaryDirectory('-made-at-import')\n"
+        "import wandb\n"
+        "from witcurate.cli import entry\n"
+        f"sys.argv = ['witcurate', 'audit', {str(tmp_path / 'no-run')!r}]\n"
+        "entry()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(temp)})
+    assert done.returncode == 2, done.stderr
+    assert sorted(p.name for p in temp.iterdir()) == []

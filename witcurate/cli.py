@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import contextlib  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -268,11 +269,16 @@ def entry() -> None:
     reproduce it: a daemon thread looping `x @ x` on a torch tensor, then the main thread returns.
     witcurate's own daemon threads (the demo host's servers, the download workers' warm-up)
     never enter those libraries, but Beam and img2dataset keep daemon threads of their own, so
-    the exit skips finalization (tests/test_cli.py holds the case)."""
+    the exit skips finalization (tests/test_cli.py holds the case).
+
+    What finalization would do first still happens: the atexit functions run (as at a normal exit,
+    beside any daemon thread still running), so temporary directories made at import are removed
+    (wandb, which img2dataset and timm import, makes two in the system's temp folder in every
+    process), logging is flushed and multiprocessing reaps its children."""
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    logging.shutdown()
+    atexit._run_exitfuncs()
     os._exit(code)
 
 
