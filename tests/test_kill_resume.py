@@ -6,7 +6,9 @@ from nothing, as a separate process group, and SIGKILLed once inside each stage 
 order: at a random moment within the stage's reference wall time (seed printed; set
 WITCURATE_KILL_SEED to replay one), except download, killed once a shard has finished (its
 DONE.json exists), and score, killed while it writes its output files. Every attempt resumes
-from the last one's leftovers. Each attempt must skip the stages that had landed; the final
+from the last one's leftovers. Each attempt is `witcurate run`, forked from a process that has
+imported its libraries once (cli_zygote.py), in its own session: a kill of its process group
+takes its img2dataset workers with it. Each attempt must skip the stages that had landed; the final
 shards must equal the reference's byte for byte; the audit must pass; no temporary directory
 may remain; and the download shards that had finished before the kill must be reused, not
 fetched again.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from cli_zygote import Zygote
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = "queries,ingest,match,balance,download,dedupe,scorer,score,semdedup,target,cap,shards"
@@ -51,19 +54,15 @@ def _env() -> dict[str, str]:
 class Run:
     """`witcurate run` for one output directory, each attempt its own process group."""
 
-    def __init__(self, out: Path, config_args: list[str], log_dir: Path, timeout: float):
-        self.out, self.config_args, self.log_dir, self.timeout = out, config_args, log_dir, timeout
+    def __init__(self, zygote: Zygote, out: Path, config_args: list[str], log_dir: Path, timeout: float):
+        self.zygote, self.out, self.config_args = zygote, out, config_args
+        self.log_dir, self.timeout = log_dir, timeout
         self.attempts = 0
 
-    def start(self) -> subprocess.Popen:
+    def start(self):
         self.attempts += 1
-        log = open(self.log_dir / f"{self.out.name}-{self.attempts}.log", "wb")
-        args = ["run", "--out", str(self.out), "--stages", STAGES, *self.config_args]
-        proc = subprocess.Popen(_command(args), cwd=REPO, env=_env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        proc.log_path = log.name
-        log.close()
-        return proc
+        log = str(self.log_dir / f"{self.out.name}-{self.attempts}.log")
+        return self.zygote.start(["run", "--out", str(self.out), "--stages", STAGES, *self.config_args], log)
 
     def complete(self) -> str:
         proc = self.start()
@@ -76,7 +75,7 @@ class Run:
         assert rc == 0, f"run exited {rc}:\n{text[-4000:]}"
         return text
 
-    def kill_when(self, ready, what: str, delay: float = 0.0) -> subprocess.Popen:
+    def kill_when(self, ready, what: str, delay: float = 0.0):
         """Start an attempt and SIGKILL its whole process group `delay` s after `ready(proc)` holds."""
         proc = self.start()
         deadline = time.time() + self.timeout
@@ -98,7 +97,7 @@ class Run:
         return proc
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)     # img2dataset's worker processes too
     except ProcessLookupError:
@@ -126,7 +125,7 @@ def _done_shards(out: Path) -> dict[str, dict]:
             for p in (out / ".work-download" / "shards").glob("*/DONE.json")}
 
 
-def _stage_log_says(proc: subprocess.Popen, text: str) -> bool:
+def _stage_log_says(proc, text: str) -> bool:
     return text in Path(proc.log_path).read_text(errors="replace")
 
 
@@ -136,7 +135,12 @@ def test_killed_run_resumes_to_identical_shards(tmp_path, demo_world, demo_run):
     logs, out = tmp_path / "logs", tmp_path / "run"
     logs.mkdir()
     timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * demo_run.reference_seconds())
-    run = Run(out, demo_world.cli_args(), logs, timeout)
+    with Zygote(_env(), logs / "zygote.log") as zygote:
+        _kill_and_resume(Run(zygote, out, demo_world.cli_args(), logs, timeout), demo_run, seed, rng)
+
+
+def _kill_and_resume(run: Run, demo_run, seed: int, rng: random.Random) -> None:
+    out = run.out
 
     # The reference: the shared uninterrupted run of the same world and settings.
     ref = demo_run.out
