@@ -22,7 +22,8 @@ from witcurate.filters import urls
 from witcurate.filters.retry_after import parse_retry_after, plan_backoff
 from witcurate.pipeline import polite_fetch
 from witcurate.pipeline.download_results import decide
-from witcurate.pipeline.host_gate import HostGate, HostHeldOff
+from witcurate.pipeline.host_gate import (GATE_PREFIX, HostGate, HostHeldOff, make_gate_dir,
+                                          remove_orphan_gates)
 
 NOW = 1_700_000_000.0
 UA = "witcurate/test (+https://example.org)"
@@ -166,6 +167,25 @@ def test_a_killed_holder_frees_its_slots(tmp_path):
     start = time.time()
     HostGate(str(tmp_path), 2).acquire("h").release()
     assert time.time() - start < 2
+
+
+def test_a_killed_run_s_gate_goes_with_the_next_shard_and_a_live_one_stays(tmp_path):
+    """A shard's gate directory is named after its process; a run killed mid-shard leaves it,
+    and the next shard made on the machine removes the gates of processes that are gone."""
+    import subprocess
+    import sys
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    orphan = tmp_path / f"{GATE_PREFIX}{int(gone.stdout)}-00003-abcd"
+    (orphan / "slots").mkdir(parents=True)
+    live = tmp_path / f"{GATE_PREFIX}1-00001-abcd"          # pid 1 always runs
+    live.mkdir()
+    other = tmp_path / "witcurate-hosts-notes"             # not a gate: no pid
+    other.mkdir()
+    made = make_gate_dir(7, str(tmp_path))
+    assert os.path.basename(made).startswith(f"{GATE_PREFIX}{os.getpid()}-00007-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, os.path.basename(made)])
+    assert remove_orphan_gates(str(tmp_path)) == []        # this process is alive: its gate stays
 
 
 # --------------------------------------------------------------------------- the opener

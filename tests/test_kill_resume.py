@@ -10,7 +10,7 @@ from the last one's leftovers. Each attempt is `witcurate run`, forked from a pr
 imported its libraries once (cli_zygote.py), in its own session: a kill of its process group
 takes its img2dataset workers with it. Each attempt must skip the stages that had landed; the final
 shards must equal the reference's byte for byte; the audit must pass; no temporary directory
-may remain; and the download shards that had finished before the kill must be reused, not
+may remain, in the run or in the attempts' temporary folder; and the download shards that had finished before the kill must be reused, not
 fetched again.
 
 Each attempt serves the demo image host itself (run.demo=true), so each killed run's host dies
@@ -135,8 +135,12 @@ def test_killed_run_resumes_to_identical_shards(tmp_path, demo_world, demo_run):
     logs, out = tmp_path / "logs", tmp_path / "run"
     logs.mkdir()
     timeout = max(MIN_TIMEOUT, TIMEOUT_FACTOR * demo_run.reference_seconds())
-    with Zygote(_env(), logs / "zygote.log") as zygote:
+    temp = tmp_path / "temp"                    # the attempts' temporary folder (TMPDIR)
+    temp.mkdir()
+    with Zygote({**_env(), "TMPDIR": str(temp)}, logs / "zygote.log") as zygote:
         _kill_and_resume(Run(zygote, out, demo_world.cli_args(), logs, timeout), demo_run, seed, rng)
+    # The killed download's per-host gate went with the next download on the machine.
+    assert sorted(p.name for p in temp.glob("witcurate-hosts-*")) == []
 
 
 def _kill_and_resume(run: Run, demo_run, seed: int, rng: random.Random) -> None:

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 import time
 import uuid
 from typing import Any, Iterator
@@ -38,6 +37,7 @@ from witcurate.pipeline.beam_io import KEPT, REJECTED, reject, rejected
 from witcurate.pipeline.download_results import (DONE, DUPLICATE_UID, decide, final_tar_name,
                                                  read_done, read_results, shard_dir,
                                                  shard_fingerprint, write_parquet)
+from witcurate.pipeline.host_gate import make_gate_dir
 from witcurate.pipeline.hosts import interleave_by_host
 
 log = logging.getLogger("witcurate")
@@ -169,7 +169,7 @@ class DownloadShard(beam.DoFn):
                                   "caption": r.get("caption")} for r in interleave_by_host(safe)],
                       _URL_LIST)
         # The shard's per-host gate lives on this machine's disk, beside its worker processes.
-        gate_dir = tempfile.mkdtemp(prefix=f"witcurate-hosts-{index:05d}-")
+        gate_dir = make_gate_dir(index)
         try:
             self.run_img2dataset(url_list, out_dir, len(safe), gate_dir)
         finally:

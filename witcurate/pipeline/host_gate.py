@@ -22,7 +22,9 @@ import fcntl
 import hashlib
 import os
 import random
+import shutil
 import struct
+import tempfile
 import threading
 import time
 
@@ -165,3 +167,40 @@ class HostGate:
                 os.pwrite(fd, _STATE.pack(*new), 0)
         finally:
             os.close(fd)
+
+
+# --- where a shard's gate lives --------------------------------------------------------------
+
+GATE_PREFIX = "witcurate-hosts-"
+
+
+def make_gate_dir(index: int, parent: str | None = None) -> str:
+    """A fresh local directory for shard `index`'s gate, named after this process
+    (witcurate-hosts-PID-INDEX-XXXX). A run killed mid-shard cannot remove its own: the gates of
+    processes that are gone are removed here first, so a killed run's leftovers go with the
+    next download on the machine."""
+    parent = parent or tempfile.gettempdir()
+    remove_orphan_gates(parent)
+    return tempfile.mkdtemp(prefix=f"{GATE_PREFIX}{os.getpid()}-{index:05d}-", dir=parent)
+
+
+def remove_orphan_gates(parent: str) -> list[str]:
+    """Remove the gate directories under `parent` whose process no longer exists; returns them."""
+    removed = []
+    with os.scandir(parent) as entries:
+        for entry in entries:
+            pid = entry.name[len(GATE_PREFIX):].split("-", 1)[0]
+            if entry.name.startswith(GATE_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:             # another user's process: alive
+        return True
+    return True
