@@ -1,5 +1,6 @@
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,25 @@ def pytest_xdist_make_scheduler(config, log):
             return groups.get(path, path)
 
     return SharedFixtureScheduling(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_folder(tmp_path_factory):
+    """The temp folder of this test process and of every process it starts, inside the session's
+    base temp: what the suite cannot remove itself (Beam's folder of a pipeline built and never
+    run, wandb's folders in worker processes that Beam or a pool ends with a signal) goes with
+    pytest's own clean-up (tmp_path_retention_count) instead of gathering in the system's."""
+    import multiprocessing.util
+    multiprocessing.util.get_temp_dir()     # this process's own stays where its exit removes it
+    folder = str(tmp_path_factory.mktemp("temp"))
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    yield folder
+    tempfile.tempdir = before[1]
+    if before[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before[0]
 
 
 @pytest.fixture
