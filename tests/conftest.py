@@ -8,6 +8,7 @@ import pytest
 from ports import free_port
 from repo_boundary import RepoBoundary
 from shared_demo import DemoRun, DemoWorld, make_run, make_world
+from system_temp import SYSTEM_TEMP  # noqa: F401  (read before the session moves the temp folder)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"     # real-data samples kept in the repo (see their PROVENANCE.md)

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from system_temp import SYSTEM_TEMP
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 def read_only_clone():
     """A copy of the Makefile and pyproject.toml in a folder this test's make cannot write: mode
     0555, and make run as `nobody` when the tests run as root (root writes anywhere)."""
-    base = Path(tempfile.mkdtemp(prefix="witcurate-readonly-"))
+    base = Path(tempfile.mkdtemp(prefix="witcurate-readonly-", dir=SYSTEM_TEMP))   # nobody can reach it
     clone = base / "clone"
     clone.mkdir()
     for name in ("Makefile", "pyproject.toml"):
