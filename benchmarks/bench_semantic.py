@@ -187,6 +187,10 @@ def one(kind: str, n: int) -> dict:
     if kind != "baseline":
         import witcurate.pipeline.embedding_fit  # noqa: F401
         import witcurate.pipeline.semdedup  # noqa: F401
+    if kind == "stage":     # what a stage imports on first use: the local runner, duckdb (digests)
+        import apache_beam.runners.portability.fn_api_runner  # noqa: F401
+        import duckdb  # noqa: F401
+        import pyarrow.dataset  # noqa: F401
     x16, group = make_embeddings(n)
     result = {"baseline": lambda: baseline(x16), "ours": lambda: ours(x16, group),
               "stage": lambda: stage(x16)}[kind]()

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from witcurate import schemas
-from witcurate.pipeline.score import EMBEDDINGS
 from witcurate.pipeline.score_outputs import EMBEDDINGS_PARQUET
+from witcurate.pipeline.score_outputs import embeddings_table as score_embeddings_table
 
 GROUP_SIZES = (2, 2, 2, 3, 3, 4, 5, 8, 20, 50, 200)
 
@@ -110,10 +110,16 @@ def scored_row(uid: str, i: int, score: float) -> dict:
 
 
 def embeddings_table(uids: list[str], vectors: np.ndarray) -> pa.Table:
+    """The score stage's embeddings table (its own writer), the vectors as image and text."""
+    return score_embeddings_table(uids, vectors, vectors)
+
+
+def list_embeddings_table(uids: list[str], vectors: np.ndarray) -> pa.Table:
+    """The same as lists of float16, the layout score stage directories had before the bytes."""
     flat = np.asarray(vectors, dtype=np.float16)
     offsets = np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int32)
     column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.reshape(-1)))
-    return pa.Table.from_arrays([pa.array(uids, pa.string()), column, column], schema=EMBEDDINGS)
+    return pa.table({"uid": pa.array(uids, pa.string()), "image_embedding": column, "text_embedding": column})
 
 
 def write_score_dir(root: Path, uids: list[str], vectors: np.ndarray, scores=None, parts: int = 2,

@@ -8,6 +8,7 @@ import json
 import random
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -74,10 +75,16 @@ def test_a_tables_digest_is_its_rows_whatever_the_parts_and_order(tmp_path):
     assert table_digest([]) == table_digest(_write_parts(str(tmp_path / "empty"), [], 2))
 
 
-def test_float16_embeddings_digest_the_same_on_any_filesystem(tmp_path):
-    from witcurate.pipeline.score import EMBEDDINGS
-    vectors = pa.array([[0.5, -0.25], [1.0, 0.125]], pa.list_(pa.float16()))
-    table = pa.Table.from_arrays([pa.array(["a", "b"]), vectors, vectors], schema=EMBEDDINGS)
+@pytest.mark.parametrize("layout", ["bytes", "list<float16>"])
+def test_float16_embeddings_digest_the_same_on_any_filesystem(tmp_path, layout):
+    """The score stage's embeddings (float16 bytes) and the list layout of older score
+    directories digest the same through duckdb's parquet reader (local) and Arrow (memory://)."""
+    from witcurate.pipeline.score_outputs import embeddings_table
+    values = np.array([[0.5, -0.25], [1.0, 0.125]], dtype=np.float16)
+    table = embeddings_table(["a", "b"], values, values)
+    if layout != "bytes":
+        vectors = pa.array(values.tolist(), pa.list_(pa.float16()))
+        table = pa.table({"uid": ["a", "b"], "image_embedding": vectors, "text_embedding": vectors})
     pq.write_table(table, tmp_path / "part-0.parquet")
     with fsspec.open("memory://content-f16/part-0.parquet", "wb") as f:
         pq.write_table(table, f)

@@ -85,14 +85,13 @@ def _embeddings(root: str) -> str:
     """Image embeddings beside the fake score rows (as the score stage saves them) and a target
     set; returns the target set's path."""
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
+    from witcurate.pipeline.score_outputs import embeddings_table
     from witcurate.pipeline.tables import read_table
     uids = read_table(fs.join(root, "score"), ["uid"]).column("uid").to_pylist()
     vectors = np.random.default_rng(0).normal(size=(len(uids) + 8, 16)).astype(np.float16)
     fs.makedirs(fs.join(root, "score", "embeddings"))
-    column = pa.array([v.tolist() for v in vectors[:len(uids)]], pa.list_(pa.float16()))
-    pq.write_table(pa.table({"uid": uids, "image_embedding": column, "text_embedding": column}),
+    pq.write_table(embeddings_table(uids, vectors[:len(uids)], vectors[:len(uids)]),
                    fs.join(root, "score", "embeddings", "part-00000.parquet"))
     np.save(fs.join(root, "targets.npy"), vectors[len(uids):])
     return fs.join(root, "targets.npy")

@@ -153,6 +153,14 @@ def test_sample_key_is_stable():
     assert kmeans.sample_key("abc") == 0xd8bb14d833d59559          # blake2b-64 of the uid: never changes
 
 
+def test_sample_keys_of_many_uids_are_each_uid_s_sample_key():
+    uids = ["abc", "", "é-ünïcode", "x" * 300] + [f"u{i}" for i in range(1000)]
+    keys = kmeans.sample_keys(uids)
+    assert keys.dtype == np.uint64 and keys.tolist() == [kmeans.sample_key(u) for u in uids]
+    assert keys[0] == 0xd8bb14d833d59559 and keys.max() > 2 ** 63       # the top bit survives
+    assert kmeans.sample_keys([]).shape == (0,)
+
+
 def test_a_cluster_too_large_for_one_worker_is_split():
     rng = np.random.default_rng(1)
     big, small = unit(rng.normal(size=(2, 16)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 
 import apache_beam as beam
@@ -17,7 +18,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 from cli_errors import one_line_error
-from semantic_world import duplicate_world, embeddings_table, scored_row, target_world, unit, write_score_dir
+from semantic_world import (duplicate_world, embeddings_table, list_embeddings_table, scored_row, target_world, unit,
+                            write_score_dir)
 
 from witcurate import schemas
 from witcurate.config import load_config
@@ -30,7 +32,9 @@ from witcurate.pipeline.beam_io import KEPT, REJECTED
 from witcurate.pipeline.runner import run_stage
 from witcurate.pipeline.semdedup import DedupCluster, Spilled, write_vectors
 from witcurate.pipeline.stages import get_stage
+from witcurate.pipeline import target_set
 from witcurate.pipeline.tables import read_table
+from witcurate.schemas.vectors import vector_matrix
 
 MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 DEDUP = ["semdedup.clusters=20", "semdedup.sample=5000", "semdedup.threshold=0.9"]
@@ -251,6 +255,40 @@ def test_semdedup_splits_clusters_too_large_for_one_worker(dup_world, dup_score,
     assert flags[~dup_world.clean()].sum() / dup_world.should_remove() >= 0.9
     labels = {r["detail"].split("cluster ")[1].split(" ")[0] for r in _rejects(tmp_path / "semdedup")}
     assert labels and all("." in label for label in labels)        # "cluster.child": split ones
+
+
+def test_a_score_directory_with_list_embeddings_gives_the_same_result(dup_world, dup_score, tmp_path):
+    """Score directories written before the embeddings became float16 bytes hold lists of float16;
+    the stage reads them to the same vectors, so the same pairs are kept and rejected."""
+    old = tmp_path / "score"
+    shutil.copytree(dup_score, old)
+    for path in sorted((old / "embeddings").glob("*.parquet")):
+        table = pq.read_table(path)
+        vectors, _ = vector_matrix(table.column("image_embedding"), 64)
+        pq.write_table(list_embeddings_table(table.column("uid").to_pylist(), vectors), path)
+    assert pa.types.is_list(pq.read_schema(old / "embeddings" / "part-00000.parquet").field("image_embedding").type)
+    new = _run("semdedup", DEDUP, dup_score, tmp_path / "new")
+    before = _run("semdedup", DEDUP, old, tmp_path / "old")
+    assert before["counts"] == new["counts"] and new["counts"]["rejected"] > 0
+    assert _kept(tmp_path / "old") == _kept(tmp_path / "new")
+    assert sorted((r["uid"], r["detail"]) for r in _rejects(tmp_path / "old")) == sorted(
+        (r["uid"], r["detail"]) for r in _rejects(tmp_path / "new"))
+
+
+def test_a_target_set_reads_the_same_from_npy_parquet_lists_and_a_score_directory(tgt, tmp_path):
+    world, score, targets = tgt
+    vectors = np.load(targets).astype(np.float16)
+    uids = [f"t{i}" for i in range(len(vectors))]
+    np.save(tmp_path / "t.npy", vectors)
+    pq.write_table(pa.table({"embedding": pa.array(vectors.astype(np.float32).tolist(), pa.list_(pa.float32()))}),
+                   tmp_path / "lists.parquet", row_group_size=500)
+    (tmp_path / "dir" / "embeddings").mkdir(parents=True)
+    pq.write_table(embeddings_table(uids, vectors), tmp_path / "dir" / "embeddings" / "part-00000.parquet")
+    reads = {name: np.concatenate(list(target_set.target_chunks(str(tmp_path / name))))
+             for name in ("t.npy", "lists.parquet", "dir")}
+    assert all(r.shape == (len(vectors), 64) for r in reads.values())
+    assert np.array_equal(reads["t.npy"], reads["lists.parquet"]) and np.array_equal(reads["t.npy"], reads["dir"])
+    assert target_set.check_targets(str(tmp_path / "dir"), 64) == {"rows": len(vectors), "usable": len(vectors), "dim": 64}
 
 
 def test_switched_off_everything_passes_and_is_counted(tmp_path):

@@ -179,7 +179,7 @@ class TargetSection:
     """The target-distribution filter (DataComp's image-based filter) on the same embeddings."""
     enabled: bool = False        # needs a target set: exactly one of the two below
     # Target image embeddings: a .npy (n, d) array, or a parquet file or folder of parquet parts
-    # with an image_embedding (or embedding) list column, from the scorer's model.
+    # with an image_embedding (or embedding) column of lists or float16 bytes, from the scorer's model.
     embeddings: str = ""
     # Or target images (a folder of images and WebDataset tars, or a glob of tars), embedded by
     # the stage with the score stage's model and weights; "run:trusted" is scorer.trusted.

@@ -33,6 +33,7 @@ from witcurate.filters.target import OFF_TARGET_CLUSTER, choose_clusters, target
 from witcurate.pipeline import fs
 from witcurate.pipeline.embedding_fit import fit_model
 from witcurate.pipeline.tables import parquet_files, read_table
+from witcurate.schemas.vectors import cell_vector, vector_sizes
 
 SEMANTIC_DUPLICATE = "semantic_duplicate"
 THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.90, 1.0001, 0.005))
@@ -73,9 +74,10 @@ def embeddings_for(score_dir: str, uids: list[str]) -> tuple[np.ndarray, np.ndar
     for path in parquet_files(fs.join(score_dir, "embeddings")):
         with fs.open_file(path) as f:
             table = pq.read_table(f, columns=["uid", "image_embedding"])
-        for uid, vec in zip(table.column("uid").to_pylist(), table.column("image_embedding").to_pylist()):
-            if uid in wanted and vec is not None:
-                found[wanted[uid]] = np.asarray(vec, dtype=np.float16)
+        column = table.column("image_embedding")
+        for row, (uid, size) in enumerate(zip(table.column("uid").to_pylist(), vector_sizes(column).tolist())):
+            if uid in wanted and size >= 0:
+                found[wanted[uid]] = cell_vector(column[row].as_py()).astype(np.float16)
     have = np.array(sorted(i for i, v in found.items() if np.isfinite(v.astype(np.float32)).all()
                            and np.any(v)), dtype=np.int64)
     vectors = np.stack([found[i] for i in have.tolist()]) if len(have) else np.zeros((0, 0), np.float16)
@@ -84,7 +86,7 @@ def embeddings_for(score_dir: str, uids: list[str]) -> tuple[np.ndarray, np.ndar
 
 def replay_clusters(uids: list[str], vectors: np.ndarray, section: dict[str, Any], max_size: int):
     """(cluster key per vector, the model) as the stage fits and assigns them."""
-    keys = np.array([kmeans.sample_key(u) for u in uids], dtype=np.uint64)
+    keys = kmeans.sample_keys(list(uids))
     order = np.argsort(keys, kind="stable")[:int(section["sample"])]
     model = fit_model(vectors[order], len(vectors), int(section["clusters"]), max_size,
                       int(section.get("seed", 0)), int(section.get("niter", 20)))

@@ -23,10 +23,10 @@ from witcurate import schemas
 from witcurate.filters import kmeans
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, beam_path, read_json_lines, run_pipeline
-from witcurate.pipeline.embeddings import (LOCATED, MISSING, PIECES, LocateEmbeddings, Slice, usable_rows,
-                                           vector_matrix)
+from witcurate.pipeline.embeddings import LOCATED, MISSING, PIECES, LocateEmbeddings, Slice, usable_rows
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.table_sink import Table, json_lines_table
+from witcurate.schemas.vectors import vector_matrix
 
 
 def _smallest(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,17 +34,17 @@ from typing import Any, Iterable
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from witcurate.errors import InputError
-from witcurate.filters.kmeans import sample_key
+from witcurate.filters.kmeans import sample_keys
 from witcurate.filters.semantic_dedup import INVALID_EMBEDDING, embedding_problem
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import REJECTED, beam_path, read_json_lines, reject
 from witcurate.pipeline.runner import StageContext
 from witcurate.pipeline.tables import count_rows, open_parquet
 from witcurate.schemas import REJECTS
+from witcurate.schemas.vectors import cell_vector, vector_matrix, vector_sizes
 
 EMBEDDINGS_DIR = "embeddings"          # under the score stage directory (score.EMBEDDINGS_DIR)
 JOIN_BUCKET_ROWS = 50_000              # uids per join bucket
@@ -110,9 +110,9 @@ def pool_dim(files: list[str]) -> int:
     for path in files:
         with fs.open_file(path) as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=64, columns=["image_embedding"]):
-                for value in batch.column(0).to_pylist():
-                    if value:
-                        return len(value)
+                sizes = vector_sizes(batch.column(0))
+                if (sizes > 0).any():
+                    return int(sizes[sizes > 0][0])
     raise InputError(f"the score stage's embeddings under {posixpath.dirname(files[0])} hold no rows",
                      "rerun the score stage with --force")
 
@@ -123,16 +123,12 @@ def bucket_count(rows_dir: str, score_dir: str) -> int:
     return max(1, math.ceil(rows / JOIN_BUCKET_ROWS))
 
 
-def uid_keys(uids: list[str]) -> np.ndarray:
-    return np.fromiter((sample_key(u) for u in uids), dtype=np.uint64, count=len(uids))
-
-
 def split_by_bucket(table: pa.Table, buckets: int, tag: str):
     """(bucket, (tag, rows of the table in that bucket, their sample keys)) for each bucket the
     table touches, in pieces of at most PIECE_ROWS rows."""
     if not table.num_rows:
         return
-    keys = uid_keys(table.column("uid").to_pylist())
+    keys = sample_keys(table.column("uid").to_pylist())
     bucket = keys % np.uint64(buckets)
     order = np.argsort(bucket, kind="stable")
     cuts = np.flatnonzero(np.diff(bucket[order])) + 1
@@ -149,29 +145,6 @@ def slice_uids(index: int, slices: list[Slice], buckets: int):
     table = pa.table({"uid": uids, "slice": pa.array(np.full(n, index, dtype=np.int32)),
                       "row": pa.array(np.arange(n, dtype=np.int32))})
     yield from split_by_bucket(table, buckets, "at")
-
-
-def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, dim) float16 matrix of a list column, and a mask of the rows that had `dim` values
-    (other rows are zeros in the matrix). In the usual case, every row of `dim` values back to
-    back, the matrix is a read-only view of the column's values, not a copy."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-    n = len(column)
-    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
-    fits = lengths == dim
-    if not fits.any():
-        return np.zeros((n, dim), dtype=np.float16), fits
-    offsets = column.offsets.to_numpy()[:-1] - column.offsets[0].as_py()
-    values = column.values.to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
-    start = column.offsets[0].as_py()
-    values = values[start:] if start else values
-    if fits.all() and len(values) >= n * dim and np.array_equal(offsets, np.arange(n) * dim):
-        return values[:n * dim].reshape(n, dim), fits      # the usual case: one block, no gather
-    out = np.zeros((n, dim), dtype=np.float16)
-    for row in np.flatnonzero(fits):
-        out[row] = values[offsets[row]:offsets[row] + dim]
-    return out, fits
 
 
 def usable_rows(vectors: np.ndarray) -> np.ndarray:
@@ -271,8 +244,7 @@ def invalid_rejects(rows: pa.Table, column: pa.ChunkedArray, pos: np.ndarray, di
     """`invalid_embedding` rejects, each saying what is wrong with its embedding."""
     out = []
     for row, p in zip(rows.to_pylist(), pos.tolist()):
-        value = column[p].as_py()
-        vector = np.asarray(value, dtype=np.float32) if value is not None else None
+        vector = cell_vector(column[p].as_py())
         out.append(reject(row, INVALID_EMBEDDING, embedding_problem(vector, dim) or "unusable embedding"))
     return pa.Table.from_pylist(out, REJECTS)
 

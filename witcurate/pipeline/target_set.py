@@ -4,7 +4,8 @@ file, or computed from target images with the score stage's model.
 Accepted (`target.embeddings`):
   * a `.npy` file holding an (n, d) float array;
   * a `.parquet` file, a folder of `*.parquet` parts, or a score stage directory (its
-    `embeddings/part-*.parquet`), with an `image_embedding` (or `embedding`) list column.
+    `embeddings/part-*.parquet`), with an `image_embedding` (or `embedding`) column: a list of
+    numbers per row, or float16 bytes as the score stage stores them (schemas/vectors.py).
 Or `target.images`: a folder of images and WebDataset/img2dataset tars (searched recursively),
 a glob of such files, or one file; they are embedded on the launching machine with the model the
 score stage used (score.model with score.pretrained, or the run's scorer checkpoint), written to
@@ -20,11 +21,13 @@ import tarfile
 from typing import Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from witcurate.errors import InputError
 from witcurate.filters.kmeans import normalise
 from witcurate.pipeline import fs
+from witcurate.schemas.vectors import vector_matrix, vector_sizes
 
 CHUNK = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
@@ -70,13 +73,25 @@ def _parquet_chunks(path: str, chunk: int) -> Iterator[np.ndarray]:
             if column is None:
                 raise InputError(f"{file} has no {' or '.join(COLUMNS)} column", _HINT)
             for batch in reader.iter_batches(batch_size=chunk, columns=[column]):
-                vectors = batch.column(0).to_pylist()
-                dims = {len(v) for v in vectors if v is not None}
-                if len(dims) > 1:
-                    raise InputError(f"{file}: target embeddings of several sizes {sorted(dims)}", _HINT)
-                dim = dims.pop() if dims else 0
-                yield np.array([v if v is not None else [np.nan] * dim for v in vectors],
-                               dtype=np.float32).reshape(len(vectors), dim)
+                yield _batch_vectors(batch.column(0), file)
+
+
+def _batch_vectors(column, file: str) -> np.ndarray:
+    """A batch's vectors (binary float16 values as the score stage stores them, or lists of
+    numbers) as float32 rows; a null row is NaN, which usable() leaves out."""
+    sizes = vector_sizes(column)
+    dims = set(sizes[sizes >= 0].tolist())
+    if len(dims) > 1:
+        raise InputError(f"{file}: target embeddings of several sizes {sorted(dims)}", _HINT)
+    dim = dims.pop() if dims else 0
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        # float32 or float64 values keep their precision (vector_matrix reads float16)
+        return np.array([v if v is not None else [np.nan] * dim for v in column.to_pylist()],
+                        dtype=np.float32).reshape(len(column), dim)
+    vectors, fits = vector_matrix(column, dim)
+    out = vectors.astype(np.float32)
+    out[~fits] = np.nan
+    return out
 
 
 def raw_chunks(path: str, chunk: int = CHUNK) -> Iterator[np.ndarray]:
