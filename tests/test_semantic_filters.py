@@ -54,6 +54,25 @@ def test_planted_groups_are_found_exactly():
     assert labels.tolist() == [0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 6]      # each root its smallest member
 
 
+def test_groups_across_blocks_equal_the_groups_of_the_whole_matrix():
+    # 4,700 vectors: rows in 10 blocks, columns past the first 4,096; duplicates planted far apart
+    rng = np.random.default_rng(5)
+    x = unit(rng.normal(size=(4700, 16))).astype(np.float32)
+    for a, b in [(0, 4699), (10, 511), (511, 512), (600, 4100), (4100, 4101), (3000, 600)]:
+        x[b] = unit(x[a] + 0.01 * rng.normal(size=16))
+    parent = list(range(len(x)))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+    for i, j in zip(*np.nonzero(np.triu(x @ x.T >= 0.95, k=1))):
+        parent[max(root(i), root(j))] = min(root(i), root(j))
+    expected = [root(i) for i in range(len(x))]
+    assert sd.duplicate_groups(x, 0.95).tolist() == expected
+    assert len(set(expected)) <= len(x) - 5                # the planted pairs joined (and any by chance)
+
+
 def test_groups_are_connected_through_members():
     # a ~ b and b ~ c, while a and c are further apart than the threshold: one group
     a = np.array([1.0, 0.0, 0.0])
