@@ -33,7 +33,7 @@ from witcurate.filters.target import OFF_TARGET_CLUSTER, choose_clusters, target
 from witcurate.pipeline import fs
 from witcurate.pipeline.embedding_fit import fit_model
 from witcurate.pipeline.tables import parquet_files, read_table
-from witcurate.schemas.vectors import cell_vector, vector_sizes
+from witcurate.schemas.vectors import vector_matrix, vector_sizes
 
 SEMANTIC_DUPLICATE = "semantic_duplicate"
 THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.90, 1.0001, 0.005))
@@ -75,9 +75,11 @@ def embeddings_for(score_dir: str, uids: list[str]) -> tuple[np.ndarray, np.ndar
         with fs.open_file(path) as f:
             table = pq.read_table(f, columns=["uid", "image_embedding"])
         column = table.column("image_embedding")
-        for row, (uid, size) in enumerate(zip(table.column("uid").to_pylist(), vector_sizes(column).tolist())):
-            if uid in wanted and size >= 0:
-                found[wanted[uid]] = cell_vector(column[row].as_py()).astype(np.float16)
+        sizes = vector_sizes(column)
+        vectors, fits = vector_matrix(column, int(sizes.max(initial=0)))
+        for row, uid in enumerate(table.column("uid").to_pylist()):
+            if uid in wanted and fits[row]:
+                found[wanted[uid]] = vectors[row]
     have = np.array(sorted(i for i, v in found.items() if np.isfinite(v.astype(np.float32)).all()
                            and np.any(v)), dtype=np.int64)
     vectors = np.stack([found[i] for i in have.tolist()]) if len(have) else np.zeros((0, 0), np.float16)
