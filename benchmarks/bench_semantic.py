@@ -134,7 +134,7 @@ def ours(x16: np.ndarray, group: np.ndarray) -> dict:
     from witcurate.pipeline.embedding_fit import fit_model
     n = len(x16)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    keys = np.fromiter((kmeans.sample_key(bench_uid(i)) for i in range(n)), dtype=np.uint64, count=n)
+    keys = kmeans.sample_keys([bench_uid(i) for i in range(n)])
     rows = np.argsort(keys, kind="stable")[:SAMPLE]          # the stage's sample, as it draws it
     model = fit_model(x16[rows], n, TOP_CLUSTERS, MAX_CLUSTER, 0, 20)
     keys = np.empty(n, dtype=np.int64)

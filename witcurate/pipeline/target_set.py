@@ -21,13 +21,12 @@ import tarfile
 from typing import Callable, Iterator
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from witcurate.errors import InputError
 from witcurate.filters.kmeans import normalise
 from witcurate.pipeline import fs
-from witcurate.schemas.vectors import vector_matrix, vector_sizes
+from witcurate.schemas.vectors import is_bytes, vector_matrix, vector_sizes
 
 CHUNK = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
@@ -84,8 +83,8 @@ def _batch_vectors(column, file: str) -> np.ndarray:
     if len(dims) > 1:
         raise InputError(f"{file}: target embeddings of several sizes {sorted(dims)}", _HINT)
     dim = dims.pop() if dims else 0
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
-        # float32 or float64 values keep their precision (vector_matrix reads float16)
+    # lists of float32 or float64 keep their precision (vector_matrix reads float16)
+    if not is_bytes(column.type):
         return np.array([v if v is not None else [np.nan] * dim for v in column.to_pylist()],
                         dtype=np.float32).reshape(len(column), dim)
     vectors, fits = vector_matrix(column, dim)

@@ -41,7 +41,8 @@ def vector_column(vectors: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(VECTOR_TYPE, n, [None, pa.py_buffer(offsets), pa.py_buffer(flat)])
 
 
-def _is_bytes(t: pa.DataType) -> bool:
+def is_bytes(t: pa.DataType) -> bool:
+    """Whether a vector column of type `t` holds float16 bytes (else: lists of numbers)."""
     return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
 
 
@@ -55,7 +56,7 @@ def vector_sizes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """The number of values of each row's vector (-1 for a null, and for a binary value whose
     length is not a whole number of float16 values)."""
     column = _combined(column)
-    if _is_bytes(column.type):
+    if is_bytes(column.type):
         nbytes = pc.binary_length(column).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         return np.where((nbytes >= 0) & (nbytes % DTYPE.itemsize == 0), nbytes // DTYPE.itemsize, -1)
     return pc.list_value_length(column).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -81,7 +82,7 @@ def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.ndar
     fits = vector_sizes(column) == dim
     if not fits.any():
         return np.zeros((n, dim), dtype=np.float16), fits
-    if _is_bytes(column.type):
+    if is_bytes(column.type):
         data, starts = _byte_values(column)
         values, width = data, dim * DTYPE.itemsize
     else:
