@@ -7,13 +7,12 @@ import hashlib
 import io
 import random
 import resource
-import struct
-import zlib
 
 import imagehash
 import pytest
 from PIL import Image, ImageDraw
 
+from witcurate.demo.draw import bomb_png   # the demo world's decompression bomb
 from witcurate.filters import images
 from witcurate.filters.base import Drop
 
@@ -24,17 +23,6 @@ def jpeg_bytes(w=120, h=90) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-def bomb_png(w=20000, h=20000) -> bytes:
-    """A valid, complete 1-bit PNG of w x h black pixels: about 50 kB on the wire, 400 MB once
-    decoded by Pillow (1.2 GB as the RGB array a resizer would make)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    row = b"\x00" * (1 + (w + 7) // 8)
-    body = zlib.compress(row * h, 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
 def test_size_checks_on_the_original_size():

@@ -8,6 +8,7 @@ deterministic from the seed passed in.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
@@ -273,9 +274,11 @@ def near_duplicate(data: bytes, rng: random.Random) -> bytes:
     return encode(img, "JPEG", rng.choice((60, 70, 80)))
 
 
+@functools.lru_cache(maxsize=2)
 def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
     """A valid 1-bit PNG whose header claims width x height pixels: about 50 kB on disk, but
-    width*height pixels (400 million by default) once a decoder expands it."""
+    width*height pixels (400 million by default) once a decoder expands it. Compressing the
+    zeros takes half a second and the bytes never change, so a process makes them once."""
     import struct
     import zlib
 
