@@ -12,13 +12,13 @@ import sys
 import tarfile
 import urllib.request
 from pathlib import Path
-import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fake_run import make_run, uid_of, write_img2dataset_tar
 
+import local_server
 from witcurate import schemas
 from witcurate.browse import thumbs
 from witcurate.browse.build import Budget, build_report
@@ -343,16 +343,9 @@ def test_no_finished_stage_is_a_user_error(tmp_path):
 def test_serve_answers_on_loopback(run):
     out, _ = run
     build_report(str(out), progress=lambda _: None)
-    server = make_server(str(out / "browse"), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_server.serving(make_server(str(out / "browse"), "127.0.0.1", 0)) as server:
         host, port = server.server_address[:2]
         assert host == "127.0.0.1"
         for path in ("index.html", "data/score.js", "assets/report.js"):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=10) as reply:
                 assert reply.status == 200 and reply.read()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)

@@ -10,7 +10,6 @@ small demo world through every stage), so the browser tests add no run of their 
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+import local_server
 from witcurate.browse.build import build_report
 from witcurate.browse.serve import make_server
 
@@ -240,15 +240,8 @@ def test_a_caption_holding_a_script_is_shown_as_text(tmp_path, browser):
 
 
 def test_served_report_works_over_http(browse_run, browser):
-    server = make_server(str(browse_run / "browse"), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_server.serving(make_server(str(browse_run / "browse"), "127.0.0.1", 0)) as server:
         viewport(browser, DESKTOP)
         base = f"http://127.0.0.1:{server.server_address[1]}/"
         assert check_page(browser, base + "view.html#score") > 0
         check_page(browser, base + "index.html")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)

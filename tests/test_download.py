@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
+import local_server
 from witcurate import schemas
 from witcurate.config import Config
 from witcurate.errors import ConfigError
@@ -79,15 +80,13 @@ class Server:
         self.httpd = HTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = local_server.start(self.httpd)
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        local_server.stop(self.httpd)
 
 
 def send(handler, status: int, body: bytes, ctype: str = "image/jpeg", headers=None, length=None):

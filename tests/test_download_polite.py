@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import local_server
 from witcurate.config import DownloadSection
 from witcurate.filters import urls
 from witcurate.filters.retry_after import parse_retry_after, plan_backoff
@@ -225,11 +226,10 @@ class CountingServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        local_server.start(self.httpd)
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        local_server.stop(self.httpd)
 
 
 @pytest.fixture

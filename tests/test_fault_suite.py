@@ -36,7 +36,6 @@ import resource
 import string
 import subprocess
 import tarfile
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from PIL import Image
 
 from cli_errors import one_line_error
 from queries_support import write_plain
+import local_server
 from witcurate import schemas
 from witcurate.cli import main
 from witcurate.pipeline import download_worker
@@ -244,13 +244,10 @@ def _image_server():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield server.server_address[1]
+        with local_server.serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+            yield server.server_address[1]
     finally:
-        server.shutdown()
-        server.server_close()
         download_worker.close_pools()
 
 

@@ -8,12 +8,12 @@ allowlist and must never be reached.
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import local_server
 from witcurate.filters import urls
 from witcurate.filters.robots import (ALLOW_ALL, DISALLOW_ALL, NOT_FETCHED, ROBOTS_DISALLOWED,
                                       ROBOTS_MAX_BYTES, ROBOTS_UNAVAILABLE, RULES, RobotsRules,
@@ -109,11 +109,10 @@ class RobotsServer:
         self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.origin = f"http://{host}:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        local_server.start(self.httpd)
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        local_server.stop(self.httpd)
 
 
 def reply(handler, status: int, body: bytes, headers=None):

@@ -5,13 +5,13 @@ only sockets opened are to loopback servers on this machine."""
 from __future__ import annotations
 
 import ipaddress
-import threading
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import local_server
 from witcurate.filters import urls
 from witcurate.filters.images import classify_error, content_type_ok
 
@@ -112,11 +112,10 @@ class _Server:
         self.httpd = ThreadingHTTPServer((host, 0), H)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        local_server.start(self.httpd)
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        local_server.stop(self.httpd)
 
 
 def _reply(h, status, body=b"", headers=()):
