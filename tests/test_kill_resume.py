@@ -32,6 +32,8 @@ import pyarrow.parquet as pq
 import pytest
 from cli_zygote import Zygote
 
+from witcurate.pipeline.audit import audit_run, format_table
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = "queries,ingest,match,balance,download,dedupe,scorer,score,semdedup,target,cap,shards"
 # A run that takes this many times the reference's stage time (and at least MIN_TIMEOUT s) is
@@ -148,8 +150,8 @@ def _kill_and_resume(run: Run, demo_run, seed: int, rng: random.Random) -> None:
 
     # The reference: the shared uninterrupted run of the same world and settings.
     ref = demo_run.out
-    audit = _audit(ref)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    audits = audit_run(str(ref))        # in this process: the CLI's audit is run on the result
+    assert audits and all(not a.problems for a in audits), format_table(audits)
     walls = {s: demo_run.manifests[s]["wall_seconds"] for s in STAGES.split(",")}
     planned = demo_run.manifests["download"]["download"]["shards"]
 
