@@ -16,13 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_chain import PURE_BEAM, outcome, run_chain, tiny_config, write_inputs
+from beam_modes import MULTI_PROCESS
 from witcurate.errors import UserError
 from witcurate.pipeline import fs
 from witcurate.pipeline.runner import StageResult, run_stage
 from witcurate.pipeline.tables import count_rows
 from witcurate.pipeline.stages import get_stage
-
-MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 import pytest
 from memory_fs import beam_memory_filesystem, clear
 
+from beam_modes import MULTI_PROCESS
 from witcurate.config import load_config
 from witcurate.demo.host import ImageHost
 from witcurate.pipeline import fs
@@ -75,7 +76,6 @@ def _copy_inputs(world: Path, root: str) -> str:
     return inputs
 
 
-MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 MULTI_PROCESS_STAGES = ["download", "score", "shards"]
 
 

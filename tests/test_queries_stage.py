@@ -11,6 +11,7 @@ import pytest
 
 from queries_support import (ENWIKI, write_multistream, write_pageviews, write_plain,
                              wordnet_data_dir)
+from beam_modes import MULTI_PROCESS
 from witcurate.config import Config, load_config
 from witcurate.errors import InputError, UserError
 from witcurate.pipeline.runner import run_stage
@@ -18,11 +19,6 @@ from witcurate.pipeline.tables import read_table
 from witcurate.pipeline.stages import get_stage
 from witcurate.queries import counts, dump, wikitext
 from witcurate.queries.stage import SOURCES_METADATA, QueriesStage
-
-
-# Beam's local runner with its bundles in two worker processes: unpicklable DoFns and state
-# kept in the driver fail here, as they would on Dataflow.
-MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 def _run(cfg: Config, out_dir, beam_args: list[str] | None = None) -> dict:

@@ -21,6 +21,7 @@ from cli_errors import one_line_error
 from semantic_world import (duplicate_world, embeddings_table, list_embeddings_table, scored_row, target_world, unit,
                             write_score_dir)
 
+from beam_modes import MULTI_PROCESS
 from witcurate import schemas
 from witcurate.config import load_config
 from witcurate.config_checks import validate
@@ -36,7 +37,6 @@ from witcurate.pipeline import target_set
 from witcurate.pipeline.tables import read_table
 from witcurate.schemas.vectors import vector_matrix
 
-MULTI_PROCESS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 DEDUP = ["semdedup.clusters=20", "semdedup.sample=5000", "semdedup.threshold=0.9"]
 TARGET = ["target.enabled=true", "target.clusters=60", "target.sample=5000"]
 
