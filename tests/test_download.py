@@ -15,7 +15,6 @@ import struct
 import tarfile
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
@@ -25,6 +24,7 @@ from PIL import Image, ImageDraw
 
 import local_server
 from witcurate import schemas
+from witcurate.demo.draw import bomb_png   # the demo world's decompression bomb
 from witcurate.config import Config
 from witcurate.errors import ConfigError
 from witcurate.filters.base import Drop
@@ -47,15 +47,6 @@ def jpeg(w: int, h: int, seed: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-def png_bomb(w: int = 20000, h: int = 20000) -> bytes:
-    """A complete 1-bit PNG of w x h pixels: 50 kB on the wire, 400 MB once decoded."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
-    body = zlib.compress(b"\x00" * (1 + (w + 7) // 8) * h, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 class Server:
@@ -104,7 +95,7 @@ def make_world():
     other = Server("127.0.0.2", lambda h, path: send(h, 200, jpeg(128, 128, 99)))
     ok_images = {i: jpeg(160 + i, 120, i) for i in range(N_OK)}
     ok_images[N_OK - 1] = ok_images[0]                      # the same bytes at a second URL
-    bomb = png_bomb()
+    bomb = bomb_png()
 
     def routes(h, path):
         if path.startswith("/ok/"):
