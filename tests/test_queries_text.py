@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+import wikitext_reference
 from queries_support import ALPHA, BETA, ENWIKI
 from witcurate.queries import counts, dump, pmi, wikitext
 
@@ -66,6 +67,30 @@ def test_enwiki_fixture_text_has_no_templates_refs_or_tables(enwiki_articles):
     assert top[:3] == ["the", "of", "and"]
     assert total.words == sum(total.unigrams.values()) > 100_000
     assert total.bigrams["political philosophy"] >= 3
+
+
+# Every kind of node, and the corners where a piece is rendered rather than walked: markup in a
+# link title or a tag name, entities (one the tokenizer leaves as text), nowiki, elements left open.
+EDGE_CASES = (
+    "==A {{tpl|x}} heading==\n"
+    "[[{{title}}|shown]] [[Foo&amp;Bar]] [[:de:Foo]] [[de:Foo]] [[File:x.jpg|thumb|[[nested]] cap]] "
+    "[[Paris|the {{lang|fr|capitale}} city]] [[a|b|c]]\n"
+    "<{{tagname}}>inside</{{tagname}}> <nowiki>[[raw]] &amp; {{raw}}</nowiki> <br> <br/> "
+    "<ref name=x/> <ref>cite {{cite web|url=http://x}}</ref> http://bare.example/x "
+    "[http://x.example a [[linked]] title] [http://y.example]\n"
+    "&#x41;&#65;&#99999999;&bogus; &nbsp;\n"
+    "<span>never closed\n{| class=x\n|-\n| cell || cell\n|}\n{{{arg|default}}}\n"
+    "; term : definition\n----\n<div style=\"{{x}}\">div text</div> <poem>a poem</poem>\n"
+    "<!-- never closed comment")
+
+
+def test_token_walk_gives_the_node_trees_text(enwiki_articles):
+    """to_text reads the tokenizer's output; the node tree it replaced gives the same text on
+    real articles and on every construct (wikitext_reference.py walks the tree)."""
+    assert wikitext.to_text(EDGE_CASES) == wikitext_reference.to_text(EDGE_CASES)
+    assert wikitext.lines(wikitext.to_text(EDGE_CASES))[:4] == ["A", "heading", "shown Foo&amp;Bar de:Foo", "the"]
+    for page in enwiki_articles[:25]:
+        assert wikitext.to_text(page.text) == wikitext_reference.to_text(page.text), page.title
 
 
 def test_counting_rule_words_bigrams_case_and_punctuation():

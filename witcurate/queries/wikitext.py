@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import re
 
-import mwparserfromhell
-from mwparserfromhell.nodes import (Argument, Comment, ExternalLink, Heading, HTMLEntity, Tag,
-                                    Template, Text, Wikilink)
+from mwparserfromhell.parser import Builder, use_c
+from mwparserfromhell.parser import tokens as T
+
+if use_c:
+    from mwparserfromhell.parser import CTokenizer as _Tokenizer
+else:                                       # an install without the C extension
+    from mwparserfromhell.parser.tokenizer import Tokenizer as _Tokenizer
 
 # Tags whose contents are not running text.
 DROP_TAGS = frozenset("""
@@ -41,9 +45,9 @@ BREAK = "\n"
 
 def to_text(wikitext: str) -> str:
     """The plain text of an article's wikitext: lines of prose, markup removed."""
-    code = mwparserfromhell.parse(wikitext, skip_style_tags=True)
+    tokens = _Tokenizer().tokenize(wikitext, 0, True)   # skip_style_tags: bold/italic marks stay text
     parts: list[str] = []
-    _walk(code, parts)
+    _Walk(tokens, parts).span(0, len(tokens))
     text = "".join(parts)
     text = _QUOTES.sub("", text)
     text = _BEHAVIOUR_SWITCH.sub("", text)
@@ -52,67 +56,135 @@ def to_text(wikitext: str) -> str:
     return text.strip()
 
 
-def _walk(code, parts: list[str]) -> None:
-    for node in code.nodes:
-        if isinstance(node, Text):
-            parts.append(node.value)
-        elif isinstance(node, Wikilink):
-            _link(node, parts)
-        elif isinstance(node, Template | Argument):
-            parts.append(BREAK)
-        elif isinstance(node, Comment):
+# mwparserfromhell parses in two steps: its C tokenizer turns the text into a flat list of tokens
+# (TemplateOpen, Text, TemplateClose, ...), and a Python builder turns those into a tree of nodes.
+# On real articles the builder is four fifths of the time (most of it building the parameters of
+# templates that are then thrown away), so the text is read from the token list itself: a removed
+# element is skipped from its opening token to the token that closes it, never built. The rules
+# are the ones the node tree gave (tests/wikitext_reference.py walks the tree; the tests hold the
+# two equal on real articles); a piece whose text is the node's own rendering (a link title or a
+# tag name holding markup, an HTML entity) is built alone.
+_OPENS = frozenset({T.TemplateOpen, T.ArgumentOpen, T.WikilinkOpen, T.ExternalLinkOpen,
+                    T.HTMLEntityStart, T.HeadingStart, T.CommentStart, T.TagOpenOpen})
+_CLOSES = frozenset({T.TemplateClose, T.ArgumentClose, T.WikilinkClose, T.ExternalLinkClose,
+                     T.HTMLEntityEnd, T.HeadingEnd, T.CommentEnd, T.TagCloseSelfclose, T.TagCloseClose})
+
+
+def _matching_closes(tokens: list) -> list[int]:
+    """For each opening token, the index of the token that closes it (the tokenizer nests them)."""
+    ends = [0] * len(tokens)
+    stack: list[int] = []
+    for i, token in enumerate(tokens):
+        kind = type(token)
+        if kind is T.Text:
             continue
-        elif isinstance(node, HTMLEntity):
-            try:
-                parts.append(node.normalize())
-            except (ValueError, OverflowError):
+        if kind in _OPENS:
+            stack.append(i)
+        elif kind in _CLOSES:
+            ends[stack.pop()] = i
+    return ends
+
+
+def _build(tokens: list):
+    return Builder().build(list(tokens))
+
+
+class _Walk:
+    """Appends the text of token spans to `parts` (one walk per article)."""
+
+    def __init__(self, tokens: list, parts: list[str]):
+        self.tokens, self.parts = tokens, parts
+        self.ends = _matching_closes(tokens)
+
+    def span(self, lo: int, hi: int) -> None:
+        tokens, parts = self.tokens, self.parts
+        i = lo
+        while i < hi:
+            token = tokens[i]
+            kind = type(token)
+            if kind is T.Text:
+                parts.append(token.text)
+                i += 1
                 continue
-        elif isinstance(node, Heading):
-            parts.append(BREAK)
-            _walk(node.title, parts)
-            parts.append(BREAK)
-        elif isinstance(node, ExternalLink):
-            if node.title is not None:
-                _walk(node.title, parts)
-            else:
+            end = self.ends[i]
+            if kind is T.TemplateOpen or kind is T.ArgumentOpen:
                 parts.append(BREAK)
-        elif isinstance(node, Tag):
-            _tag(node, parts)
-        else:                              # anything newer mwparserfromhell adds: keep its text
-            parts.append(str(node))
+            elif kind is T.TagOpenOpen:
+                self.tag(i, end)
+            elif kind is T.WikilinkOpen:
+                self.link(i, end)
+            elif kind is T.HeadingStart:
+                parts.append(BREAK)
+                self.span(i + 1, end)
+                parts.append(BREAK)
+            elif kind is T.ExternalLinkOpen:
+                separator = self.find(i + 1, end, T.ExternalLinkSeparator)
+                if separator is None:
+                    parts.append(BREAK)
+                else:
+                    self.span(separator + 1, end)
+            elif kind is T.HTMLEntityStart:
+                self.entity(i, end)
+            elif kind is not T.CommentStart:    # anything newer mwparserfromhell adds: its text
+                parts.append(str(_build(tokens[i:end + 1])))
+            i = end + 1
 
+    def find(self, lo: int, hi: int, *kinds) -> int | None:
+        """The first token of `kinds` in [lo, hi) outside any nested element."""
+        i = lo
+        while i < hi:
+            kind = type(self.tokens[i])
+            if kind in kinds:
+                return i
+            i = self.ends[i] + 1 if kind in _OPENS else i + 1
+        return None
 
-def _link(node: Wikilink, parts: list[str]) -> None:
-    title = str(node.title).strip()
-    forced = title.startswith(":")
-    bare = title.lstrip(":").strip()
-    prefix = bare.split(":", 1)[0].strip().lower() if ":" in bare else ""
-    if prefix in DROP_LINK_PREFIXES:
-        parts.append(BREAK)
-        return
-    if prefix and not forced and node.text is None and _LANG_PREFIX.match(prefix):
-        return                             # interlanguage link: not shown in the text
-    if node.text is not None:
-        _walk(node.text, parts)
-    else:
-        parts.append(bare)
+    def source(self, lo: int, hi: int) -> str:
+        """The wikitext of a span, as its nodes render it."""
+        pieces = self.tokens[lo:hi]
+        if all(type(p) is T.Text for p in pieces):
+            return "".join(p.text for p in pieces)
+        return str(_build(pieces))
 
+    def entity(self, start: int, end: int) -> None:
+        try:
+            self.parts.append(_build(self.tokens[start:end + 1]).nodes[0].normalize())
+        except (ValueError, OverflowError):
+            pass
 
-def _tag(node: Tag, parts: list[str]) -> None:
-    name = str(node.tag).strip().lower()
-    if name in DROP_TAGS:
-        parts.append(BREAK)
-        return
-    block = name in BLOCK_TAGS
-    if block:
-        parts.append(BREAK)
-    if node.contents is not None and not node.self_closing:
-        if name == "nowiki":
-            parts.append(str(node.contents))
+    def link(self, start: int, end: int) -> None:
+        separator = self.find(start + 1, end, T.WikilinkSeparator)
+        title = self.source(start + 1, end if separator is None else separator).strip()
+        forced = title.startswith(":")
+        bare = title.lstrip(":").strip()
+        prefix = bare.split(":", 1)[0].strip().lower() if ":" in bare else ""
+        if prefix in DROP_LINK_PREFIXES:
+            self.parts.append(BREAK)
+        elif prefix and not forced and separator is None and _LANG_PREFIX.match(prefix):
+            pass                               # interlanguage link: not shown in the text
+        elif separator is not None:
+            self.span(separator + 1, end)
         else:
-            _walk(node.contents, parts)
-    if block:
-        parts.append(BREAK)
+            self.parts.append(bare)
+
+    def tag(self, start: int, end: int) -> None:
+        name_end = self.find(start + 1, end + 1, T.TagAttrStart, T.TagCloseOpen, T.TagCloseSelfclose)
+        name = self.source(start + 1, name_end).strip().lower()
+        if name in DROP_TAGS:
+            self.parts.append(BREAK)
+            return
+        block = name in BLOCK_TAGS
+        if block:
+            self.parts.append(BREAK)
+        body = self.find(name_end, end, T.TagCloseOpen)
+        body_end = None if body is None else self.find(body + 1, end, T.TagOpenClose)
+        if body_end is not None and not isinstance(self.tokens[end], T.TagCloseSelfclose):
+            if name == "nowiki":
+                self.parts.append(self.source(body + 1, body_end))
+            else:
+                self.span(body + 1, body_end)
+        if block:
+            self.parts.append(BREAK)
 
 
 def lines(text: str) -> list[str]:
