@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
 import wikitext_reference
 from queries_support import ALPHA, BETA, ENWIKI
-from witcurate.queries import counts, dump, pmi, wikitext
+from witcurate.queries import counts, dump, lookups, pmi, wikitext
 
 
 def test_wikitext_keeps_prose_and_link_text_drops_markup():
@@ -110,6 +111,16 @@ def test_lookup_key():
     assert counts.lookup_key("New York City") is None
     assert counts.lookup_key("U.S.") is None
     assert counts.lookup_key("!!!") is None
+
+
+def test_lookup_set_carries_its_weight_so_beams_cache_need_not_walk_it():
+    from apache_beam.runners.worker import statecache
+    keys = [f"u\tword{i}" for i in range(50_000)]
+    sent = pickle.loads(pickle.dumps(lookups.LookupSet(keys)))     # a side input travels pickled
+    assert "u\tword7" in sent and "u\tnope" not in sent and len(sent) == 50_000
+    assert sent.get_referents_for_cache() == []                      # nothing for the cache to walk
+    walked = statecache.get_deep_size(frozenset(keys))               # what it weighed before
+    assert 0.9 * walked < statecache.get_deep_size([sent]) < 1.1 * walked
 
 
 def test_pmi_on_a_hand_computed_corpus():
