@@ -3,6 +3,7 @@ the filler vocabulary with a Zipf-like skew, references and generic sentences.""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from witcurate.demo.vocab import COLOURS, SCENES, SHAPES
@@ -59,8 +60,10 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
            "September", "October", "November", "December")
 
 
-def _zipf_weights(n: int, s: float = 1.0) -> list[float]:
-    return [1.0 / (i + 1) ** s for i in range(n)]
+def _zipf_cum_weights(n: int, s: float = 1.0) -> list[float]:
+    """Cumulative Zipf weights, for `random.choices(..., cum_weights=)`: the same draws as the
+    plain weights, without summing 700 weights again at every draw (a third of a world's wiki)."""
+    return list(itertools.accumulate(1.0 / (i + 1) ** s for i in range(n)))
 
 
 class Words:
@@ -77,23 +80,23 @@ class Words:
                 seen.add(name)
                 names.append(name)
         self.names = names
-        self.name_w = _zipf_weights(len(names), 0.9)
+        self.name_cum = _zipf_cum_weights(len(names), 0.9)
         self.places = names[:60]
         self.countries = ["Ostria", "Kelvania", "Marendor", "Tavrin", "Lusk", "Bervale"]
-        self.noun_w = _zipf_weights(len(_NOUNS), 0.7)
-        self.adj_w = _zipf_weights(len(_ADJS), 0.7)
+        self.noun_cum = _zipf_cum_weights(len(_NOUNS), 0.7)
+        self.adj_cum = _zipf_cum_weights(len(_ADJS), 0.7)
 
     def name(self) -> str:
-        return self.rng.choices(self.names, self.name_w)[0]
+        return self.rng.choices(self.names, cum_weights=self.name_cum)[0]
 
     def place(self) -> str:
         return self.rng.choice(self.places)
 
     def noun(self) -> str:
-        return self.rng.choices(_NOUNS, self.noun_w)[0]
+        return self.rng.choices(_NOUNS, cum_weights=self.noun_cum)[0]
 
     def adj(self) -> str:
-        return self.rng.choices(_ADJS, self.adj_w)[0]
+        return self.rng.choices(_ADJS, cum_weights=self.adj_cum)[0]
 
     def year(self, lo: int = 1400, hi: int = 2022) -> int:
         return self.rng.randint(lo, hi)
