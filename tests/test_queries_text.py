@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import random
 
 import pytest
 
@@ -92,6 +93,13 @@ def test_token_walk_gives_the_node_trees_text(enwiki_articles):
     assert wikitext.lines(wikitext.to_text(EDGE_CASES))[:4] == ["A", "heading", "shown Foo&amp;Bar de:Foo", "the"]
     for page in enwiki_articles[:25]:
         assert wikitext.to_text(page.text) == wikitext_reference.to_text(page.text), page.title
+    # Cut anywhere, an article leaves elements open or closes ones it never opened.
+    rng = random.Random(0)
+    for _ in range(300):
+        text = rng.choice(enwiki_articles).text
+        start = rng.randrange(len(text))
+        piece = text[start:start + rng.randint(1, 3000)]
+        assert wikitext.to_text(piece) == wikitext_reference.to_text(piece), piece
 
 
 def test_counting_rule_words_bigrams_case_and_punctuation():
