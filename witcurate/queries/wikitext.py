@@ -48,6 +48,12 @@ def to_text(wikitext: str) -> str:
     tokens = _Tokenizer().tokenize(wikitext, 0, True)   # skip_style_tags: bold/italic marks stay text
     parts: list[str] = []
     _Walk(tokens, parts).span(0, len(tokens))
+    return joined_text(parts)
+
+
+def joined_text(parts: list[str]) -> str:
+    """The walk's pieces as lines of prose: quote marks, behaviour switches and runs of blanks
+    and empty lines removed."""
     text = "".join(parts)
     text = _QUOTES.sub("", text)
     text = _BEHAVIOUR_SWITCH.sub("", text)
