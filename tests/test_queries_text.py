@@ -102,6 +102,18 @@ def test_token_walk_gives_the_node_trees_text(enwiki_articles):
         assert wikitext.to_text(piece) == wikitext_reference.to_text(piece), piece
 
 
+def test_tokens_that_do_not_nest_are_an_error_not_a_hang():
+    """The walk jumps from each opening token to its close; a token list that does not nest
+    (the tokenizer never makes one, the builder rejects one) is a ValueError, which the counting
+    step counts as a wikitext error."""
+    from mwparserfromhell.parser import tokens as T
+    with pytest.raises(ValueError, match="never closed"):
+        wikitext._matching_closes([T.Text(text="a"), T.TemplateOpen(), T.Text(text="b")])
+    with pytest.raises(ValueError, match="closes nothing"):
+        wikitext._matching_closes([T.Text(text="a"), T.WikilinkClose()])
+    assert wikitext._matching_closes([T.TemplateOpen(), T.TemplateClose()]) == [1, 0]
+
+
 def test_counting_rule_words_bigrams_case_and_punctuation():
     c = counts.count_text('The dog\'s "red ball" (U.S.) fell.\nDog the dog')
     # punctuation is never a word, and breaks bigrams; case is kept

@@ -77,7 +77,9 @@ _CLOSES = frozenset({T.TemplateClose, T.ArgumentClose, T.WikilinkClose, T.Extern
 
 
 def _matching_closes(tokens: list) -> list[int]:
-    """For each opening token, the index of the token that closes it (the tokenizer nests them)."""
+    """For each opening token, the index of the token that closes it (the tokenizer nests them;
+    a list that does not nest is a ValueError, which the counting step counts as a wikitext
+    error, as it does the builder's ParserError)."""
     ends = [0] * len(tokens)
     stack: list[int] = []
     for i, token in enumerate(tokens):
@@ -87,7 +89,12 @@ def _matching_closes(tokens: list) -> list[int]:
         if kind in _OPENS:
             stack.append(i)
         elif kind in _CLOSES:
+            if not stack:
+                raise ValueError(f"unbalanced wikitext tokens: {kind.__name__} at {i} closes nothing")
             ends[stack.pop()] = i
+    if stack:
+        raise ValueError(f"unbalanced wikitext tokens: {type(tokens[stack[-1]]).__name__} at "
+                         f"{stack[-1]} is never closed")
     return ends
 
 
