@@ -182,6 +182,8 @@ class _Walk:
 
     def tag(self, start: int, end: int) -> None:
         name_end = self.find(start + 1, end + 1, T.TagAttrStart, T.TagCloseOpen, T.TagCloseSelfclose)
+        if name_end is None:                   # the builder refuses such a tag too
+            raise ValueError(f"unbalanced wikitext tokens: the tag at {start} has no end to its name")
         name = self.source(start + 1, name_end).strip().lower()
         if name in DROP_TAGS:
             self.parts.append(BREAK)
