@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from witcurate.errors import UserError
 from witcurate.filters.base import Drop, RecordFilter, apply_filters
-from witcurate.pipeline import dofn_specs, fs
+from witcurate.pipeline import beam_data_plane, dofn_specs, fs
 from witcurate.pipeline.options_views import ViewCachingOptions
 from witcurate.pipeline.table_sink import Table, WriteTables, parquet_table
 from witcurate.pipeline.tables import parquet_files
@@ -34,12 +34,14 @@ def make_pipeline(beam_args: list[str] | None = None) -> beam.Pipeline:
 
     Beam's own default may try to download a runner binary, which never works offline, so the
     local runner is pinned unless the user names one (`--runner=DataflowRunner ...`).
-    `--direct_num_workers=2 --direct_running_mode=multi_processing` also work here.
+    `--direct_num_workers=2 --direct_running_mode=multi_processing` also work here, on a data
+    plane that no longer drops bytes (beam_data_plane).
     """
     args = list(beam_args or [])
     options = ViewCachingOptions(args, save_main_session=False)
     if not any(a.startswith("--runner") for a in args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        beam_data_plane.install()
         return _cleaned_up(beam.Pipeline(runner=FnApiRunner(), options=options))
     return _cleaned_up(beam.Pipeline(options=options))
 
