@@ -7,8 +7,10 @@ workers send their outputs back the same way. Both ends write through a
 take `worker_handlers.DATA_BUFFER_TIME_LIMIT_MS`, 1,000 ms): besides flushing at close, a
 background thread flushes the buffer every second. Its flush reads the buffer, hands the bytes
 to the send queue and only then clears the buffer; the writer does not take that lock, so what
-it writes while the bytes are being handed over is cleared unsent. Whole chunks of encoded
-elements vanish and the stream still decodes, so nothing fails where it happens.
+it writes while the bytes are being handed over is cleared unsent. What the runner loses that
+way is whole chunks of encoded elements: the stream still decodes, so nothing fails where it
+happens. A worker's flush can also fall between the parts of one element, and then the next
+step fails to decode its input (seen with Arrow tables in multi-threaded mode).
 
 Measured with Beam 2.77.0 (docs/pins.md has the twelve-line reproduction): 400 elements of 2 MB
 flattened with a copy of themselves came out as 618 to 792 of 800 in multi-processing mode
