@@ -402,7 +402,13 @@ def decodes_200x200(_):
     except cv2.error:
         return False
 
+def modules(_):
+    import importlib.util
+    import sys
+    return ("img2dataset" in sys.modules, "torch" in sys.modules, importlib.util.find_spec("torch") is not None)
+
 if __name__ == "__main__":
+    import torch  # noqa: F401  (as in a `witcurate run` process: the workers must not need it)
     from witcurate.config import Config
     from witcurate.pipeline import download_worker
     from witcurate.pipeline.download_shard import worker_settings
@@ -414,13 +420,16 @@ if __name__ == "__main__":
     large = pool(50_000).map(decodes_200x200, [0])
     print(small, large, download_worker._context(30_000).get_start_method(),
           download_worker._context(50_000).get_start_method())
+    print(pool(30_000).map(modules, [0]), pool(50_000).map(modules, [0]))
 '''
 
 
 def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     """OpenCV reads download.max_pixels from the environment once, when it is imported: the
     workers forked from the server that imported it hold the first pool's limit, and a pool
-    with another limit must not get them."""
+    with another limit must not get them. Either way a worker starts with img2dataset imported
+    and without torch, which it does not use (half of img2dataset's import), and can still
+    import torch."""
     import subprocess
     import sys
     script = tmp_path / "limits.py"
@@ -428,7 +437,9 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
+    assert lines[1] == "[(True, False, True)] [(True, False, True)]", proc.stdout
 
 
 SILENCE_SCRIPT = '''
