@@ -14,13 +14,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from witcurate.errors import UserError
 from witcurate.filters.base import Drop, RecordFilter, apply_filters
-from witcurate.pipeline import beam_data_plane, dofn_specs, fs
+from witcurate.pipeline import beam_data_plane, beam_state_weight, dofn_specs, fs
 from witcurate.pipeline.options_views import ViewCachingOptions
 from witcurate.pipeline.table_sink import Table, WriteTables, parquet_table
 from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
 
 dofn_specs.install()      # Beam's per-ParDo stateful-DoFn scan, once per kind of DoFn
+beam_state_weight.install()   # the state cache's weighing, without re-listing every module
 
 KEPT = "kept"
 REJECTED = "rejected"
