@@ -38,9 +38,9 @@ import tempfile
 N = int(os.environ.get("BENCH_DOWNLOAD_N", "2000"))
 ROUNDS = int(os.environ.get("BENCH_DOWNLOAD_ROUNDS", "2"))
 HOSTS = int(os.environ.get("BENCH_DOWNLOAD_HOSTS", "16"))
-# 400: a 50 s schedule. The stage's fixed start-up (~7 s on 2 idle cores: Beam, robots.txt, and
-# the download workers importing img2dataset, which pulls in torch through webdataset) is then
-# what a run of minutes pays, not most of the measurement.
+# 400: a 50 s schedule. The stage's fixed start-up (~5 s on 2 idle cores: Beam, robots.txt, and
+# the download workers' fork server importing img2dataset, without torch) is then what a run of
+# minutes pays, not most of the measurement.
 N_BOUND = int(os.environ.get("BENCH_DOWNLOAD_N_BOUND", "400"))
 DELAY = float(os.environ.get("BENCH_DOWNLOAD_DELAY", "0.25"))
 DISTINCT = 200
