@@ -67,7 +67,8 @@ class PassNodes(emb.NodesDoFn):
         yield batch
 
 
-def test_located_rows_read_their_vectors_and_every_row_is_routed(tmp_path):
+@pytest.mark.parametrize("index_max", [emb.INDEX_MAX_UIDS, 0], ids=["uid-index", "by-bucket"])
+def test_located_rows_read_their_vectors_and_every_row_is_routed(tmp_path, index_max):
     vectors = unit(np.random.default_rng(0).normal(size=(5, 8)))
     vectors[2, 3] = np.nan
     # "x": an embedding without a row (score rejected it); "a" saved twice: its first place counts
@@ -84,7 +85,7 @@ def test_located_rows_read_their_vectors_and_every_row_is_routed(tmp_path):
 
     with TestPipeline() as p:
         outs = (p | beam.Create([rows.slice(0, 2), rows.slice(2)])
-                  | emb.LocateEmbeddings(slices, buckets=3))
+                  | emb.LocateEmbeddings(slices, buckets=3, index_max=index_max))
         read = outs[emb.LOCATED] | "Judge" >> beam.ParDo(PassNodes(slices, 8)).with_outputs(REJECTED, main=emb.NODES)
         assert_that(read[emb.NODES] | "NodeUids" >> beam.FlatMap(nodes),
                     equal_to([("a", (8,), True, "000000"), ("b", (8,), True, "000000")]), label="nodes")
@@ -95,6 +96,24 @@ def test_located_rows_read_their_vectors_and_every_row_is_routed(tmp_path):
         assert_that(outs[emb.PIECES] | "Places" >> beam.FlatMap(
             lambda piece: [(u, piece[0], int(at)) for u, at in zip(piece[1][0].column("uid").to_pylist(), piece[1][1])]),
             equal_to([("a", 0, 0), ("b", 0, 1), ("c", 1, 0)]), label="places")
+
+
+def test_the_uid_index_finds_first_places_and_tells_colliding_hashes_apart():
+    from witcurate.pipeline.embedding_index import BuildIndex
+    combine = BuildIndex()
+
+    def part(index, uids, keys):
+        n = len(uids)
+        return (np.array(keys, np.uint64), pa.array(uids), np.full(n, index, np.int32), np.arange(n, dtype=np.int32))
+
+    # "a" saved in slices 0 and 1; "b" and "c" share a hash; the parts arrive in any order
+    acc = combine.merge_accumulators([combine.add_input(combine.create_accumulator(), part(1, ["a", "c"], [5, 7])),
+                                      combine.add_input(combine.create_accumulator(), part(0, ["a", "b"], [5, 7]))])
+    index = combine.extract_output(acc)
+    slices, rows = index.locate(pa.array(["c", "a", "b", "z", "y"]), np.array([7, 5, 7, 9, 1], np.uint64))
+    assert slices.tolist() == [1, 0, 0, -1, -1] and rows.tolist() == [1, 0, 1, -1, -1]
+    empty = combine.extract_output(combine.create_accumulator())
+    assert [a.tolist() for a in empty.locate(pa.array(["a"]), np.array([5], np.uint64))] == [[-1], [-1]]
 
 
 def test_usable_rows_reads_the_bits_as_numpy_reads_the_values():

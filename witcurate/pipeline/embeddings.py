@@ -1,12 +1,18 @@
 """The score stage's saved image embeddings joined to a stage's kept rows, in Beam: what the
 semdedup and target stages start from. Rows move through Beam as Arrow tables; the vectors never
 do. They are read where they are needed, from the score stage's parquet, one row group (a
-`Slice`) at a time:
+`Slice`) at a time. Where each row's embedding was saved is found one of two ways:
+
+  * up to INDEX_MAX_UIDS saved embeddings, in an index of the pool's uids that every worker
+    gets as a side input (embedding_index.py): the rows are located where they were read;
+  * beyond it, by a join by uid bucket, which no worker has to hold whole:
 
     embeddings' uid column, per slice --split by uid bucket--\\
                                                               GroupByKey(bucket) --> LocateRows
     kept rows (parquet batches) ---------split by uid bucket--/
-        --> (slice, rows located in it + their row numbers there) | MISSING (rows without one)
+
+Either way the result is the same:
+        (slice, rows located in it + their row numbers there) | MISSING (rows without one)
         --GroupByKey(slice)--> read_nodes: the slice's vectors read and taken
         --> NodeBatch (rows with a usable embedding and their float16 vectors)
             + rejects (invalid embeddings)
@@ -17,7 +23,7 @@ the local runner every element that crosses a step boundary is pickled and copie
 vectors cost more to move that way than to read from the parquet twice (measured:
 docs/benchmarks.md). A bucket holds about JOIN_BUCKET_ROWS uids (the bucket count follows the
 input's size) and a slice is one row group (the score stage writes them of at most 64 MB), so
-no worker holds more. Embeddings of
+no worker holds more, beyond the uid index where it is used (at most 120 MB). Embeddings of
 pairs the score stage rejected have no row and are dropped in the join. A kept row without an
 embedding means the score stage's output is incomplete: the stage stops with an error naming it
 (`check_missing`) rather than guess.
@@ -40,6 +46,7 @@ from witcurate.errors import InputError
 from witcurate.filters.kmeans import sample_keys
 from witcurate.filters.semantic_dedup import INVALID_EMBEDDING, embedding_problem
 from witcurate.pipeline import fs
+from witcurate.pipeline.embedding_index import INDEX_MAX_UIDS, UidIndex, uid_index
 from witcurate.pipeline.beam_io import REJECTED, beam_path, read_json_lines, reject
 from witcurate.pipeline.runner import StageContext
 from witcurate.pipeline.tables import count_rows, open_parquet
@@ -79,6 +86,7 @@ class Slice:
     """One row group of one embeddings file: the unit the vectors are read in."""
     path: str
     row_group: int
+    rows: int = 0
 
     def read(self, column: str) -> pa.ChunkedArray:
         with fs.open_file(self.path) as f:
@@ -101,7 +109,8 @@ def embedding_slices(files: list[str]) -> list[Slice]:
     out = []
     for path in files:
         meta = open_parquet(path, footer_only=True)
-        out += [Slice(path, g) for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
+        out += [Slice(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
+                if meta.row_group(g).num_rows]
     return out
 
 
@@ -172,28 +181,50 @@ class LocateRows(beam.DoFn):
         rows = pa.concat_tables(rows, promote_options="default")
         keys = np.concatenate([k for tag, _, k in items if tag == "row"])
         where: dict[str, int] = {}
+        slice_of = np.full(rows.num_rows, -1, dtype=np.int64)
+        row_of = slice_of.copy()
         places = [t for tag, t, _ in items if tag == "at"]
         if places:      # in slice order, so a uid saved twice is found at its first place
             at = pa.concat_tables(places).sort_by([("slice", "ascending"), ("row", "ascending")])
             for i, uid in enumerate(at.column("uid").to_pylist()):
                 where.setdefault(uid, i)
-        uids = rows.column("uid").to_pylist()
-        pos = np.array([where.get(u, -1) for u in uids], dtype=np.int64)
-        missing = pos < 0
-        if missing.any():
-            yield beam.pvalue.TaggedOutput(MISSING, {"count": int(missing.sum()),
-                                                     "examples": sorted(np.array(uids)[missing].tolist())[:3]})
-        found = np.flatnonzero(~missing)
-        if not len(found):
+            pos = np.array([where.get(u, -1) for u in rows.column("uid").to_pylist()], dtype=np.int64)
+            hit = pos >= 0
+            slice_of[hit] = at.column("slice").to_numpy()[pos[hit]]
+            row_of[hit] = at.column("row").to_numpy()[pos[hit]]
+        yield from located_pieces(rows, keys, slice_of, row_of)
+
+
+class LocateInIndex(beam.DoFn):
+    """Kept rows -> the same pieces and MISSING counts as LocateRows, each row found in the
+    pool's UidIndex (a side input) where it was read: the broadcast join."""
+
+    def process(self, rows: pa.Table, index: UidIndex):
+        if not rows.num_rows:
             return
-        slice_of = at.column("slice").to_numpy()[pos[found]]
-        row_of = at.column("row").to_numpy()[pos[found]]
-        keys = keys[found]
-        order = np.lexsort((row_of, slice_of))
-        for index in np.split(order, np.flatnonzero(np.diff(slice_of[order])) + 1):
-            for start in range(0, len(index), PIECE_ROWS):
-                part = index[start:start + PIECE_ROWS]
-                yield int(slice_of[part[0]]), (rows.take(pa.array(found[part])), row_of[part], keys[part])
+        uids = rows.column("uid").combine_chunks()
+        keys = sample_keys(uids.to_pylist())
+        yield from located_pieces(rows, keys, *index.locate(uids, keys))
+
+
+def located_pieces(rows: pa.Table, keys: np.ndarray, slice_of: np.ndarray, row_of: np.ndarray):
+    """(slice, (rows saved there, their row numbers in it, their sample keys)) in pieces of at
+    most PIECE_ROWS, in row order within the slice; MISSING {count, examples} for the rows whose
+    slice is -1 (no saved embedding)."""
+    missing = slice_of < 0
+    if missing.any():
+        uids = np.array(rows.column("uid").to_pylist(), dtype=object)
+        yield beam.pvalue.TaggedOutput(MISSING, {"count": int(missing.sum()),
+                                                 "examples": sorted(uids[missing].tolist())[:3]})
+    found = np.flatnonzero(~missing)
+    if not len(found):
+        return
+    slice_of, row_of, keys = slice_of[found], row_of[found], keys[found]
+    order = np.lexsort((row_of, slice_of))
+    for index in np.split(order, np.flatnonzero(np.diff(slice_of[order])) + 1):
+        for start in range(0, len(index), PIECE_ROWS):
+            part = index[start:start + PIECE_ROWS]
+            yield int(slice_of[part[0]]), (rows.take(pa.array(found[part])), row_of[part], keys[part])
 
 
 def read_nodes(slices: list[Slice], element, dim: int) -> tuple[NodeBatch | None, pa.Table | None]:
@@ -260,23 +291,33 @@ def read_tables(p: beam.Pipeline, files: list[str], label: str, columns: list[st
 class LocateEmbeddings(beam.PTransform):
     """Kept row tables -> {LOCATED: (slice, [pieces of rows saved there]), for a NodesDoFn to
     read; PIECES: the same pieces one by one, before the grouping (the k-means sample takes
-    their keys and places); MISSING}."""
+    their keys and places); MISSING}. Up to `index_max` saved embeddings the rows are located
+    in an index of the pool's uids sent to every worker (embedding_index.py); beyond it, by the
+    join by uid bucket."""
 
-    def __init__(self, slices: list[Slice], buckets: int):
+    def __init__(self, slices: list[Slice], buckets: int, index_max: int = INDEX_MAX_UIDS):
         super().__init__()
-        self.slices, self.buckets = slices, buckets
+        self.slices, self.buckets, self.index_max = slices, buckets, index_max
 
     def expand(self, row_tables):
+        if sum(s.rows for s in self.slices) <= self.index_max:
+            index = uid_index(row_tables.pipeline, self.slices)
+            outs = row_tables | "Locate" >> beam.ParDo(LocateInIndex(), beam.pvalue.AsSingleton(index)
+                                                       ).with_outputs(MISSING, main=LOCATED)
+        else:
+            outs = self.by_bucket(row_tables)
+        return {LOCATED: outs[LOCATED] | "GroupBySlice" >> beam.GroupByKey(), PIECES: outs[LOCATED],
+                MISSING: outs[MISSING]}
+
+    def by_bucket(self, row_tables):
         places = (row_tables.pipeline
                   | "Slices" >> beam.Create(range(len(self.slices)))
                   | "SliceUids" >> beam.FlatMap(slice_uids, self.slices, self.buckets))
         rows = row_tables | "SplitRows" >> beam.FlatMap(split_by_bucket, self.buckets, "row")
-        outs = ((rows, places)
+        return ((rows, places)
                 | "RowsAndPlaces" >> beam.Flatten()
                 | "GroupByBucket" >> beam.GroupByKey()
                 | "Locate" >> beam.ParDo(LocateRows()).with_outputs(MISSING, main=LOCATED))
-        return {LOCATED: outs[LOCATED] | "GroupBySlice" >> beam.GroupByKey(), PIECES: outs[LOCATED],
-                MISSING: outs[MISSING]}
 
 
 def _merge_missing(found: Iterable[dict[str, Any]]) -> dict[str, Any]:
