@@ -90,12 +90,12 @@ def nearest(vectors: np.ndarray, centroids: np.ndarray,
     equidistant from two centroids could change cluster between runs that batch it differently.
     The product only shortlists: every centroid within TIE_MARGIN of the best is compared again
     in float64, one vector at a time, and the cosine returned is computed the same way."""
-    x = np.asarray(vectors, dtype=np.float32)
     c = np.asarray(centroids, dtype=np.float32)
-    index = np.empty(len(x), dtype=np.int64)
-    cosine = np.empty(len(x), dtype=np.float32) if cosines else None
-    for start in range(0, len(x), ASSIGN_BLOCK):
-        block = x[start:start + ASSIGN_BLOCK]
+    index = np.empty(len(vectors), dtype=np.int64)
+    cosine = np.empty(len(vectors), dtype=np.float32) if cosines else None
+    for start in range(0, len(vectors), ASSIGN_BLOCK):
+        # converted a block at a time (float16 vectors): the block stays in cache for the product
+        block = np.asarray(vectors[start:start + ASSIGN_BLOCK], dtype=np.float32)
         sims = block @ c.T
         best = np.argmax(sims, axis=1)
         close = sims >= sims[np.arange(len(best)), best][:, None] - TIE_MARGIN
@@ -127,13 +127,12 @@ class ClusterModel:
     def assign(self, vectors: np.ndarray, cosines: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(cluster, child, cosine to the cluster's centroid or None when not asked for) per
         vector; child is -1 in a cluster that was not split."""
-        x = np.asarray(vectors, dtype=np.float32)
-        top, cosine = nearest(x, self.centroids, cosines)
-        child = np.full(len(x), -1, dtype=np.int64)
+        top, cosine = nearest(vectors, self.centroids, cosines)
+        child = np.full(len(vectors), -1, dtype=np.int64)
         for cluster, subs in self.children.items():
             members = np.flatnonzero(top == cluster)
             if len(members):
-                child[members] = nearest(x[members], subs, cosines=False)[0]
+                child[members] = nearest(vectors[members], subs, cosines=False)[0]
         return top, child, cosine
 
     def group_keys(self, top: np.ndarray, child: np.ndarray) -> np.ndarray:

@@ -63,12 +63,13 @@ class SmallestKeys(beam.CombineFn):
 
 
 def fit_model(sample: np.ndarray | None, total: int, clusters: int, max_size: int, seed: int,
-              niter: int) -> kmeans.ClusterModel:
+              niter: int, unit: bool = False) -> kmeans.ClusterModel:
     """The ClusterModel of the sample vectors: min(clusters, sample) centroids, and children for
-    the clusters expected to exceed max_size among the `total` vectors to assign."""
+    the clusters expected to exceed max_size among the `total` vectors to assign (`unit`: the
+    sample already is normalise()'s float32 rows)."""
     if sample is None or not len(sample):
         return kmeans.ClusterModel(np.zeros((0, 0), dtype=np.float32), {}, 0)
-    vectors = kmeans.normalise(sample)
+    vectors = sample if unit else kmeans.normalise(sample)
     model = kmeans.ClusterModel(kmeans.fit_kmeans(vectors, clusters, seed, niter, unit=True), {}, len(vectors))
     return kmeans.split_large_clusters(model, vectors, total, max_size, seed, niter)
 
@@ -77,22 +78,25 @@ READ_THREADS = 4        # slices the fit decodes at once (Arrow decodes without 
 
 
 def read_sample(slices: list[Slice], places: np.ndarray, dim: int) -> np.ndarray:
-    """The usable vectors at `places` ((slice, row) pairs), in that order; an unusable embedding
-    is left out (the assigning step rejects it). The slices are decoded a few at a time on
-    threads: the fit runs on one worker, and at a 100k sample of 1M it reads every slice."""
-    out = np.zeros((len(places), dim), dtype=np.float16)
-    fits = np.zeros(len(places), dtype=bool)
+    """The usable vectors at `places` ((slice, row) pairs), in that order, as normalise()'s float32
+    unit rows; an unusable embedding is left out (the assigning step rejects it). The slices are
+    decoded and normalised a few at a time on threads (Arrow decodes and numpy converts without
+    the GIL): the fit runs on one worker, and at a 100k sample of 1M it reads every slice."""
+    out = np.empty((len(places), dim), dtype=np.float32)
+    usable = np.zeros(len(places), dtype=bool)
     order = np.argsort(places[:, 0], kind="stable")
     groups = [g for g in np.split(order, np.flatnonzero(np.diff(places[order, 0])) + 1) if len(g)]
 
     def read(index: np.ndarray) -> None:
         vectors, fit = vector_matrix(slices[int(places[index[0], 0])].read("image_embedding"), dim)
         rows = places[index, 1]
-        out[index], fits[index] = vectors[rows], fit[rows]
+        picked = vectors[rows]
+        usable[index] = fit[rows] & usable_rows(picked)
+        out[index] = kmeans.normalise(picked)
 
     with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(1, len(groups)))) as pool:
         list(pool.map(read, groups))           # list(): re-raise a reader's error here
-    return out[fits & usable_rows(out)]
+    return out if usable.all() else out[usable]
 
 
 class FitOnSample(beam.CombineFn):
@@ -128,7 +132,7 @@ class FitOnSample(beam.CombineFn):
         chosen = self.smallest.extract_output(pieces)
         sample = read_sample(self.slices, chosen[1], self.dim) if chosen is not None else None
         k = self.settings
-        return fit_model(sample, total, k.clusters, k.max_size, k.seed, k.niter)
+        return fit_model(sample, total, k.clusters, k.max_size, k.seed, k.niter, unit=True)
 
 
 @dataclass(frozen=True)

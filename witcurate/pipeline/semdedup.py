@@ -56,7 +56,7 @@ SPILL_DIR = "spill"          # under the stage's work directory
 def write_vectors(path: str, vectors: np.ndarray) -> None:
     """(n, d) vectors as plain float16 bytes, row after row: read back by range."""
     with fs.open_file(path, "wb") as f:
-        f.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
+        f.write(memoryview(np.ascontiguousarray(vectors, dtype=np.float16)).cast("B"))
 
 
 @dataclass
