@@ -46,8 +46,9 @@ from witcurate.errors import InputError
 from witcurate.filters.kmeans import sample_keys
 from witcurate.filters.semantic_dedup import INVALID_EMBEDDING, embedding_problem
 from witcurate.pipeline import fs
-from witcurate.pipeline.embedding_index import INDEX_MAX_UIDS, UidIndex, uid_index
 from witcurate.pipeline.beam_io import REJECTED, beam_path, read_json_lines, reject
+from witcurate.pipeline.embedding_index import INDEX_MAX_UIDS, UidIndex, uid_index
+from witcurate.pipeline.overlapped import OverlappedDoFn
 from witcurate.pipeline.runner import StageContext
 from witcurate.pipeline.tables import count_rows, open_parquet
 from witcurate.schemas import REJECTS
@@ -251,21 +252,20 @@ def read_nodes(slices: list[Slice], element, dim: int) -> tuple[NodeBatch | None
     return NodeBatch(rows, vectors, f"{index:06d}"), rejects
 
 
-class NodesDoFn(beam.DoFn):
+class NodesDoFn(OverlappedDoFn):
     """A step over the nodes that reads them itself: (slice, the rows located in it) ->
     process_nodes(NodeBatch, *side inputs), and REJECTED tables for unusable embeddings. Reading
     here rather than in a step before it keeps the vectors from crossing a step boundary (this
-    step waits for the model, so the runner cannot fuse it with one before)."""
+    step waits for the model, so the runner cannot fuse it with one before). Two slices are
+    read and worked on at once (overlapped.py): most of the work is Arrow and numpy."""
 
     def __init__(self, slices: list[Slice], dim: int):
         self.slices, self.dim = slices, dim
 
-    def process(self, element, *side):
+    def work(self, element, *side) -> list:
         batch, rejects = read_nodes(self.slices, element, self.dim)
-        if rejects is not None:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejects)
-        if batch is not None:
-            yield from self.process_nodes(batch, *side)
+        out = [] if rejects is None else [beam.pvalue.TaggedOutput(REJECTED, rejects)]
+        return out if batch is None else out + list(self.process_nodes(batch, *side))
 
     def process_nodes(self, batch: NodeBatch, *side):
         raise NotImplementedError
