@@ -56,3 +56,17 @@ def test_an_error_in_one_element_fails_the_run():
     with pytest.raises(Exception, match="element 13 is bad"):
         with TestPipeline() as p:
             p | beam.Create(list(range(20))) | beam.ParDo(Slow())
+
+
+def test_a_bundle_that_failed_does_not_leave_blas_limited():
+    before = _blas_threads()
+    fn = Slow()
+    fn.setup()
+    fn.start_bundle()                   # this bundle fails: finish_bundle never runs
+    fn.start_bundle()                   # the retry
+    assert _blas_threads() == {1}
+    list(fn.finish_bundle())
+    assert _blas_threads() == before
+    fn.start_bundle()
+    fn.teardown()                       # a failed last bundle: teardown restores
+    assert _blas_threads() == before

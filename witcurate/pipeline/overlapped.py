@@ -36,7 +36,7 @@ class OverlappedDoFn(beam.DoFn):
 
     def start_bundle(self):
         self._pending: deque[Future] = deque()
-        self._limits = None
+        self._restore_blas()                     # a failed bundle before this one left its limit
         if self.BLAS_THREADS is not None:
             from threadpoolctl import threadpool_limits
             self._limits = threadpool_limits(limits=self.BLAS_THREADS, user_api="blas")
