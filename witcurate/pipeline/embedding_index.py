@@ -8,8 +8,8 @@ of where each uid was saved, as a side input, and locates its rows where they we
 
 That is one shuffle of the rows fewer than the join by uid bucket (two), which every row crosses
 twice, pickled and copied each time: at 100,000 pairs the join's steps took 1.5 s of a 10 s stage.
-The index holds uids and places, never vectors (about 60 bytes a uid: 120 MB at the bound), so a
-pool beyond it goes back to the join by bucket, which no worker has to hold whole.
+The index holds uids and places, never vectors (52 bytes a 32-character uid: 104 MB at the
+bound), so a pool beyond it goes back to the join by bucket, which no worker has to hold whole.
 
 Lookups go by the uid's 64-bit hash (kmeans.sample_key, which the rows need for the k-means
 sample anyway), and every hit is checked against the uid itself, so two uids whose hashes collide

@@ -23,7 +23,7 @@ the local runner every element that crosses a step boundary is pickled and copie
 vectors cost more to move that way than to read from the parquet twice (measured:
 docs/benchmarks.md). A bucket holds about JOIN_BUCKET_ROWS uids (the bucket count follows the
 input's size) and a slice is one row group (the score stage writes them of at most 64 MB), so
-no worker holds more, beyond the uid index where it is used (at most 120 MB). Embeddings of
+no worker holds more, beyond the uid index where it is used (about 104 MB at most). Embeddings of
 pairs the score stage rejected have no row and are dropped in the join. A kept row without an
 embedding means the score stage's output is incomplete: the stage stops with an error naming it
 (`check_missing`) rather than guess.
