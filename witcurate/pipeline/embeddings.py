@@ -47,7 +47,7 @@ from witcurate.filters.kmeans import sample_keys
 from witcurate.filters.semantic_dedup import INVALID_EMBEDDING, embedding_problem
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import REJECTED, beam_path, read_json_lines, reject
-from witcurate.pipeline.embedding_index import INDEX_MAX_UIDS, UidIndex, uid_index
+from witcurate.pipeline.embedding_index import INDEX_MAX_UIDS, UidIndex, slice_part, uid_index
 from witcurate.pipeline.overlapped import OverlappedDoFn
 from witcurate.pipeline.runner import StageContext
 from witcurate.pipeline.tables import count_rows, open_parquet
@@ -87,7 +87,7 @@ class Slice:
     """One row group of one embeddings file: the unit the vectors are read in."""
     path: str
     row_group: int
-    rows: int = 0
+    rows: int                   # rows saved in it (the footer's count)
 
     def read(self, column: str) -> pa.ChunkedArray:
         with fs.open_file(self.path) as f:
@@ -133,12 +133,14 @@ def bucket_count(rows_dir: str, score_dir: str) -> int:
     return max(1, math.ceil(rows / JOIN_BUCKET_ROWS))
 
 
-def split_by_bucket(table: pa.Table, buckets: int, tag: str):
+def split_by_bucket(table: pa.Table, buckets: int, tag: str, keys: np.ndarray | None = None):
     """(bucket, (tag, rows of the table in that bucket, their sample keys)) for each bucket the
-    table touches, in pieces of at most PIECE_ROWS rows."""
+    table touches, in pieces of at most PIECE_ROWS rows (`keys`: the rows' sample keys, when
+    already known)."""
     if not table.num_rows:
         return
-    keys = sample_keys(table.column("uid").to_pylist())
+    if keys is None:
+        keys = sample_keys(table.column("uid").to_pylist())
     bucket = keys % np.uint64(buckets)
     order = np.argsort(bucket, kind="stable")
     cuts = np.flatnonzero(np.diff(bucket[order])) + 1
@@ -150,11 +152,9 @@ def split_by_bucket(table: pa.Table, buckets: int, tag: str):
 
 def slice_uids(index: int, slices: list[Slice], buckets: int):
     """(bucket, ("at", uid, slice, row)) for the uids saved in slice `index`: where each is."""
-    uids = slices[index].read("uid")
-    n = len(uids)
-    table = pa.table({"uid": uids, "slice": pa.array(np.full(n, index, dtype=np.int32)),
-                      "row": pa.array(np.arange(n, dtype=np.int32))})
-    yield from split_by_bucket(table, buckets, "at")
+    keys, uids, slice_of, row_of = slice_part(index, slices)
+    table = pa.table({"uid": uids, "slice": pa.array(slice_of), "row": pa.array(row_of)})
+    yield from split_by_bucket(table, buckets, "at", keys)
 
 
 def usable_rows(vectors: np.ndarray) -> np.ndarray:

@@ -44,10 +44,10 @@ from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, make_pipeline, reject, run_pipeline
 from witcurate.pipeline.embedding_fit import (KMeansSettings, WriteTableOutputs, located_and_model, model_lines,
                                                pass_everything, read_model_summary, side_tables)
-from witcurate.pipeline.overlapped import OverlappedDoFn
 from witcurate.pipeline.embeddings import (NODES, NodeBatch, NodesDoFn, Slice, bucket_count, check_missing,
                                            clear_side_files, embedding_files, embedding_slices, missing_lines,
                                            note_clusters, pool_dim, read_tables)
+from witcurate.pipeline.overlapped import OverlappedDoFn
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.stages import BaseStage, Option, stage_dir
 from witcurate.pipeline.tables import parquet_files
