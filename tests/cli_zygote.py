@@ -1,4 +1,5 @@
-"""`witcurate` commands forked from one process that has imported their libraries once.
+"""Processes forked from one that has imported their libraries once: `witcurate` commands, and
+Beam's SDK workers (beam_modes.py).
 
 A console-script start spends seconds importing before the command does anything (Beam; torch,
 open_clip, and through it timm and torchvision; img2dataset): about 10 CPU-seconds for a run that
@@ -10,9 +11,11 @@ The zygote has no thread of its own and computes nothing with torch before it fo
 child starts as a fresh process would, less the imports.
 
 Protocol, JSON lines: the test writes {"argv": [...], "log": path, "cwd": dir} to the zygote's
-stdin; the zygote answers {"pid": n} at once on its stdout, and {"exit": n, "code": rc} when that
-child ends (rc negative for a signal, as subprocess reports it). The zygote ends when its stdin
-closes.
+stdin (or {"module": name, "env": {...}, "cwd": dir} for `python -m name` with that environment
+and the zygote's own stderr); the zygote answers {"pid": n} at once on its stdout, and
+{"exit": n, "code": rc} when that child ends (rc negative for a signal, as subprocess reports
+it). The zygote ends when its stdin closes. `python cli_zygote.py MODULE...` preloads those
+modules instead of the CLI's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +40,8 @@ PRELOAD = ["witcurate.cli", "torch", "open_clip", "img2dataset", "apache_beam",
 
 def _child(request: dict) -> None:
     """In the forked child: never returns."""
+    if "module" in request:
+        _module_child(request)
     try:
         os.setsid()
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -51,9 +57,36 @@ def _child(request: dict) -> None:
         os._exit(70)
 
 
-def serve() -> None:
+def _module_child(request: dict) -> None:
+    """`python -m module` in the forked child, with the request's environment: never returns."""
+    import runpy
+    import tempfile
+    import traceback
+    code = 1
+    try:
+        os.dup2(2, 1)                    # off the protocol pipe: the zygote's stderr, as a worker's
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.chdir(request["cwd"])
+        sys.path[0] = os.getcwd()        # as `python -m` has it, not this script's folder
+        os.environ.clear()
+        os.environ.update(request["env"])
+        tempfile.tempdir = None          # read TMPDIR again, from this environment
+        sys.argv = [request["module"]]
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:                # noqa: BLE001 - reported as a worker's crash would be
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(preload: list[str]) -> None:
     import importlib
-    for name in PRELOAD:
+    for name in preload:
         importlib.import_module(name)
     threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     assert not threads, f"an import started threads, forking would not be safe: {threads}"
@@ -89,7 +122,7 @@ def serve() -> None:
 class Attempt:
     """One forked command, with the part of subprocess.Popen's interface the tests use."""
 
-    def __init__(self, zygote: "Zygote", pid: int, log_path: str):
+    def __init__(self, zygote: "Zygote", pid: int, log_path: str | None):
         self.zygote, self.pid, self.log_path = zygote, pid, log_path
 
     @property
@@ -105,13 +138,21 @@ class Attempt:
                 raise subprocess.TimeoutExpired(f"witcurate (pid {self.pid})", timeout)
         return self.zygote.codes[self.pid]
 
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
 
 class Zygote:
-    """Starts the zygote; `start` forks one command from it. Use as a context manager."""
+    """Starts the zygote; `start` forks one command from it. Use as a context manager.
+    `stderr_path` None: the zygote and its module children write to this process's stderr."""
 
-    def __init__(self, env: dict[str, str], stderr_path: Path):
-        self.stderr = open(stderr_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__))], cwd=REPO, env=env,
+    def __init__(self, env: dict[str, str], stderr_path: Path | None, preload: list[str] = PRELOAD):
+        self.stderr = open(stderr_path, "wb") if stderr_path else None
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__)), *preload], cwd=REPO, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
         self.codes: dict[int, int] = {}
         self.pids: list[int] = []
@@ -132,15 +173,22 @@ class Zygote:
 
     def start(self, argv: list[str], log_path: str, cwd: Path = REPO, timeout: float = 300) -> Attempt:
         open(log_path, "wb").close()          # there before the command writes to it
+        return self._fork({"argv": argv, "log": log_path, "cwd": str(cwd)}, log_path, timeout)
+
+    def start_module(self, module: str, env: dict[str, str], cwd: str, timeout: float = 300) -> Attempt:
+        return self._fork({"module": module, "env": env, "cwd": cwd}, None, timeout)
+
+    def _fork(self, request: dict, log_path: str | None, timeout: float) -> Attempt:
         with self.changed:
             started = len(self.pids)
-            self.proc.stdin.write((json.dumps({"argv": argv, "log": log_path, "cwd": str(cwd)}) + "\n").encode())
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
             if not self.changed.wait_for(lambda: len(self.pids) > started or self.proc.poll() is not None,
                                          timeout):
                 raise TimeoutError("the zygote did not fork within its time")
             if len(self.pids) == started:
-                raise RuntimeError(f"the zygote ended: {Path(self.stderr.name).read_text()[-3000:]}")
+                said = Path(self.stderr.name).read_text()[-3000:] if self.stderr else "(see stderr)"
+                raise RuntimeError(f"the zygote ended: {said}")
             return Attempt(self, self.pids[started], log_path)
 
     def __enter__(self) -> "Zygote":
@@ -149,8 +197,9 @@ class Zygote:
     def __exit__(self, *exc) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
-        self.stderr.close()
+        if self.stderr:
+            self.stderr.close()
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1:] or PRELOAD)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from beam_modes import ForkedSdkWorkers, fresh_workers_wanted
 from ports import free_port
 from repo_boundary import RepoBoundary
 from shared_demo import DemoRun, DemoWorld, make_run, make_world
@@ -23,10 +24,15 @@ if (REPO / ".nltk_data").exists():
 
 
 def pytest_configure(config):
-    """Fail any test that reads a file beside the clone or writes inside it (repo_boundary.py)."""
+    """Fail any test that reads a file beside the clone or writes inside it (repo_boundary.py);
+    in a process that runs tests, fork Beam's SDK workers from zygotes (beam_modes.py)."""
     boundary = RepoBoundary(REPO)
     boundary.install()
     config.pluginmanager.register(boundary, "repo-boundary")
+    xdist_controller = config.getoption("numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ
+    if not xdist_controller and not fresh_workers_wanted():
+        config._sdk_workers = ForkedSdkWorkers()
+        config._sdk_workers.install()
 
 
 # The cyclic garbage collector and the suite's heap. A test process holds over half a million
@@ -52,6 +58,8 @@ def pytest_unconfigure(config):
     """Give the frozen objects back before the interpreter exits, so its last collection
     finalises them (duckdb's bindings report every object of theirs left alive at exit)."""
     gc.unfreeze()
+    if getattr(config, "_sdk_workers", None):
+        config._sdk_workers.uninstall()
 
 
 # Session fixtures that build something expensive once. The suite runs on pytest-xdist workers

@@ -43,6 +43,36 @@ def test_chain_in_worker_processes_matches_in_process(in_process, tmp_path):
     assert any(len(fs.glob(fs.join(root, n, "part-*.parquet"))) > 1 for n in PURE_BEAM)
 
 
+def test_worker_processes_are_other_interpreters_each_with_its_own_hash_seed(monkeypatch):
+    """What the multi-process tests rely on (beam_modes.py, whichever way workers start): two
+    worker processes, neither this one, each hashing strings with its own seed, and each seeing
+    the environment Beam starts it with."""
+    import os
+
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+
+    from witcurate.pipeline.beam_io import make_pipeline
+    monkeypatch.setenv("WITCURATE_PROBE", "from-the-driver")
+    driver = (os.getpid(), hash("witcurate"))
+
+    def identity(_):             # defined here: pickled by value, as a worker cannot import tests/
+        import os
+        return os.getpid(), hash("witcurate"), os.environ.get("WITCURATE_PROBE", "")
+
+    def check(seen):
+        by_pid = {pid: (h, probe) for pid, h, probe in seen}
+        assert len(by_pid) == 2 and driver[0] not in by_pid, by_pid
+        hashes = {h for h, _ in by_pid.values()}
+        assert len(hashes) == 2 and driver[1] not in hashes, by_pid
+        assert {probe for _, probe in by_pid.values()} == {"from-the-driver"}
+
+    with make_pipeline(MULTI_PROCESS) as p:
+        seen = (p | beam.Create(range(64)) | beam.Reshuffle() | beam.Map(identity)
+                | beam.Distinct())
+        assert_that(seen, check)
+
+
 def test_file_url_run_directory(in_process, tmp_path):
     """`--out file:///...` is a local run: Beam's IO gets the plain path."""
     base_root, _ = in_process
