@@ -102,6 +102,14 @@ def test_weight_decay_is_off_for_gains_biases_norms_and_logit_scale(tiny):
     assert all(p.ndim >= 2 for p in groups[1]["params"])
 
 
+def test_models_of_one_name_share_one_tokenizer_that_matches_open_clips():
+    import open_clip
+    first, second = create_model(MODEL)[3], create_model(MODEL)[3]
+    assert first is second                    # built once per process, not per model
+    text = ["red, blue circles", "a dog on the grass"]
+    assert torch.equal(first(text), open_clip.get_tokenizer(MODEL)(text))
+
+
 def test_warmup_then_cosine_schedule():
     lrs = [optim.cosine_lr(s, 1.0, 10, 110) for s in range(110)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)

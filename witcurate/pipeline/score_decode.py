@@ -216,8 +216,5 @@ class DecodeBatches(beam.DoFn):
 
 def load_tokenizer(model_name: str) -> Any:
     """The model's own open_clip tokenizer (the repo's model configs registered first)."""
-    import open_clip
-
-    from witcurate.trainer.model import register_configs
-    register_configs()
-    return open_clip.get_tokenizer(model_name)
+    from witcurate.trainer.model import tokenizer_for
+    return tokenizer_for(model_name)
