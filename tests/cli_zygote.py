@@ -113,6 +113,7 @@ def serve(preload: list[str]) -> None:
             line, pending = pending.split(b"\n", 1)
             pid = os.fork()
             if pid == 0:
+                os.close(answers.fileno())      # the zygote's end of the protocol: its death is seen
                 _child(json.loads(line))
             answers.write(json.dumps({"pid": pid}) + "\n")
 
@@ -133,10 +134,13 @@ class Attempt:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        with self.zygote.changed:
-            if not self.zygote.changed.wait_for(lambda: self.pid in self.zygote.codes, timeout):
+        zygote = self.zygote
+        with zygote.changed:
+            if not zygote.changed.wait_for(lambda: self.pid in zygote.codes or zygote.ended, timeout):
                 raise subprocess.TimeoutExpired(f"witcurate (pid {self.pid})", timeout)
-        return self.zygote.codes[self.pid]
+        if self.pid not in zygote.codes:
+            raise RuntimeError(f"the zygote ended before its child {self.pid} did")
+        return zygote.codes[self.pid]
 
     def kill(self) -> None:
         if self.returncode is None:
@@ -156,6 +160,7 @@ class Zygote:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
         self.codes: dict[int, int] = {}
         self.pids: list[int] = []
+        self.ended = False
         self.changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -169,6 +174,7 @@ class Zygote:
                     self.codes[answer["exit"]] = answer["code"]
                 self.changed.notify_all()
         with self.changed:                  # the zygote is gone: nothing more will end
+            self.ended = True
             self.changed.notify_all()
 
     def start(self, argv: list[str], log_path: str, cwd: Path = REPO, timeout: float = 300) -> Attempt:
