@@ -444,9 +444,10 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
 
 SILENCE_SCRIPT = '''
 import os, sys, threading
-import img2dataset.resizer as resizer
 from witcurate.filters import urls
 from witcurate.pipeline import download_worker
+download_worker.import_img2dataset()    # as a download worker has it: without torch
+import img2dataset.resizer as resizer
 if sys.argv[1] == "ours":
     download_worker.install(download_worker.WorkerSettings(urls.AddressPolicy(), 10_000_000))
 streams = [os.readlink(f"/proc/self/fd/{fd}") for fd in (1, 2)]
