@@ -69,3 +69,19 @@ def test_every_pool_url_is_accounted_for_against_the_ground_truth(tiny_run):
     assert all(f.startswith("ingest:") for f in fates["junk"])
     assert report["clip_filter"]["pairs_scored"] > 0
     assert (out / "shards" / "card" / "clip_pr_curve.png").exists()
+
+
+def test_the_truth_report_s_target_curve_replays_what_the_stage_did(tiny_run):
+    # The card's curve over the kept clusters is the stage's own rule replayed (its k-means fitted
+    # on the pool's saved embeddings, as the stage fits it): at the stage's settings it must
+    # remove exactly what the stage removed.
+    _, out, _ = tiny_run
+    target = json.loads((out / "demo_truth.json").read_text())["target"]
+    manifest = json.loads((out / "target" / "_SUCCESS.json").read_text())
+    assert target["fit"] == manifest["target"]["fit"] == "pool"
+    at_stage = [p for p in target["curves"][str(manifest["config"]["target"]["clusters"])]
+                if p["keep_fraction"] == manifest["config"]["target"]["keep_fraction"]]
+    assert len(at_stage) == 1
+    for key in ("removed", "off_target_removed", "clean_removed", "off_target_at_stage", "clean_at_stage"):
+        assert at_stage[0][key] == target[key], key
+    assert target["removed"] == manifest["counts"]["reasons"].get("off_target_cluster", 0)

@@ -452,6 +452,7 @@ def test_multi_process_runs_equal_in_process(dup_score, tgt, tmp_path):
     ("semdedup.max_cluster_size=1", "semdedup.max_cluster_size must be at least 2"),
     ("target.keep_fraction=0", "target.keep_fraction must be in (0, 1], got 0"),
     ("target.keep_fraction=1.01", "target.keep_fraction must be in (0, 1]"),
+    ("target.fit=all", "target.fit must be one of pool, input, got 'all'"),
 ])
 def test_config_values_are_range_checked_at_load(override, needle):
     with pytest.raises(ConfigError) as e:
@@ -478,3 +479,28 @@ def test_cap_reads_the_last_embedding_step_the_run_has():
     assert cap_input(["score", "cap"]) == "OUT/score"
     assert get_stage("target").default_inputs(load_config(None, ["run.stages=[score,target]"]), "OUT")["in"] \
         == "OUT/score"
+
+
+def test_the_clusters_are_fitted_on_the_pool_where_the_few_off_target_pairs_left_have_their_own(tgt, tmp_path):
+    """After the CLIP score, few off-target pairs reach the target stage. Fitted on those rows
+    alone, their kind has no cluster of its own and they join the on-target clusters nearest to
+    them; fitted on the pool (every embedding the score stage saved), it has, and they go."""
+    world, score, targets = tgt
+    off = np.flatnonzero(world.off_target)
+    left = set(np.random.default_rng(2).choice(off, 12, replace=False).tolist())
+    rows = [i for i in range(len(world.uids)) if not world.off_target[i] or i in left]
+    stage_in = tmp_path / "in"
+    stage_in.mkdir()
+    pq.write_table(pa.Table.from_pylist([scored_row(world.uids[i], i, 0.5) for i in rows], schemas.SCORED),
+                   stage_in / "part-00000.parquet")
+    caught, clean_removed = {}, {}
+    for fit in ("pool", "input"):
+        m = _run("target", TARGET + [f"target.embeddings={targets}", f"target.fit={fit}"], score,
+                 tmp_path / fit, **{"in": str(stage_in)})
+        assert m["counts"]["in"] == len(rows) == m["counts"]["kept"] + m["counts"]["rejected"]
+        assert m["target"]["fit"] == fit
+        removed = {r["uid"] for r in _rejects(tmp_path / fit)}
+        caught[fit] = np.mean([world.uids[i] in removed for i in left])
+        clean_removed[fit] = np.mean([world.uids[i] in removed for i in rows if i not in left])
+    assert caught["pool"] >= 0.9 and clean_removed["pool"] <= 0.05
+    assert caught["input"] <= 0.5

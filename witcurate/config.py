@@ -186,6 +186,9 @@ class TargetSection:
     images: str = ""
     clusters: int = 1000         # k-means clusters over the pool; more than the pool is clamped
     sample: int = 100_000        # embeddings the k-means is fitted on
+    # What the clusters are fitted on: "pool", every image embedding the score stage saved (the
+    # pairs it rejected too), as DataComp clusters its whole pool; or "input", the stage's own rows.
+    fit: str = "pool"
     # None: DataComp's rule, keep the clusters that are some target embedding's nearest;
     # a fraction f: keep the ceil(f * clusters) clusters nearest to the target set.
     keep_fraction: float | None = None

@@ -54,6 +54,7 @@ ABOVE_ZERO = ("balance.oversample", "scorer.lr", "scorer.instance_temperature", 
 ONE_OF: dict[str, tuple[str, ...]] = {
     "download.resize_mode": RESIZE_MODES, "download.encode_format": ENCODE_FORMATS,
     "score.precision": SCORE_PRECISIONS, "train.precision": TRAIN_PRECISIONS,
+    "target.fit": ("pool", "input"),
 }
 
 

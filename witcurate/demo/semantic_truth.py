@@ -67,10 +67,10 @@ def stage_input(stage_dir: str) -> tuple[list[dict[str, Any]], dict[str, tuple[s
     return rows, rejected
 
 
-def embeddings_for(score_dir: str, uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(float16 image embeddings of the uids that have one, in the given order; which uids)."""
-    wanted = {u: i for i, u in enumerate(uids)}
-    found: dict[int, np.ndarray] = {}
+def saved_embeddings(score_dir: str) -> dict[str, np.ndarray]:
+    """uid -> float16 image embedding, for every usable embedding the score stage saved (a uid
+    saved twice: its first)."""
+    found: dict[str, np.ndarray] = {}
     for path in parquet_files(fs.join(score_dir, "embeddings")):
         with fs.open_file(path) as f:
             table = pq.read_table(f, columns=["uid", "image_embedding"])
@@ -78,11 +78,17 @@ def embeddings_for(score_dir: str, uids: list[str]) -> tuple[np.ndarray, np.ndar
         sizes = vector_sizes(column)
         vectors, fits = vector_matrix(column, int(sizes.max(initial=0)))
         for row, uid in enumerate(table.column("uid").to_pylist()):
-            if uid in wanted and fits[row]:
-                found[wanted[uid]] = vectors[row]
-    have = np.array(sorted(i for i, v in found.items() if np.isfinite(v.astype(np.float32)).all()
-                           and np.any(v)), dtype=np.int64)
-    vectors = np.stack([found[i] for i in have.tolist()]) if len(have) else np.zeros((0, 0), np.float16)
+            v = vectors[row]
+            if fits[row] and np.isfinite(v.astype(np.float32)).all() and np.any(v):
+                found.setdefault(uid, v)
+    return found
+
+
+def embeddings_for(score_dir: str, uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(float16 image embeddings of the uids that have one, in the given order; which uids)."""
+    found = saved_embeddings(score_dir)
+    have = np.array([i for i, u in enumerate(uids) if u in found], dtype=np.int64)
+    vectors = np.stack([found[uids[i]] for i in have.tolist()]) if len(have) else np.zeros((0, 0), np.float16)
     return vectors, have
 
 
@@ -192,13 +198,17 @@ def judge_target(reached: list[str], removed: set[str], truth: Truth) -> dict[st
             "clean_removed_share": round(clean_removed / len(clean), 4) if clean else 0.0}
 
 
-def _target_curve(rows, vectors, have, section, targets: str, truth: Truth, clusters: int) -> list[dict]:
+def _target_curve(rows, vectors, have, section, targets: str, truth: Truth, clusters: int,
+                  pool: dict[str, np.ndarray] | None) -> list[dict]:
+    """The curve at `clusters`, the clusters fitted as the stage fits them: on the pool's saved
+    embeddings (`pool`), or on the rows that reached the stage."""
     from witcurate.pipeline.target_set import target_chunks
 
     uids = [rows[i]["uid"] for i in have.tolist()]
     urls = [rows[i]["url"] for i in have.tolist()]
     reached = [r["url"] for r in rows]
-    _, model = replay_clusters(uids, vectors, {**section, "clusters": clusters}, 1 << 62)
+    fit_uids, fit_vectors = (list(pool), np.stack(list(pool.values()))) if pool else (uids, vectors)
+    _, model = replay_clusters(fit_uids, fit_vectors, {**section, "clusters": clusters}, 1 << 62)
     top = model.assign(kmeans.normalise(vectors))[0]
     stats = None
     for chunk in target_chunks(targets):
@@ -229,10 +239,13 @@ def target_quality(out_root: str, truth: Truth) -> dict[str, Any] | None:
               **judge_target([r["url"] for r in rows], removed, truth)}
     targets = fs.join(stage_dir, "target_embeddings.npy")
     targets = targets if fs.exists(targets) else facts.get("target_set")
-    vectors, have = embeddings_for(_score_dir(manifest, out_root), [r["uid"] for r in rows])
+    score_dir = _score_dir(manifest, out_root)
+    vectors, have = embeddings_for(score_dir, [r["uid"] for r in rows])
     if len(have) and targets and fs.exists(targets):
         k = int(section["clusters"])
-        result["curves"] = {str(c): _target_curve(rows, vectors, have, section, targets, truth, c)
+        pool = saved_embeddings(score_dir) if section.get("fit", "input") == "pool" else None
+        result["fit"] = section.get("fit", "input")
+        result["curves"] = {str(c): _target_curve(rows, vectors, have, section, targets, truth, c, pool)
                             for c in sorted({max(2, k // 2), k, 2 * k})}
     return result
 

@@ -23,7 +23,8 @@ from witcurate import schemas
 from witcurate.filters import kmeans
 from witcurate.pipeline import fs
 from witcurate.pipeline.beam_io import KEPT, REJECTED, WriteStageOutputs, beam_path, read_json_lines, run_pipeline
-from witcurate.pipeline.embeddings import LOCATED, MISSING, PIECES, LocateEmbeddings, Slice, usable_rows
+from witcurate.pipeline.embedding_index import slice_part
+from witcurate.pipeline.embeddings import LOCATED, MISSING, PIECE_ROWS, PIECES, LocateEmbeddings, Slice, usable_rows
 from witcurate.pipeline.runner import StageContext, StageResult
 from witcurate.pipeline.table_sink import Table, json_lines_table
 from witcurate.schemas.vectors import vector_matrix
@@ -218,9 +219,24 @@ def pass_everything(ctx: StageContext, p: beam.Pipeline, rows: beam.PCollection,
     return StageResult(units="pairs", extra={name: {"enabled": False}})
 
 
-def located_and_model(rows, slices: list[Slice], dim: int, buckets: int, settings: KMeansSettings):
+def saved_pieces(index: int, slices: list[Slice]):
+    """Every embedding saved in slice `index` as FitOnSample's pieces: (slice, (None, row numbers,
+    sample keys)), the pool's own uids in place of located rows."""
+    keys, _, _, at = slice_part(index, slices)
+    for start in range(0, len(keys), PIECE_ROWS):
+        yield index, (None, at[start:start + PIECE_ROWS], keys[start:start + PIECE_ROWS])
+
+
+def located_and_model(rows, slices: list[Slice], dim: int, buckets: int, settings: KMeansSettings,
+                      fit_on_pool: bool = False):
     """Kept row tables -> (LOCATED: the rows by the slice their embedding is in, for a NodesDoFn;
-    the ClusterModel fitted on a sample of them; the MISSING counts)."""
+    the ClusterModel fitted on a sample of them, or with `fit_on_pool` on a sample of every
+    embedding saved in the slices, whether its row reached this stage or not; the MISSING counts)."""
     located = rows | "Embeddings" >> LocateEmbeddings(slices, buckets)
-    model = located[PIECES] | "Fit" >> FitClusters(slices, dim, settings)
+    pieces = located[PIECES]
+    if fit_on_pool:
+        pieces = (rows.pipeline
+                  | "PoolSlices" >> beam.Create(range(len(slices)))
+                  | "PoolPieces" >> beam.FlatMap(saved_pieces, slices))
+    model = pieces | "Fit" >> FitClusters(slices, dim, settings)
     return located[LOCATED], model, located[MISSING]

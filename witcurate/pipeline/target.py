@@ -1,11 +1,19 @@
 """The target stage: DataComp's image-based filter on the image embeddings the score stage saved.
 
     rows --LocateEmbeddings--> (slice, rows saved there)          (rows without one -> missing)
-    located --ReadVectors--> sample --> k-means fit (one worker, a bounded sample) --> ClusterModel
+    every saved embedding (target.fit: pool), or the located rows (input)
+        --> sample --> k-means fit (one worker, a bounded sample) --> ClusterModel
     target embeddings (chunks) --TargetStats per chunk--> merged --> ClusterChoice (side input)
     located --Judge: the slice's vectors read (invalid embeddings -> rejects)-->
               nearest centroid kept, or an `off_target_cluster` reject naming the cluster and
               its distance to the target set
+
+The clusters are fitted on the pool, as DataComp fits them on its whole pool: every image
+embedding the score stage saved, the pairs it rejected included. Fitted on this stage's input
+alone (after the CLIP score and semdedup), the few off-target images left are spread among the
+clusters of the scenes they resemble, with no cluster of their own kind to fall into; fitted on
+the pool, the clusters of their kind exist, lie far from the target set and are dropped
+(measured on the demo: docs/semantic.md).
 
 No grouping by cluster is needed: a pair's fate is its cluster's, decided once from the
 centroids and the target set. The clusters, their distances, target votes and verdicts are
@@ -40,6 +48,7 @@ from witcurate.pipeline.target_set import check_targets, embed_images, target_ch
 RUN_TRUSTED = "run:trusted"        # target.images naming the scorer's trusted set (scorer.trusted)
 TARGET_EMBEDDINGS = "target_embeddings.npy"
 CLUSTERS_FILE = "clusters.json"
+FIT_POOL, FIT_INPUT = "pool", "input"      # target.fit
 
 
 class Judge(NodesDoFn):
@@ -138,7 +147,8 @@ class TargetStage(BaseStage):
         buckets = bucket_count(ctx.input("in"), ctx.input("score"))
         slices = embedding_slices(files)
         settings = KMeansSettings(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
-        located, model, missing = located_and_model(rows, slices, dim, buckets, settings)
+        located, model, missing = located_and_model(rows, slices, dim, buckets, settings,
+                                                    fit_on_pool=cfg.fit == FIT_POOL)
         choice = p | "TargetSet" >> beam.Create([targets]) | "Clusters" >> ChooseClusters(model, cfg.keep_fraction)
         decided = (located
                    | "Judge" >> beam.ParDo(Judge(slices, dim), beam.pvalue.AsSingleton(model),
@@ -156,7 +166,7 @@ class TargetStage(BaseStage):
         kept = sum(c["kept"] for c in clusters[0]["clusters"]) if clusters else 0
         return StageResult(units="pairs", extra={"target": {
             "enabled": True, "target_set": targets, **embedded, "target_embeddings": facts,
-            "keep_fraction": cfg.keep_fraction, **read_model_summary(ctx.work_dir),
+            "keep_fraction": cfg.keep_fraction, "fit": cfg.fit, **read_model_summary(ctx.work_dir),
             "clusters_kept": kept, "rule": clusters[0]["rule"] if clusters else None}})
 
     def target_set(self, ctx: StageContext) -> tuple[str, dict]:
