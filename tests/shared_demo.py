@@ -46,9 +46,10 @@ class DemoWorld:
             f"ingest.sources=[{','.join(crawl.source_globs(str(w)))}]",   # listed, WARC and WAT
             f"download.allow_private={allow_private('127.0.0.1', port)}",     # the demo's 8 hosts
             "download.urls_per_shard=30", "download.processes_count=1", "download.timeout=1",
-            f"scorer.trusted={w}/trusted/trusted-*.tar", "scorer.epochs=1",
+            f"scorer.trusted={w}/trusted/*.tar", "scorer.epochs=1",
             "score.threshold=null", "score.top_fraction=0.7",
             "target.enabled=true",                 # off in the demo config; the tests run it
+            f"target.images={w}/trusted/trusted-*.tar",
             "shards.samples_per_shard=8",          # several tars from the few pairs kept
             f"train.eval_dir={w}/eval", "train.epochs=1",
         ]

@@ -88,7 +88,7 @@ def _run_chain(root: str, world: Path, overrides: list[str], download_staging: s
         f"queries.dumps=['{inputs}/enwiki-demo-pages-articles-multistream.xml.bz2']",
         f"queries.pageviews=['{inputs}/pageviews-*.gz']",
         f"ingest.sources=['{inputs}/listed.parquet','{inputs}/*.warc.gz','{inputs}/*.warc.wat.gz']",
-        f"scorer.trusted={inputs}/trusted-*.tar",
+        f"scorer.trusted={inputs}/*.tar", f"target.images={inputs}/trusted-*.tar",
     ])
     manifests = {}
     for name in STAGES:

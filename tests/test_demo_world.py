@@ -250,7 +250,7 @@ def test_trusted_and_eval_are_disjoint_from_the_pool(world):
     root, _ = world
     pool = {r["sha256"] for r in _truth(root) if r["sha256"]}
     held_out: dict[str, set[str]] = {"trusted": set(), "eval": set()}
-    for sub, pattern in (("trusted", "trusted"), ("eval", "retrieval")):
+    for sub, pattern in (("trusted", ("trusted", "named")), ("eval", "retrieval")):
         for name in sorted(os.listdir(root / sub)):
             if name.startswith(pattern) and name.endswith(".tar"):
                 with tarfile.open(root / sub / name) as tar:
@@ -265,6 +265,23 @@ def test_trusted_and_eval_are_disjoint_from_the_pool(world):
     assert len(held_out["trusted"]) == 120 and len(held_out["eval"]) == 80
     assert pool.isdisjoint(held_out["trusted"]) and pool.isdisjoint(held_out["eval"])
     assert held_out["trusted"].isdisjoint(held_out["eval"])
+
+
+def test_the_trusted_set_names_a_share_of_off_target_kinds_as_what_they_are(world):
+    # 10% of the 120 trusted pairs are banners, charts, logos and screenshots, in their own tar,
+    # each captioned with its kind (a curated caption set holds such images under their names).
+    root, info = world
+    assert info["trusted"] == ["trusted/trusted-00000.tar", "trusted/named-00000.tar"]
+    with tarfile.open(root / "trusted" / "named-00000.tar") as tar:
+        names = tar.getnames()
+        captions = [tar.extractfile(n).read().decode() for n in names if n.endswith(".txt")]
+    assert names[:2] == ["n000001.jpg", "n000001.txt"] and len(captions) == 12
+    kinds = ("banner", "chart", "logo", "screenshot")
+    assert all(sum(k in c for k in kinds) == 1 for c in captions), captions
+    assert len({k for c in captions for k in kinds if k in c}) >= 2
+    with tarfile.open(root / "trusted" / "trusted-00000.tar") as tar:
+        scenes = [n for n in tar.getnames() if n.endswith(".txt")]
+    assert len(scenes) == 108
 
 
 def test_webdataset_tars_and_zeroshot_layout(world):

@@ -232,6 +232,9 @@ class DemoSection:
     port: int = 18080
     pool_size: int = 3000
     trusted_size: int = 3000
+    # The share of the trusted pairs that are banners, charts, logos and screenshots captioned
+    # as what they are (trusted/named-*.tar); the rest are scenes (trusted/trusted-*.tar).
+    trusted_named_off_target: float = 0.1
     eval_size: int = 400
     image_size: int = 96
     seed: int = 0

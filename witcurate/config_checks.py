@@ -45,10 +45,11 @@ AT_LEAST: dict[str, float] = {
     "train.grad_clip": 0, "train.checkpoint_every": 1, "train.keep_last_checkpoints": 0,
     "train.workers": 0, "train.log_every": 1,
     "demo.port": 1, "demo.pool_size": 1, "demo.trusted_size": 1, "demo.eval_size": 1,
-    "demo.image_size": 1,
+    "demo.image_size": 1, "demo.trusted_named_off_target": 0,
 }
 # section.key -> the largest value it may take.
-AT_MOST: dict[str, float] = {"dedupe.max_hamming": 63, "dedupe.bands": 64, "demo.port": 65535}
+AT_MOST: dict[str, float] = {"dedupe.max_hamming": 63, "dedupe.bands": 64, "demo.port": 65535,
+                             "demo.trusted_named_off_target": 0.5}
 # Must be above zero (a rate or factor of 0 means nothing happens).
 ABOVE_ZERO = ("balance.oversample", "scorer.lr", "scorer.instance_temperature", "train.lr")
 ONE_OF: dict[str, tuple[str, ...]] = {

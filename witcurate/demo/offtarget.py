@@ -120,6 +120,20 @@ def screenshot(spec: dict, rng: random.Random, w: int, h: int) -> Image.Image:
     return img
 
 
+# What a curated caption set says of such images: what they are, not the scene their words name.
+NAMED_CAPTIONS = {
+    "banner": ("an advertising banner", "a {colour} banner with text", "a web banner that says {words}"),
+    "chart": ("a bar chart", "a {colour} bar chart", "a chart with a title"),
+    "logo": ("a logo", "a {colour} logo", "a company logo"),
+    "screenshot": ("a screenshot of a web page", "a screenshot", "a screenshot of a page about {words}"),
+}
+
+
+def named_caption(spec: dict, style: str, rng: random.Random) -> str:
+    """A caption that names the image's kind, as a curated set would caption it."""
+    return rng.choice(NAMED_CAPTIONS[style]).format(colour=spec["colour"], words=_words(spec))
+
+
 def render(spec: dict, style: str, seed: str, width: int, height: int) -> Image.Image:
     """The off-target image of `style` for a caption about `spec`."""
     rng = random.Random(f"offtarget:{seed}")

@@ -10,7 +10,8 @@ Layout under `root` (all deterministic from the seed; same parameters, same byte
                                    pages and a WAT (crawl.py): what the demo config ingests
     images/<name>                  what the host serves at /i/<name> (or /private/i/<name>)
     host.json                      the hosts and their manners, per-path behaviour (faults)
-    trusted/trusted-NNNNN.tar      WebDataset: tNNNNNN.jpg + tNNNNNN.txt, disjoint from the pool
+    trusted/trusted-NNNNN.tar      WebDataset: tNNNNNN.jpg + tNNNNNN.txt, scenes, disjoint from the pool
+    trusted/named-NNNNN.tar        nNNNNNN.jpg + .txt: banners, charts, logos, screenshots named as such
     eval/zeroshot/<shape>/NNNNN.jpg, eval/zeroshot/classnames.json, eval/zeroshot/templates.json
     eval/retrieval-NNNNN.tar       WebDataset: rNNNNNN.jpg + rNNNNNN.txt
     truth/truth.parquet            url, caption, kind, true_caption, dup_of (+ what the image shows)
@@ -36,7 +37,7 @@ from typing import Callable
 
 from witcurate.config import DemoSection
 from witcurate.demo import crawl, hosts, pageviews, wiki
-from witcurate.demo.eval_sets import write_pairs_tars, write_zeroshot
+from witcurate.demo.eval_sets import named_off_target_pair, trusted_split, write_pairs_tars, write_zeroshot
 # The fault constants are also read as world.X (the host's and the download tests' documentation).
 from witcurate.demo.faults import (CONTENT_FAULTS, EXPECTED_DOWNLOAD_REASON, FAULT_KINDS,  # noqa: F401
                                    HOST_FAULTS, KINDS, NO_IMAGE_KINDS, OVERSIZED, REDIRECT_LOCATION,
@@ -45,9 +46,10 @@ from witcurate.demo.files import write_json
 from witcurate.demo.pool import write_pool
 from witcurate.errors import UserError
 
-VERSION = 4                  # 2: many hosts (demo/hosts.py) and the politeness faults;
+VERSION = 5                  # 2: many hosts (demo/hosts.py) and the politeness faults;
                              # 3: semantic duplicates and off-target images;
-                             # 4: the pool also as a crawl delivers it (pool/sources/, crawl.py)
+                             # 4: the pool also as a crawl delivers it (pool/sources/, crawl.py);
+                             # 5: named off-target pairs in the trusted set (eval_sets.py)
 
 
 def world_params(cfg: DemoSection) -> dict:
@@ -126,9 +128,11 @@ def _generate_into(cfg: DemoSection, out: str, params: dict, progress) -> dict:
     progress(f"demo world: drawing the pool ({cfg.pool_size} candidates)")
     counts, sources = write_pool(cfg, out, VERSION)
 
-    progress(f"demo world: drawing the trusted set ({cfg.trusted_size} pairs)")
-    trusted = write_pairs_tars(os.path.join(out, "trusted"), "trusted", "t", cfg.trusted_size,
-                               cfg, f"trusted:{seed}")
+    scenes, named = trusted_split(cfg)
+    progress(f"demo world: drawing the trusted set ({scenes} scenes, {named} named off-target pairs)")
+    trusted = write_pairs_tars(os.path.join(out, "trusted"), "trusted", "t", scenes, cfg, f"trusted:{seed}")
+    trusted += write_pairs_tars(os.path.join(out, "trusted"), "named", "n", named, cfg,
+                                f"trusted-named:{seed}", named_off_target_pair)
     progress(f"demo world: drawing the evaluation sets ({cfg.eval_size} images each)")
     write_zeroshot(os.path.join(out, "eval", "zeroshot"), cfg)
     retrieval = write_pairs_tars(os.path.join(out, "eval"), "retrieval", "r", cfg.eval_size, cfg,
