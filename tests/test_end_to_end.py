@@ -68,6 +68,10 @@ def test_every_pool_url_is_accounted_for_against_the_ground_truth(tiny_run):
     assert set(fates["redirect_private"]) == {"download:private_address"}
     assert all(f.startswith("ingest:") for f in fates["junk"])
     assert report["clip_filter"]["pairs_scored"] > 0
+    # the clean pairs the CLIP filter cost, as the fates count them
+    clip = report["clip_filter"]
+    assert clip["clean_rejected"] == fates["clean"].get("score:clip_score_below", 0)
+    assert clip["clean_scored"] >= clip["clean_rejected"] and clip["clean_scored"] > 0
     assert (out / "shards" / "card" / "clip_pr_curve.png").exists()
 
 

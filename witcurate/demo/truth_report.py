@@ -59,24 +59,28 @@ def clip_filter_quality(out_root: str, kinds: dict[str, str]) -> dict[str, Any] 
     score_dir = fs.join(out_root, "score")
     if not fs.exists(fs.join(score_dir, "_SUCCESS.json")):
         return None
-    scores, bad, rejected = [], [], []
+    scores, urls, rejected = [], [], []
     kept = read_table(score_dir, columns=["url", "clip_score"])
     if kept is not None:
         for url, s in zip(kept.column("url").to_pylist(), kept.column("clip_score").to_pylist()):
-            scores.append(s), bad.append(kinds.get(url) in BAD_FOR_CLIP), rejected.append(False)
+            scores.append(s), urls.append(url), rejected.append(False)
     for reason, record in _reject_rows(score_dir):
         if reason == "clip_score_below" and record.get("clip_score") is not None:
-            scores.append(record["clip_score"]), bad.append(kinds.get(record.get("url")) in BAD_FOR_CLIP)
-            rejected.append(True)
+            scores.append(record["clip_score"]), urls.append(record.get("url")), rejected.append(True)
+    bad = [kinds.get(u) in BAD_FOR_CLIP for u in urls]
     if not scores:
         return None
     scores_a, bad_a, rej_a = np.array(scores, float), np.array(bad), np.array(rejected)
     threshold = fs.read_json(fs.join(score_dir, "_SUCCESS.json")).get("threshold_used")
+    # Precision is against mismatched and junk captions only: an off-target image it rejects
+    # counts against it, though rejecting one is right. What the filter costs is clean pairs.
+    clean = np.array([kinds.get(u) == "clean" for u in urls])
     curve = []
     for t in np.linspace(scores_a.min(), scores_a.max(), 61):
         drop = scores_a < t
         curve.append({"threshold": float(t), **_pr(drop, bad_a)})
     return {"pairs_scored": len(scores), "bad_pairs": int(bad_a.sum()), "threshold": threshold,
+            "clean_scored": int(clean.sum()), "clean_rejected": int((clean & rej_a).sum()),
             **_pr(rej_a, bad_a), "curve": curve}
 
 
@@ -173,7 +177,8 @@ def format_report(report: dict[str, Any]) -> str:
     if clip:
         lines.append(f"CLIP filter at threshold {clip['threshold']}: precision {clip['precision']:.3f}, "
                      f"recall {clip['recall']:.3f} against mismatched/junk captions "
-                     f"({clip['bad_pairs']} of {clip['pairs_scored']} scored pairs)")
+                     f"({clip['bad_pairs']} of {clip['pairs_scored']} scored pairs); "
+                     f"{clip.get('clean_rejected', 0)} of {clip.get('clean_scored', 0)} clean pairs rejected")
     lines += _embedding_lines(report)
     lines.append(f"shipped {report['shipped']} pairs, {report['shipped_bad_captions']} with a caption "
                  f"that does not fit the image; {report['unaccounted']} pool URLs unaccounted for")
