@@ -18,6 +18,7 @@ from witcurate.filters.urls import parse_allow_entry
 RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border", "keep_ratio_largest")   # img2dataset's
 ENCODE_FORMATS = ("jpg", "png", "webp")
 SCORE_PRECISIONS = ("fp16", "bf16", "fp32")            # the keys of pipeline.inference.PRECISIONS
+TARGET_FITS = ("pool", "input")                        # what pipeline.target fits its clusters on
 TRAIN_PRECISIONS = ("amp", "amp_bf16", "amp_fp16", "fp32")
 
 # section.key -> the smallest value it may take.
@@ -55,7 +56,7 @@ ABOVE_ZERO = ("balance.oversample", "scorer.lr", "scorer.instance_temperature", 
 ONE_OF: dict[str, tuple[str, ...]] = {
     "download.resize_mode": RESIZE_MODES, "download.encode_format": ENCODE_FORMATS,
     "score.precision": SCORE_PRECISIONS, "train.precision": TRAIN_PRECISIONS,
-    "target.fit": ("pool", "input"),
+    "target.fit": TARGET_FITS,
 }
 
 

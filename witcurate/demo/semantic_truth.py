@@ -86,7 +86,11 @@ def saved_embeddings(score_dir: str) -> dict[str, np.ndarray]:
 
 def embeddings_for(score_dir: str, uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(float16 image embeddings of the uids that have one, in the given order; which uids)."""
-    found = saved_embeddings(score_dir)
+    return take_embeddings(saved_embeddings(score_dir), uids)
+
+
+def take_embeddings(found: dict[str, np.ndarray], uids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """embeddings_for() from embeddings already read."""
     have = np.array([i for i, u in enumerate(uids) if u in found], dtype=np.int64)
     vectors = np.stack([found[uids[i]] for i in have.tolist()]) if len(have) else np.zeros((0, 0), np.float16)
     return vectors, have
@@ -199,16 +203,14 @@ def judge_target(reached: list[str], removed: set[str], truth: Truth) -> dict[st
 
 
 def _target_curve(rows, vectors, have, section, targets: str, truth: Truth, clusters: int,
-                  pool: dict[str, np.ndarray] | None) -> list[dict]:
-    """The curve at `clusters`, the clusters fitted as the stage fits them: on the pool's saved
-    embeddings (`pool`), or on the rows that reached the stage."""
+                  fit_on: tuple[list[str], np.ndarray]) -> list[dict]:
+    """The curve at `clusters`, the clusters fitted as the stage fits them, on `fit_on` (uids and
+    their vectors: the pool's saved embeddings, or the rows that reached the stage)."""
     from witcurate.pipeline.target_set import target_chunks
 
-    uids = [rows[i]["uid"] for i in have.tolist()]
     urls = [rows[i]["url"] for i in have.tolist()]
     reached = [r["url"] for r in rows]
-    fit_uids, fit_vectors = (list(pool), np.stack(list(pool.values()))) if pool else (uids, vectors)
-    _, model = replay_clusters(fit_uids, fit_vectors, {**section, "clusters": clusters}, 1 << 62)
+    _, model = replay_clusters(*fit_on, {**section, "clusters": clusters}, 1 << 62)
     top = model.assign(kmeans.normalise(vectors))[0]
     stats = None
     for chunk in target_chunks(targets):
@@ -239,13 +241,14 @@ def target_quality(out_root: str, truth: Truth) -> dict[str, Any] | None:
               **judge_target([r["url"] for r in rows], removed, truth)}
     targets = fs.join(stage_dir, "target_embeddings.npy")
     targets = targets if fs.exists(targets) else facts.get("target_set")
-    score_dir = _score_dir(manifest, out_root)
-    vectors, have = embeddings_for(score_dir, [r["uid"] for r in rows])
+    saved = saved_embeddings(_score_dir(manifest, out_root))
+    vectors, have = take_embeddings(saved, [r["uid"] for r in rows])
     if len(have) and targets and fs.exists(targets):
         k = int(section["clusters"])
-        pool = saved_embeddings(score_dir) if section.get("fit", "input") == "pool" else None
-        result["fit"] = section.get("fit", "input")
-        result["curves"] = {str(c): _target_curve(rows, vectors, have, section, targets, truth, c, pool)
+        result["fit"] = section.get("fit", "input")       # runs from before target.fit: input
+        fit_on = ((list(saved), np.stack(list(saved.values()))) if result["fit"] == "pool"
+                  else ([rows[i]["uid"] for i in have.tolist()], vectors))
+        result["curves"] = {str(c): _target_curve(rows, vectors, have, section, targets, truth, c, fit_on)
                             for c in sorted({max(2, k // 2), k, 2 * k})}
     return result
 

@@ -48,7 +48,6 @@ from witcurate.pipeline.target_set import check_targets, embed_images, target_ch
 RUN_TRUSTED = "run:trusted"        # target.images naming the scorer's trusted set (scorer.trusted)
 TARGET_EMBEDDINGS = "target_embeddings.npy"
 CLUSTERS_FILE = "clusters.json"
-FIT_POOL, FIT_INPUT = "pool", "input"      # target.fit
 
 
 class Judge(NodesDoFn):
@@ -148,7 +147,7 @@ class TargetStage(BaseStage):
         slices = embedding_slices(files)
         settings = KMeansSettings(cfg.clusters, cfg.sample, 1 << 62, cfg.seed, cfg.niter)
         located, model, missing = located_and_model(rows, slices, dim, buckets, settings,
-                                                    fit_on_pool=cfg.fit == FIT_POOL)
+                                                    fit_on_pool=cfg.fit == "pool")
         choice = p | "TargetSet" >> beam.Create([targets]) | "Clusters" >> ChooseClusters(model, cfg.keep_fraction)
         decided = (located
                    | "Judge" >> beam.ParDo(Judge(slices, dim), beam.pvalue.AsSingleton(model),
