@@ -48,7 +48,8 @@ def build(p: beam.Pipeline, splits: list[Split], pageview_files: list[str],
     pages, counted, uni, bi = _count_dump(p, splits, shards, flush_keys)
     views, title_views = _sum_pageviews(p, pageview_files, cfg, pageview_shards, extra_namespaces,
                                         flush_keys)
-    n_tokens = uni | "ShardTokens" >> beam.Map(_shard_total) | "Tokens" >> beam.CombineGlobally(sum)
+    n_tokens = (uni | "ShardTokens" >> beam.Map(_shard_total)
+                    | "Tokens" >> beam.CombineGlobally(sum).without_defaults())
     scored = _score_bigrams(uni, bi, n_tokens, cfg.min_bigram_count)
 
     eligible = {
@@ -66,19 +67,19 @@ def build(p: beam.Pipeline, splits: list[Split], pageview_files: list[str],
                        bi | "RareLookups" >> beam.FlatMap(_rare_looked_up, cfg.min_bigram_count,
                                                           lookup_side))
                       | "BigramLookups" >> beam.Flatten())
-    eligible_rows = ([eligible[s] | f"Eligible{s.capitalize()}s" >> beam.combiners.Count.Globally()
-                      | f"Eligible{s.capitalize()}Row" >> beam.Map(lambda n, s=s: (s, n))
-                      for s in budgets.BUDGETED]
-                     | "EligibleRows" >> beam.Flatten())
+    totals = _totals(uni, bi, scored, eligible)
 
     page_stats = ((pages[STATS], counted[STATS]) | "PageStatsAll" >> beam.Flatten()
-                  | "PageStats" >> beam.CombineGlobally(MergeStats()))
+                  | "PageStats" >> beam.CombineGlobally(MergeStats()).without_defaults())
     outputs = {
         "unigrams": admitted["unigram"], "bigrams": admitted["bigram"], "titles": admitted["title"],
         "unigram_lookups": unigram_lookups, "bigram_lookups": bigram_lookups,
-        "eligible": eligible_rows, "corpus": _corpus_rows(uni, bi, n_tokens, scored),
+        "eligible": totals | "EligibleRows" >> beam.FlatMap(_total_of, "eligible"),
+        "corpus": ((n_tokens | "TokensRow" >> beam.Map(lambda n: ("tokens", n)),
+                    totals | "TotalRows" >> beam.FlatMap(_total_of, "corpus"))
+                   | "CorpusRows" >> beam.Flatten()),
         "page_stats": page_stats,
-        "pageview_stats": views[STATS] | "PageviewStats" >> beam.CombineGlobally(MergeStats()),
+        "pageview_stats": views[STATS] | "PageviewStats" >> beam.CombineGlobally(MergeStats()).without_defaults(),
         "bad_inputs": (pages[BAD], views[BAD]) | "BadInputs" >> beam.Flatten(),
     }
     ({name: pcoll | f"Json_{name}" >> beam.Map(_to_json) for name, pcoll in outputs.items()}
@@ -120,7 +121,7 @@ def _score_bigrams(uni, bi, n_tokens, min_bigram_count):
                   | "AttachFirst" >> beam.FlatMap(_attach_first))
     with_both = ({"c": uni_join, "b": with_first} | "JoinSecond" >> beam.CoGroupByKey()
                  | "AttachSecond" >> beam.FlatMap(_attach_second))
-    return with_both | "PMI" >> beam.Map(_score, beam.pvalue.AsSingleton(n_tokens))
+    return with_both | "PMI" >> beam.Map(_score, beam.pvalue.AsSingleton(n_tokens, default_value=0))
 
 
 def _lookup_set(p, lookup_file, admitted_titles):
@@ -134,15 +135,24 @@ def _lookup_set(p, lookup_file, admitted_titles):
             | "LookupSet" >> beam.CombineGlobally(lookups.KeySet()))
 
 
-def _corpus_rows(uni, bi, n_tokens, scored):
-    return ((n_tokens | "TokensRow" >> beam.Map(lambda n: ("tokens", n)),
-             uni | "ShardWords" >> beam.Map(_shard_size) | "CountWords" >> beam.CombineGlobally(sum)
-                 | "WordsRow" >> beam.Map(lambda n: ("distinct_words", n)),
-             bi | "ShardBigrams" >> beam.Map(_shard_size) | "CountBigrams" >> beam.CombineGlobally(sum)
-                | "BigramsRow" >> beam.Map(lambda n: ("distinct_bigrams", n)),
-             scored | "CountScored" >> beam.combiners.Count.Globally()
-                    | "ScoredRow" >> beam.Map(lambda n: ("bigrams_with_pmi", n)))
-            | "CorpusRows" >> beam.Flatten())
+def _totals(uni, bi, scored, eligible):
+    """((group, name), n): the corpus's distinct words, bigrams and bigrams with a PMI, and the
+    entries passing each source's floor, summed in one combine (a global combine of each was
+    two of the local runner's bundles apiece, most of this small graph's fixed cost). A total
+    with nothing to count is absent, which the reader takes for 0."""
+    return ((uni | "ShardWords" >> beam.Map(lambda sc: (("corpus", "distinct_words"), len(sc[1]))),
+             bi | "ShardBigrams" >> beam.Map(lambda sc: (("corpus", "distinct_bigrams"), len(sc[1]))),
+             scored | "ScoredOne" >> beam.Map(lambda _: (("corpus", "bigrams_with_pmi"), 1)),
+             *[eligible[s] | f"Eligible{s.capitalize()}One" >> beam.Map(lambda _, s=s: (("eligible", s), 1))
+               for s in budgets.BUDGETED])
+            | "AllTotals" >> beam.Flatten()
+            | "Totals" >> beam.CombinePerKey(sum))
+
+
+def _total_of(total, group):
+    (total_group, name), n = total
+    if total_group == group:
+        yield name, n
 
 
 class Admit(beam.PTransform):
@@ -194,10 +204,6 @@ def _frequent_bigrams(shard_counts, min_count):
 
 def _shard_total(shard_counts):
     return sum(shard_counts[1].values())
-
-
-def _shard_size(shard_counts):
-    return len(shard_counts[1])
 
 
 def _attach_first(joined):
