@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 # What `witcurate run` imports on its way through the stages, heaviest first.
 PRELOAD = ["witcurate.cli", "torch", "open_clip", "img2dataset", "apache_beam",
            "apache_beam.runners.portability.fn_api_runner", "pyarrow.parquet", "pyarrow.dataset",
-           "witcurate.pipeline.stages", "witcurate.pipeline.runner", "witcurate.trainer.train"]
+           "witcurate.pipeline.stages", "witcurate.pipeline.runner", "witcurate.trainer.train",
+           "matplotlib.pyplot", "faiss", "witcurate.demo.truth_report"]   # the card, semdedup, the report
 
 
 # --- the zygote process ------------------------------------------------------------------------
