@@ -270,7 +270,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
 
 def _ddp_ranks(world: int, port: int, data: str, out: str) -> None:
     """Fork the ranks from this launcher, a spawned process that has imported this module (torch,
-    open_clip) once: spawned ranks import them each (20 s for this test against 9 s). They are
+    open_clip) once: spawned ranks import them each (20 s for this test against 10 s). They are
     not forked from the test process itself, which has threads of its own (torch's, Beam's)."""
     import torch.multiprocessing as mp
     mp.start_processes(_ddp_worker, args=(world, port, data, out), nprocs=world, join=True,
