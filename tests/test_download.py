@@ -405,7 +405,10 @@ def decodes_200x200(_):
 def modules(_):
     import importlib.util
     import sys
-    return ("img2dataset" in sys.modules, "torch" in sys.modules, importlib.util.find_spec("torch") is not None)
+    facts = ("img2dataset" in sys.modules, "torch" in sys.modules, importlib.util.find_spec("torch") is not None,
+             type(sys.modules["wandb"]).__name__)
+    table = sys.modules["img2dataset.logger"].wandb.Table       # wandb, imported at its first use
+    return facts + (table.__module__, type(sys.modules["wandb"]).__name__)
 
 if __name__ == "__main__":
     import torch  # noqa: F401  (as in a `witcurate run` process: the workers must not need it)
@@ -429,7 +432,7 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     workers forked from the server that imported it hold the first pool's limit, and a pool
     with another limit must not get them. Either way a worker starts with img2dataset imported
     and without torch, which it does not use (half of img2dataset's import), and can still
-    import torch."""
+    import torch; wandb, which img2dataset's logger imports, stands in until first used."""
     import subprocess
     import sys
     script = tmp_path / "limits.py"
@@ -439,14 +442,15 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
-    assert lines[1] == "[(True, False, True)] [(True, False, True)]", proc.stdout
+    worker = "(True, False, True, 'OnFirstUse', 'wandb.sdk.data_types.table', 'module')"
+    assert lines[1] == f"[{worker}] [{worker}]", proc.stdout
 
 
 SILENCE_SCRIPT = '''
 import os, sys, threading
 from witcurate.filters import urls
 from witcurate.pipeline import download_worker
-download_worker.import_img2dataset()    # as a download worker has it: without torch
+from witcurate.pipeline import download_preload    # img2dataset as a download worker has it
 import img2dataset.resizer as resizer
 if sys.argv[1] == "ours":
     download_worker.install(download_worker.WorkerSettings(urls.AddressPolicy(), 10_000_000))

@@ -28,7 +28,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -145,31 +144,9 @@ class ShardTask:
         return self.downloader(row)
 
 
-def import_img2dataset() -> None:
-    """Import img2dataset in a download worker process without importing torch.
-
-    img2dataset reaches torch only through webdataset's optional PyTorch classes, which fall
-    back to plain ones when torch is missing (webdataset/pytorch.py), and nothing a download
-    worker runs uses them. Importing torch is half of img2dataset's import (9.3 -> 4.6 CPU-s
-    here) and most of a worker's memory (about 900 -> 210 MB resident). Only for processes that
-    run download tasks alone (the pool's workers and their fork server): webdataset imported
-    this way keeps its plain classes, which a trainer's DataLoader would not take. torch is
-    marked absent only while img2dataset imports, then unmarked; where torch or img2dataset is
-    in already, this is a plain import."""
-    if "torch" in sys.modules or "img2dataset" in sys.modules:
-        import img2dataset  # noqa: F401
-        return
-    sys.modules["torch"] = None         # `import torch` raises ModuleNotFoundError meanwhile
-    try:
-        import img2dataset  # noqa: F401
-    finally:
-        if "torch" in sys.modules and sys.modules["torch"] is None:
-            del sys.modules["torch"]
-
-
 def _init_worker(settings: WorkerSettings) -> None:
     os.environ[MAX_PIXELS_ENV] = str(settings.max_pixels)
-    import_img2dataset()            # a spawned worker's first import of it (forked: already in)
+    from witcurate.pipeline import download_preload  # noqa: F401 - a spawned worker's img2dataset
     install(settings)
 
 
@@ -249,8 +226,8 @@ def _pool(processes: int, settings: WorkerSettings):
 
 
 # What the fork server imports once, so that each worker it forks starts with them loaded:
-# this module and img2dataset, without torch (download_preload.py).
-PRELOAD = ["witcurate.pipeline.download_preload"]
+# img2dataset, without torch (download_preload.py), and this module.
+PRELOAD = ["witcurate.pipeline.download_preload", __name__]
 _forkserver_pixels: int | None = None
 
 
