@@ -32,7 +32,7 @@ class OnFirstUse(types.ModuleType):
     """Stands in for a module in sys.modules until one of its attributes is asked for; then
     imports the real one (which replaces it there) and answers from it."""
 
-    _lock = threading.Lock()
+    _lock = threading.RLock()        # reentrant: the import may come back here in this thread
 
     def __init__(self, spec):
         super().__init__(spec.name)
