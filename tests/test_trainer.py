@@ -284,8 +284,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(shards
         target=_ddp_ranks, args=(2, free_port(), data, str(tmp_path)))
     launcher.start()
     launcher.join(timeout=300)
-    if launcher.exitcode is None:
+    if launcher.exitcode is None:          # hung: killed and reaped, so the message says -9
         launcher.kill()
+        launcher.join()
     assert launcher.exitcode == 0, f"the DDP ranks failed or hung (exit {launcher.exitcode}; their errors are above)"
 
     torch.manual_seed(0)
