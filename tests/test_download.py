@@ -406,6 +406,7 @@ def modules(_):
     import importlib.util
     import sys
     facts = ("img2dataset" in sys.modules, "torch" in sys.modules, importlib.util.find_spec("torch") is not None,
+             "huggingface_hub" in sys.modules, importlib.util.find_spec("huggingface_hub") is not None,
              type(sys.modules["wandb"]).__name__)
     table = sys.modules["img2dataset.logger"].wandb.Table       # wandb, imported at its first use
     return facts + (table.__module__, type(sys.modules["wandb"]).__name__)
@@ -431,8 +432,9 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     """OpenCV reads download.max_pixels from the environment once, when it is imported: the
     workers forked from the server that imported it hold the first pool's limit, and a pool
     with another limit must not get them. Either way a worker starts with img2dataset imported
-    and without torch, which it does not use (half of img2dataset's import), and can still
-    import torch; wandb, which img2dataset's logger imports, stands in until first used."""
+    and without torch (half of img2dataset's import) or huggingface_hub, which it does not use,
+    and can still import both; wandb, which img2dataset's logger imports, stands in until first
+    used."""
     import subprocess
     import sys
     script = tmp_path / "limits.py"
@@ -442,7 +444,7 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
-    worker = "(True, False, True, 'OnFirstUse', 'wandb.sdk.data_types.table', 'module')"
+    worker = "(True, False, True, False, True, 'OnFirstUse', 'wandb.sdk.data_types.table', 'module')"
     assert lines[1] == f"[{worker}] [{worker}]", proc.stdout
 
 
