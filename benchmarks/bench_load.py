@@ -48,7 +48,7 @@ PROCESSES = 2
 LIMIT_S = float(os.environ.get("BENCH_LOAD_LIMIT_S", "300"))
 SUSTAINED_SHARE = 0.9
 
-def _download_command(args: dict) -> list[str]:
+def download_command(args: dict) -> list[str]:
     """`witcurate download` for the stage's input, output, config and overrides (the caller serves
     the images: the demo config's own host stays off)."""
     exe = REPO / ".venv" / "bin" / "witcurate"
@@ -57,7 +57,7 @@ def _download_command(args: dict) -> list[str]:
                   *[a for o in [*args["overrides"], "run.demo=false"] for a in ("--set", o)]]
 
 
-def _stage_result(out: str) -> dict:
+def stage_result(out: str) -> dict:
     manifest = json.loads((Path(out) / "_SUCCESS.json").read_text())
     return {"seconds": manifest["wall_seconds"], "counts": manifest["counts"], "manifest": manifest}
 
@@ -101,7 +101,7 @@ def _run_stage(args: dict, log: Path) -> tuple[dict | None, float, str]:
     """The stage in a fresh process group, killed after LIMIT_S: (result, peak RSS MiB, status)."""
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
     with open(log, "wb") as f:
-        proc = subprocess.Popen(_download_command(args), cwd=REPO, env=env,
+        proc = subprocess.Popen(download_command(args), cwd=REPO, env=env,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + LIMIT_S
     status = "ok"
@@ -117,7 +117,7 @@ def _run_stage(args: dict, log: Path) -> tuple[dict | None, float, str]:
     rss_mib = usage.ru_maxrss / 1024
     if status == "ok" and (proc.returncode != 0 or not (Path(args["out"]) / "_SUCCESS.json").exists()):
         status = f"failed (rc {proc.returncode}, see {log})"
-    return (_stage_result(args["out"]) if status == "ok" else None), rss_mib, status
+    return (stage_result(args["out"]) if status == "ok" else None), rss_mib, status
 
 
 def _account(out: Path, uid_url: dict[str, str], kinds: dict[str, str]) -> tuple[int, int, int]:

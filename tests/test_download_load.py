@@ -32,7 +32,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -40,6 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from ports import free_port
+
+from benchmarks.bench_load import download_command, stage_result
 
 from witcurate import schemas
 from witcurate.config import DemoSection, load_config
@@ -62,20 +63,6 @@ HARD_TIMEOUT_S = 300        # the child process, imports included: past this it 
 SENTINEL = ("127.0.0.2", 9)  # where the redirect_private fault points (world.REDIRECT_LOCATION)
 
 EXPECTED_REASON = demo_world.EXPECTED_DOWNLOAD_REASON
-
-
-def _download_command(args: dict) -> list[str]:
-    """`witcurate download` for the stage's input, output, config and overrides (the caller serves
-    the images: the demo config's own host stays off)."""
-    exe = REPO / ".venv" / "bin" / "witcurate"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "witcurate.cli"]
-    return cmd + ["download", "--in", args["in"], "--out", args["out"], "--config", args["config"],
-                  *[a for o in [*args["overrides"], "run.demo=false"] for a in ("--set", o)]]
-
-
-def _stage_result(out: str) -> dict:
-    manifest = json.loads((Path(out) / "_SUCCESS.json").read_text())
-    return {"seconds": manifest["wall_seconds"], "counts": manifest["counts"], "manifest": manifest}
 
 
 class Sentinel:
@@ -131,7 +118,7 @@ def place_sentinel(world_dir: Path) -> tuple[Sentinel, str]:
 
 def run_child(args: dict, timeout: float) -> dict:
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(_download_command(args), cwd=REPO, env=env,
+    proc = subprocess.Popen(download_command(args), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
@@ -141,7 +128,7 @@ def run_child(args: dict, timeout: float) -> dict:
         out, _ = proc.communicate()
         pytest.fail(f"the download stage did not finish within {timeout} s (a hang?):\n{out[-3000:]}")
     assert proc.returncode == 0, f"the download stage failed (rc {proc.returncode}):\n{out[-3000:]}"
-    return _stage_result(args["out"])
+    return stage_result(args["out"])
 
 
 @pytest.fixture(scope="module")
