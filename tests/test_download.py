@@ -409,7 +409,8 @@ def modules(_):
              "huggingface_hub" in sys.modules, importlib.util.find_spec("huggingface_hub") is not None,
              type(sys.modules["wandb"]).__name__)
     table = sys.modules["img2dataset.logger"].wandb.Table       # wandb, imported at its first use
-    return facts + (table.__module__, type(sys.modules["wandb"]).__name__)
+    return facts + (table.__module__, type(sys.modules["wandb"]).__name__,
+                    type(sys.modules["img2dataset.resizer"].cv2).__name__)
 
 if __name__ == "__main__":
     import torch  # noqa: F401  (as in a `witcurate run` process: the workers must not need it)
@@ -434,7 +435,7 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     with another limit must not get them. Either way a worker starts with img2dataset imported
     and without torch (half of img2dataset's import) or huggingface_hub, which it does not use,
     and can still import both; wandb, which img2dataset's logger imports, stands in until first
-    used."""
+    used; and its resizer's OpenCV records what it encodes, for the checks (encoded_pixels.py)."""
     import subprocess
     import sys
     script = tmp_path / "limits.py"
@@ -444,7 +445,8 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
-    worker = "(True, False, True, False, True, 'OnFirstUse', 'wandb.sdk.data_types.table', 'module')"
+    worker = ("(True, False, True, False, True, 'OnFirstUse', 'wandb.sdk.data_types.table', 'module', "
+              "'RecordingCv2')")
     assert lines[1] == f"[{worker}] [{worker}]", proc.stdout
 
 

@@ -42,56 +42,90 @@ def test_content_types():
     assert images.content_type_ok("application/json") == Drop("not_an_image")
 
 
-def test_inspect_image_hashes_what_imagehash_and_hashlib_would():
+def test_inspect_image_reads_the_header_size_and_hashes_the_bytes():
     data = jpeg_bytes()
     facts = images.inspect_image(data, 10**8)
     assert (facts.width, facts.height) == (120, 90)
     assert facts.sha256 == hashlib.sha256(data).hexdigest()
-    assert f"{facts.phash:016x}" == str(imagehash.phash(Image.open(io.BytesIO(data))))
     assert 0 <= facts.phash < 2**64
+    assert _bits_apart(facts.phash, int(str(imagehash.phash(Image.open(io.BytesIO(data)))), 16)) <= 2
 
 
-def test_phash64_equals_imagehash_on_every_kind_of_image():
-    # Flat and two-tone images put many equal DCT values at the median, where a different
-    # median rule would flip bits; palette, alpha and 16-bit greyscale go through convert("L").
+def _bits_apart(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")
+
+
+def _drawn(rng: random.Random, w: int, h: int) -> Image.Image:
+    img = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randrange(3, 25)):
+        x, y, r = rng.randrange(w), rng.randrange(h), rng.randrange(4, max(5, w // 3))
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(rng.randrange(256) for _ in range(3)))
+    return img
+
+
+def test_the_phash_is_imagehash_phash_up_to_its_thumbnail():
+    # The same DCT bits as imagehash.phash; only the 32 px thumbnail differs (an area average
+    # instead of LANCZOS). On 300 such images: 0.41 bits apart on average, 3 over dedupe's
+    # radius of 4 (images whose DCT values crowd the median); the reduced JPEG decode this
+    # replaced was 1.01 and 4.
     rng = random.Random(11)
-    cases = [Image.new("RGB", (64, 48), (90, 90, 90)), Image.new("L", (10, 300), 0),
-             Image.new("RGBA", (50, 50), (255, 0, 0, 128)), Image.new("I;16", (40, 30), 3000)]
+    apart = []
+    for _ in range(120):
+        img = _drawn(rng, rng.randrange(40, 700), rng.randrange(40, 700))
+        apart.append(_bits_apart(images.phash64(images.greyscale(img)), int(str(imagehash.phash(img)), 16)))
+    assert sum(apart) / len(apart) < 0.8, apart
+    assert sum(d > 4 for d in apart) <= 3, apart
+
+
+def test_flat_two_tone_and_odd_modes_hash_without_error_as_imagehash_does():
+    # Flat and two-tone images put many equal DCT values at the median, where a different median
+    # rule would flip bits; palette, alpha and 16-bit greyscale go through convert("L").
     two_tone = Image.new("RGB", (64, 64), (0, 0, 0))
     ImageDraw.Draw(two_tone).rectangle([0, 0, 31, 63], fill=(255, 255, 255))
-    cases += [two_tone, two_tone.convert("P")]
-    for _ in range(40):
-        img = Image.new("RGB", (rng.randrange(8, 300), rng.randrange(8, 300)),
-                        tuple(rng.randrange(256) for _ in range(3)))
-        draw = ImageDraw.Draw(img)
-        for _ in range(rng.randrange(0, 8)):
-            x, y = rng.randrange(img.width), rng.randrange(img.height)
-            draw.rectangle([x, y, x + rng.randrange(1, 80), y + rng.randrange(1, 80)],
-                           fill=tuple(rng.randrange(256) for _ in range(3)))
-        cases.append(img)
+    cases = [Image.new("RGB", (64, 48), (90, 90, 90)), Image.new("L", (10, 300), 0),
+             Image.new("RGBA", (50, 50), (255, 0, 0, 128)), Image.new("I;16", (40, 30), 3000),
+             two_tone, two_tone.convert("P")]
     for img in cases:
-        assert f"{images.phash64(img):016x}" == str(imagehash.phash(img)), (img.mode, img.size)
+        assert f"{images.phash64(images.greyscale(img)):016x}" == str(imagehash.phash(img)), (img.mode, img.size)
+
+
+def test_pixels_in_hand_hash_as_their_decoded_bytes_do():
+    # The download hashes the array img2dataset encodes; the evaluation set is hashed from bytes.
+    # Both routes must agree, or an evaluation image would not find its downloaded copy.
+    import cv2
+    import numpy as np
+    rng = random.Random(4)
+    apart = []
+    for _ in range(60):
+        bgr = cv2.cvtColor(np.asarray(_drawn(rng, rng.randrange(96, 400), rng.randrange(96, 400))),
+                           cv2.COLOR_RGB2BGR)
+        data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        from_pixels = images.inspect_pixels(data, grey, 10**8)
+        from_bytes = images.inspect_image(data, 10**8)
+        assert (from_pixels.width, from_pixels.height, from_pixels.sha256) == \
+            (from_bytes.width, from_bytes.height, from_bytes.sha256)
+        apart.append(_bits_apart(from_pixels.phash, from_bytes.phash))
+    assert sum(apart) / len(apart) < 0.5, apart
+    assert max(apart) <= 2, apart
+    assert images.inspect_pixels(b"x", np.zeros((20000, 20000), np.uint8)[:, :1].T, 10_000) == \
+        Drop("too_many_pixels")
 
 
 def test_a_large_jpeg_is_hashed_from_a_reduced_decode_close_to_the_full_one():
     rng = random.Random(3)
-    big = Image.new("RGB", (800, 600), (200, 180, 40))
-    draw = ImageDraw.Draw(big)
-    for _ in range(30):
-        x, y = rng.randrange(800), rng.randrange(600)
-        draw.ellipse([x, y, x + rng.randrange(20, 300), y + rng.randrange(20, 200)],
-                     fill=tuple(rng.randrange(256) for _ in range(3)))
+    big = _drawn(rng, 1600, 1200)
     buf = io.BytesIO()
     big.save(buf, "JPEG", quality=90)
     data = buf.getvalue()
     facts = images.inspect_image(data, 10**8)
-    assert (facts.width, facts.height) == (800, 600)           # the header's size, not the draft's
+    assert (facts.width, facts.height) == (1600, 1200)         # the header's size, not the draft's
     reduced = Image.open(io.BytesIO(data))
-    reduced.draft("L", (images.PHASH_DECODE_SIDE, images.PHASH_DECODE_SIDE))
-    assert reduced.size == (100, 75)                            # decoded at 1/8
-    assert f"{facts.phash:016x}" == str(imagehash.phash(reduced))
-    full = imagehash.phash(Image.open(io.BytesIO(data)))
-    assert full - imagehash.phash(reduced) <= 2                 # bits apart from a full decode
+    reduced.draft("L", (images.HASH_DECODE_SIDE, images.HASH_DECODE_SIDE))
+    assert reduced.size == (400, 300)                           # decoded at 1/4
+    full = images.phash64(images.greyscale(Image.open(io.BytesIO(data))))
+    assert _bits_apart(facts.phash, full) <= 2                  # bits apart from a full decode
 
 
 def test_decompression_bomb_is_refused_from_its_header_without_decoding():

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from witcurate.filters import images, urls
+from witcurate.pipeline import encoded_pixels
 from witcurate.pipeline.shard_checks import CheckingWriterClass
 
 MAX_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
@@ -98,10 +99,12 @@ class SharedSilence:
                 SharedSilence._saved = None
 
 
-def quiet_decoding() -> None:
-    """Give img2dataset's Resizer the thread-safe silence (see SharedSilence)."""
+def patch_resizer() -> None:
+    """Give img2dataset's Resizer the thread-safe silence (see SharedSilence), and have it leave
+    the pixels it encodes for the checks (encoded_pixels.py)."""
     import img2dataset.resizer
     img2dataset.resizer.SuppressStdoutStderr = SharedSilence
+    encoded_pixels.install()
 
 
 def install(settings: WorkerSettings, gate_dir: str = "") -> None:
@@ -111,7 +114,7 @@ def install(settings: WorkerSettings, gate_dir: str = "") -> None:
     global _installed
     if _installed == (settings, gate_dir):
         return
-    quiet_decoding()
+    patch_resizer()
     if gate_dir:
         import urllib.request
 

@@ -5,7 +5,9 @@ reason it cannot be used, in `NNNNN.checks.parquet` beside img2dataset's `NNNNN.
 on a background thread as it is written, while the worker's other images are still being fetched
 and resized, so the shard's checks are ready when its last image is. (Read back from the finished
 tar instead, they cost a pass over every image after img2dataset was done: 15 of the 70 s of an
-8,000-image download.) The bytes checked are the bytes the writer stores.
+8,000-image download.) The bytes checked are the bytes the writer stores; an image whose pixels
+img2dataset's resizer has just encoded is hashed from those pixels, on the writer's own thread,
+without decoding it again (encoded_pixels.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from witcurate.filters import images
-from witcurate.pipeline import fs
+from witcurate.pipeline import encoded_pixels, fs
 
 CHECKS_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -37,14 +39,22 @@ def shard_name(shard_id: int, oom_shard_count: int) -> str:
     return f"{shard_id:0{oom_shard_count}d}"
 
 
-def check_row(key: str, data: bytes, max_pixels: int) -> dict[str, Any]:
-    """One row of CHECKS_SCHEMA for a stored image."""
-    facts = images.inspect_image(data, max_pixels)
+def check_row(key: str, data: bytes, max_pixels: int, grey=None) -> dict[str, Any]:
+    """One row of CHECKS_SCHEMA for a stored image, hashed from `grey` (its greyscale pixels)
+    when given, else decoded from `data`."""
+    facts = images.inspect_image(data, max_pixels) if grey is None else images.inspect_pixels(data, grey, max_pixels)
     if isinstance(facts, images.ImageFacts):
         return {"key": key, "sha256": facts.sha256, "phash": facts.phash, "width": facts.width,
                 "height": facts.height, "reason": ""}
     return {"key": key, "sha256": images.sha256_hex(data), "phash": None, "width": None, "height": None,
             "reason": facts.reason}
+
+
+def _done(row: dict[str, Any]) -> concurrent.futures.Future:
+    """A row computed in place, queued behind the pending checks so rows keep the write order."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(row)
+    return future
 
 
 def write_checks(path: str, rows: list[dict[str, Any]]) -> None:
@@ -68,9 +78,13 @@ class CheckingWriter:
 
     def write(self, img_str, key, caption, meta) -> None:
         self.inner.write(img_str, key, caption, meta)
+        grey = encoded_pixels.take(img_str)     # empties the slot, whether or not an image was stored
         if img_str is None:
             return
-        self.pending.append(self.pool.submit(check_row, key, img_str, self.max_pixels))
+        if grey is None:
+            self.pending.append(self.pool.submit(check_row, key, img_str, self.max_pixels))
+        else:
+            self.pending.append(_done(check_row(key, img_str, self.max_pixels, grey)))
         while len(self.pending) > MAX_PENDING:
             self.rows.append(self.pending.popleft().result())
 
