@@ -148,6 +148,23 @@ def test_hold_off_waits_and_a_long_hold_fails_fast(tmp_path):
         gate.acquire("h")
     assert time.time() - start < 1
     gate.acquire("elsewhere").release()
+    busy = [HostGate(str(tmp_path), 2, max_wait=5).acquire("busy") for _ in range(2)]
+    gate.hold_off("busy", 365 * 86400)                # every slot taken: fail, do not wait for one
+    raised = []
+
+    def ask() -> None:
+        try:
+            gate.acquire("busy").release()
+        except HostHeldOff as e:
+            raised.append(e)
+    asking = threading.Thread(target=ask)
+    asking.start()
+    asking.join(2)
+    waited = asking.is_alive()
+    for lease in busy:
+        lease.release()                               # (lets a waiting acquire end, if it waited)
+    asking.join()
+    assert not waited and raised and "max_retry_after" in str(raised[0])
 
 
 def _grab_all_and_wait(directory: str, ready) -> None:
