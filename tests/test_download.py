@@ -410,7 +410,8 @@ def modules(_):
              type(sys.modules["wandb"]).__name__)
     table = sys.modules["img2dataset.logger"].wandb.Table       # wandb, imported at its first use
     return facts + (table.__module__, type(sys.modules["wandb"]).__name__,
-                    type(sys.modules["img2dataset.resizer"].cv2).__name__)
+                    type(sys.modules["img2dataset.resizer"].cv2).__name__,
+                    type(sys.modules["img2dataset.resizer"].A).__name__)
 
 if __name__ == "__main__":
     import torch  # noqa: F401  (as in a `witcurate run` process: the workers must not need it)
@@ -435,7 +436,8 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     with another limit must not get them. Either way a worker starts with img2dataset imported
     and without torch (half of img2dataset's import) or huggingface_hub, which it does not use,
     and can still import both; wandb, which img2dataset's logger imports, stands in until first
-    used; and its resizer's OpenCV records what it encodes, for the checks (encoded_pixels.py)."""
+    used; and its resizer's OpenCV records what it encodes, for the checks (encoded_pixels.py),
+    and its albumentations builds each transform once (cached_transforms.py)."""
     import subprocess
     import sys
     script = tmp_path / "limits.py"
@@ -446,7 +448,7 @@ def test_each_pool_s_workers_read_its_pixel_limit(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["[False]", "[True]", "forkserver", "spawn"], proc.stdout
     worker = ("(True, False, True, False, True, 'OnFirstUse', 'wandb.sdk.data_types.table', 'module', "
-              "'RecordingCv2')")
+              "'RecordingCv2', 'CachedTransforms')")
     assert lines[1] == f"[{worker}] [{worker}]", proc.stdout
 
 

@@ -108,3 +108,29 @@ def test_take_hands_over_pixels_once_and_only_for_the_bytes_encoded():
     assert encoded_pixels.take(buf.tobytes()) is None                   # empties the slot too
     assert encoded_pixels.greyscale(np.zeros((4, 4, 4), np.uint8)) is None
     assert encoded_pixels.greyscale(np.zeros((4, 4), np.uint16)) is None
+
+
+@pytest.mark.parametrize("mode", ["keep_ratio", "center_crop", "border", "keep_ratio_largest"])
+def test_transforms_built_once_resize_to_the_same_bytes(mode, monkeypatch):
+    """The workers' resizer builds each albumentations transform once (cached_transforms.py);
+    what it stores must be byte for byte what img2dataset's own would store."""
+    import albumentations
+    import img2dataset.resizer
+    from img2dataset.resizer import Resizer
+    from witcurate.pipeline import cached_transforms
+    samples = [drawn_jpeg(300, 200), drawn_jpeg(140, 260), drawn_jpeg(64, 50), drawn_jpeg(500, 90)]
+    resizer = Resizer(image_size=96, resize_mode=mode, resize_only_if_bigger=False, encode_format="jpg",
+                      encode_quality=95, max_aspect_ratio=10)
+    monkeypatch.setattr(img2dataset.resizer, "A", albumentations)
+    plain = [resizer(io.BytesIO(data))[:5] for data in samples * 2]
+    cached_transforms.install()
+    built = []
+    real = albumentations.SmallestMaxSize.__init__
+    monkeypatch.setattr(albumentations.SmallestMaxSize, "__init__",
+                        lambda self, *a, **kw: built.append(kw) or real(self, *a, **kw))
+    cached = [resizer(io.BytesIO(data))[:5] for data in samples * 2]
+    assert cached == plain
+    assert all(out[0] for out in cached)
+    if mode in ("keep_ratio", "center_crop"):                # built once per setting (down or
+        distinct = {tuple(sorted(kw.items())) for kw in built}  # upscaling), not once per image
+        assert len(built) == len(distinct) <= 2, built

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from witcurate.filters import images, urls
-from witcurate.pipeline import encoded_pixels
+from witcurate.pipeline import cached_transforms, encoded_pixels
 from witcurate.pipeline.shard_checks import CheckingWriterClass
 
 MAX_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
@@ -100,10 +100,12 @@ class SharedSilence:
 
 
 def patch_resizer() -> None:
-    """Give img2dataset's Resizer the thread-safe silence (see SharedSilence), and have it leave
-    the pixels it encodes for the checks (encoded_pixels.py)."""
+    """Give img2dataset's Resizer the thread-safe silence (see SharedSilence), its transforms
+    built once instead of per image (cached_transforms.py), and have it leave the pixels it
+    encodes for the checks (encoded_pixels.py)."""
     import img2dataset.resizer
     img2dataset.resizer.SuppressStdoutStderr = SharedSilence
+    cached_transforms.install()
     encoded_pixels.install()
 
 
