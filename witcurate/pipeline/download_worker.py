@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from witcurate.filters import images, urls
-from witcurate.pipeline import cached_transforms, encoded_pixels
+from witcurate.pipeline import cached_transforms, encoded_pixels, mp_tempdir
 from witcurate.pipeline.shard_checks import CheckingWriterClass
 
 MAX_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
@@ -254,6 +254,7 @@ def _context(max_pixels: int):
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     if _forkserver_pixels is None:
+        mp_tempdir.ensure_short()                    # the server's socket path must fit
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
         _forkserver_pixels = max_pixels
