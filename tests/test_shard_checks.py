@@ -106,8 +106,8 @@ def test_take_hands_over_pixels_once_and_only_for_the_bytes_encoded():
     recording.imencode(".png", bgr)
     assert encoded_pixels.take(None) is None                            # a failed sample's write
     assert encoded_pixels.take(buf.tobytes()) is None                   # empties the slot too
-    assert encoded_pixels.greyscale(np.zeros((4, 4, 4), np.uint8)) is None
-    assert encoded_pixels.greyscale(np.zeros((4, 4), np.uint16)) is None
+    assert encoded_pixels.opencv_greyscale(np.zeros((4, 4, 4), np.uint8)) is None
+    assert encoded_pixels.opencv_greyscale(np.zeros((4, 4), np.uint16)) is None
 
 
 @pytest.mark.parametrize("mode", ["keep_ratio", "center_crop", "border", "keep_ratio_largest"])

@@ -2,13 +2,13 @@
 
 The checks hash every stored image (shard_checks.py). Decoding the stored bytes again for that
 was most of the check's cost (0.33 ms an image alone on the download benchmark's 299x224 JPEGs,
-0.19 ms from the pixels); the resizer has just had the same picture in memory. `install` wraps the `cv2`
-module that img2dataset's resizer calls (and only that reference) so that `imencode` leaves the
-array it encodes, with the length of what it encoded, in a thread-local slot; the sample writer,
-which img2dataset calls next on the same thread, takes it with `take`. The slot is emptied by
-every take, so an image is hashed from recorded pixels only when the bytes written are the bytes
-just encoded; any other write (img2dataset keeping the original bytes, an encode that failed)
-finds it empty or mismatched and its bytes are decoded as before.
+0.19 ms from the pixels); the resizer has just had the same picture in memory. `install` wraps
+the `cv2` module that img2dataset's resizer calls (and only that reference) so that `imencode`
+leaves the array it encodes, with the length of what it encoded, in a thread-local slot; the
+sample writer, which img2dataset calls next on the same thread, takes it with `take`. The slot
+is emptied by every take, so an image is hashed from recorded pixels only when the bytes written
+are the bytes just encoded; any other write (img2dataset keeping the original bytes, an encode
+that failed) finds it empty or mismatched and its bytes are decoded as before.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def take(encoded: bytes | None):
     _slot.recorded = None
     if recorded is None or encoded is None or recorded[1] != len(encoded):
         return None
-    return greyscale(recorded[0])
+    return opencv_greyscale(recorded[0])
 
 
-def greyscale(pixels):
+def opencv_greyscale(pixels):
     """The greyscale of an array as OpenCV holds images (BGR, or one channel), or None for a
     layout the hash does not take (it is then decoded from the bytes)."""
     import cv2

@@ -3,7 +3,7 @@
 The fork server listens on an AF_UNIX socket in multiprocessing's temporary folder,
 TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX, and Linux caps such a path at 107 bytes. Under a long
 TMPDIR (a scheduler's per-job folder, a test's tmp_path) the download workers then fail to start
-with "AF_UNIX path too long", rather than merely running somewhere else. Python 3.13 falls back
+with "AF_UNIX path too long". Python 3.13 falls back
 to a standard short folder in that case (multiprocessing.util._get_base_temp_dir); this does the
 same on 3.11, before the fork server starts, using only tempfile's own folder override.
 """

@@ -42,7 +42,10 @@ def shard_name(shard_id: int, oom_shard_count: int) -> str:
 def check_row(key: str, data: bytes, max_pixels: int, grey=None) -> dict[str, Any]:
     """One row of CHECKS_SCHEMA for a stored image, hashed from `grey` (its greyscale pixels)
     when given, else decoded from `data`."""
-    facts = images.inspect_image(data, max_pixels) if grey is None else images.inspect_pixels(data, grey, max_pixels)
+    if grey is None:
+        facts = images.inspect_image(data, max_pixels)
+    else:
+        facts = images.inspect_pixels(data, grey, max_pixels)
     if isinstance(facts, images.ImageFacts):
         return {"key": key, "sha256": facts.sha256, "phash": facts.phash, "width": facts.width,
                 "height": facts.height, "reason": ""}
