@@ -97,3 +97,71 @@ def test_an_unpickled_copy_finds_the_memo():
         assert copy._fn is not dofn._fn
         assert dofn_specs.memoised_dofn_specs(copy) == dofn_specs._beam_scan(copy)
         assert len(dofn_specs._memo) == size, dofn
+
+
+def _with_defaults(x, scale=2, offset=beam.DoFn.TimestampParam):
+    return x
+
+
+class Overridden(beam.DoFn):
+    """An instance that puts a function of its own, with other arguments, in place of process."""
+
+    def process(self, x):
+        yield x
+
+    def __init__(self):
+        super().__init__()
+        self.process = types.MethodType(_stateful_process, self)
+
+
+def _argument_cases() -> list:
+    return [(Plain(), "process"), (Plain(), "start_bundle"), (Stateful(), "process"),
+            (Stateful(), "emit"), (Swapped(False), "process"), (Swapped(True), "process"),
+            (Overridden(), "process"), (Overridden(), "setup"),
+            (beam.Map(lambda x: x).fn, "process"), (beam.Map(_with_defaults).fn, "process"),
+            (beam.Map(_stateful_map_fn).fn, "process"), (beam.FlatMap(_with_defaults).fn, "process"),
+            (beam.MapTuple(lambda k, v: (k, v)).fn, "process"),
+            (beam.Map(lambda x, y: x, 3).fn, "process"), (DownloadShard.__new__(DownloadShard), "process")]
+
+
+def test_the_argument_memo_is_installed_and_answers_as_beam():
+    from apache_beam.transforms import core
+    assert core.get_function_arguments is dofn_specs.memoised_function_arguments
+    for _ in range(2):                 # the second round answers from the memo
+        for obj, method in _argument_cases():
+            assert dofn_specs.memoised_function_arguments(obj, method) == dofn_specs._beam_arguments(obj, method), \
+                (obj, method)
+    # every Map wraps its callable in the same lambda: the callable's own arguments count
+    assert dofn_specs.memoised_function_arguments(beam.Map(_with_defaults).fn, "process") == \
+        (["x", "scale", "offset"], [2, beam.DoFn.TimestampParam])
+    assert dofn_specs.memoised_function_arguments(beam.Map(lambda x: x).fn, "process") == (["x"], [])
+    for dofn in (beam.Map(lambda kv: kv).fn, beam.Map(_stateful_map_fn).fn):
+        assert dofn_specs.memoised_dofn_specs(dofn) == dofn_specs._beam_scan(dofn)
+
+
+def test_argument_lists_are_the_callers_own():
+    names, defaults = dofn_specs.memoised_function_arguments(Stateful(), "process")
+    names.clear()
+    defaults.clear()
+    assert dofn_specs.memoised_function_arguments(Stateful(), "process")[0] == ["kv", "seen", "flush"]
+
+
+def test_a_step_takes_its_arguments_from_beam_once(monkeypatch):
+    """Building, translating and running a pipeline asks for the same DoFn's arguments many
+    times; Beam's own scan runs once per kind of DoFn and method."""
+    calls, beams_own = [], dofn_specs._beam_arguments
+
+    def counting(obj, method):
+        calls.append((type(obj).__name__, method))
+        return beams_own(obj, method)
+
+    class Counted(beam.DoFn):      # a class no earlier test has scanned
+        def process(self, x, step=1):
+            yield x + step
+
+    monkeypatch.setattr(dofn_specs, "_beam_arguments", counting)
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create([1, 2]) | "A" >> beam.ParDo(Counted()) | "B" >> beam.ParDo(Counted())
+        assert_that(out, equal_to([3, 4]))
+    counted = [c for c in calls if c[0] == "Counted"]
+    assert counted and len(counted) == len(set(counted)), counted

@@ -20,7 +20,7 @@ from witcurate.pipeline.table_sink import Table, WriteTables, parquet_table
 from witcurate.pipeline.tables import parquet_files
 from witcurate.schemas import REJECTS
 
-dofn_specs.install()      # Beam's per-ParDo stateful-DoFn scan, once per kind of DoFn
+dofn_specs.install()      # Beam's per-ParDo scans of a DoFn (state, arguments), once per kind of DoFn
 beam_state_weight.install()   # the state cache's weighing, without re-listing every module
 
 KEPT = "kept"
