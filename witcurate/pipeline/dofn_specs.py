@@ -79,12 +79,16 @@ def memoised_dofn_specs(dofn) -> tuple[set, set]:
     found = _memo.get(key)
     if found is None:
         states, timers = _beam_scan(dofn)
-        found = (frozenset(states), frozenset(timers))
-        with _lock:
-            if len(_memo) >= MAX_ENTRIES:
-                _memo.clear()
-            _memo[key] = found
+        found = _remember(_memo, key, (frozenset(states), frozenset(timers)))
     return set(found[0]), set(found[1])
+
+
+def _remember(memo: dict, key: Any, value: Any) -> Any:
+    with _lock:
+        if len(memo) >= MAX_ENTRIES:
+            memo.clear()
+        memo[key] = value
+    return value
 
 
 def _arguments_key(obj, method: str) -> Any:
@@ -107,11 +111,7 @@ def memoised_function_arguments(obj, method: str) -> tuple[list[str], list[Any]]
     found = _argument_memo.get(key)
     if found is None:
         names, defaults = _beam_arguments(obj, method)
-        found = (tuple(names), tuple(defaults))
-        with _lock:
-            if len(_argument_memo) >= MAX_ENTRIES:
-                _argument_memo.clear()
-            _argument_memo[key] = found
+        found = _remember(_argument_memo, key, (tuple(names), tuple(defaults)))
     return list(found[0]), list(found[1])
 
 
