@@ -495,6 +495,32 @@ def test_decoding_threads_leave_the_worker_s_output_where_it_was(tmp_path):
     assert "libjpeg noise" not in ours.stderr
 
 
+WORKER_IMPORT_SCRIPT = '''
+import sys
+from witcurate.config import DownloadSection
+from witcurate.pipeline.download_shard import DownloadShard
+DownloadShard(DownloadSection(), "hash", "/nowhere", "token").setup()
+print("img2dataset" in sys.modules)
+DownloadShard(DownloadSection(), "hash", "/nowhere", "token", in_driver=False).setup()
+import img2dataset.main
+print("torch" in sys.modules)
+'''
+
+
+def test_a_beam_worker_process_drives_img2dataset_without_torch(tmp_path):
+    """Where Beam runs DownloadShard in worker processes of its own (multi-process, Dataflow), its
+    set-up imports img2dataset as the download workers do, without torch; in the driver it leaves
+    img2dataset alone, for a trainer there may later want webdataset's torch classes."""
+    import subprocess
+    import sys
+    script = tmp_path / "worker_import.py"
+    script.write_text(WORKER_IMPORT_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False", "False"], proc.stdout
+
+
 UNGUARDED_SCRIPT = '''
 import pyarrow as pa, pyarrow.parquet as pq, sys
 from witcurate import schemas

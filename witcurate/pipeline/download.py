@@ -135,7 +135,8 @@ def download_pipeline(p: beam.Pipeline, ctx: StageContext, n_rows: int, run_toke
     judged = kept | "Robots" >> ObeyRobots(cfg, ctx.work_dir, n_rows)
     outs = (judged[KEPT]
             | "GroupByShard" >> beam.GroupByKey()
-            | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token))
+            | "DownloadShard" >> beam.ParDo(DownloadShard(cfg, config_hash, ctx.work_dir, run_token,
+                                                          runs_in_this_process(ctx.beam_args)))
             .with_outputs(KEPT, REJECTED, SHARD))
     rejects = (rows[REJECTED], judged[REJECTED], outs[REJECTED]) | "AllRejects" >> beam.Flatten()
     hosts = ({"kept": outs[KEPT], "rejects": rejects, "robots": judged["robots"]}
